@@ -1,0 +1,665 @@
+/**
+ * Job lifecycle: start a command in its own process group, read its output
+ * with backpressure, coalesce and fan it out to subscribers, keep a bounded
+ * replay buffer, enforce timeouts and the concurrency limit, and end every
+ * job with exactly one `process.completed`. Nothing here knows about sockets:
+ * subscribers are anything with `send` and `ready`.
+ *
+ * @module
+ */
+import { Coalescer, type Timer, utf8SafeLength } from "./chunker.ts";
+import type { ServerConfig } from "./config.ts";
+import type { Logger } from "./log.ts";
+import { type GroupMode, ProcessGroup, type SpawnSpec } from "./process.ts";
+import {
+  type ByteCounts,
+  type ControlType,
+  ErrorCode,
+  type ExecuteParams,
+  type JobInfo,
+  type JobStatus,
+  type NotificationName,
+  type NotificationParams,
+  RpcError,
+  type StreamName,
+  TERMINAL_STATUSES,
+} from "./protocol.ts";
+import { ReplayBuffer, type ReplaySlice } from "./replay.ts";
+
+/** Someone who receives a job's notifications: in practice a WebSocket session. */
+export interface Subscriber {
+  readonly id: string;
+  send(frame: string): void;
+  /**
+   * Undefined when the subscriber can take more now; otherwise a promise that
+   * resolves when it can (or when it has gone away). The job stops reading
+   * its pipes until then, so a slow client slows the command, not the heap.
+   */
+  ready(): Promise<void> | undefined;
+}
+
+export type JobManagerConfig = Pick<
+  ServerConfig,
+  "maxJobs" | "replayBufferBytes" | "keepFinishedJobs" | "killGraceMs" | "coalesceMs" | "chunkBytes"
+>;
+
+export interface JobManagerOptions {
+  config: JobManagerConfig;
+  shell: string;
+  groupMode: GroupMode;
+  logger: Logger;
+  /** @default ProcessGroup.spawn */
+  spawn?: (spec: SpawnSpec, mode: GroupMode) => ProcessGroup;
+  /** Milliseconds since the epoch. @default Date.now */
+  now?: () => number;
+}
+
+/** How long a pipe may stay silent after its whole group is gone before we stop waiting for EOF. */
+const ESCAPED_PIPE_MS = 1000;
+
+type Cause = { status: "canceled" | "timed_out"; reason: string };
+
+const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+
+/** One command run: its process group, output, subscribers and outcome. */
+export class Job {
+  readonly id: string;
+  readonly command: string;
+  readonly cwd: string | null;
+  readonly detach: boolean;
+  /** The session that started the job; its disconnect cancels the job unless detached. */
+  readonly owner: string;
+  readonly startedAt: number;
+  readonly group: ProcessGroup;
+  /** Resolves after `process.completed` has been sent. */
+  readonly done: Promise<void>;
+
+  status: JobStatus = "running";
+  endedAt: number | null = null;
+  exitCode: number | null = null;
+  signal: string | null = null;
+  reason: string | null = null;
+  truncated = false;
+  readonly bytes: ByteCounts = { stdout: 0, stderr: 0 };
+
+  #seq = 0;
+  #replay: ReplayBuffer;
+  #subscribers = new Map<string, Subscriber>();
+  #outputBudget: number;
+  #cause: Cause | null = null;
+  #stopping: Promise<unknown> | null = null;
+  #stdin: WritableStreamDefaultWriter<Uint8Array> | null = null;
+  #stdinChain: Promise<unknown> = Promise.resolve();
+  #lastActivity: number;
+  #wallTimer: Timer | undefined;
+  #idleTimer: Timer | undefined;
+  #pumps: Pump[] = [];
+  #resolveDone!: () => void;
+  readonly #manager: JobManager;
+
+  constructor(
+    manager: JobManager,
+    id: string,
+    params: ExecuteParams,
+    owner: string,
+    group: ProcessGroup,
+    replayBufferBytes: number,
+  ) {
+    this.#manager = manager;
+    this.id = id;
+    this.command = params.command;
+    this.cwd = params.cwd ?? null;
+    this.detach = params.detach ?? false;
+    this.owner = owner;
+    this.group = group;
+    this.startedAt = manager.now();
+    this.#lastActivity = performance.now();
+    this.#replay = new ReplayBuffer(replayBufferBytes);
+    this.#outputBudget = params.max_output_bytes ?? Infinity;
+    this.done = new Promise((resolve) => (this.#resolveDone = resolve));
+  }
+
+  get lastSeq(): number {
+    return this.#seq;
+  }
+
+  get isFinished(): boolean {
+    return TERMINAL_STATUSES.has(this.status);
+  }
+
+  get stdinOpen(): boolean {
+    return this.#stdin !== null;
+  }
+
+  info(): JobInfo {
+    return {
+      job_id: this.id,
+      command: this.command,
+      cwd: this.cwd,
+      status: this.status,
+      pid: this.group.pid,
+      pgid: this.group.pgid,
+      detach: this.detach,
+      started_at: new Date(this.startedAt).toISOString(),
+      ended_at: this.endedAt === null ? null : new Date(this.endedAt).toISOString(),
+      duration_ms: this.endedAt === null ? null : this.endedAt - this.startedAt,
+      exit_code: this.exitCode,
+      signal: this.signal,
+      bytes: { ...this.bytes },
+      truncated: this.truncated,
+      last_seq: this.#seq,
+      reason: this.reason,
+    };
+  }
+
+  // -- subscribers ----------------------------------------------------------
+
+  /**
+   * Replays what the buffer holds from `fromSeq`, then follows live. Replay
+   * and registration happen in one synchronous step, so nothing falls between.
+   */
+  subscribe(subscriber: Subscriber, fromSeq = 0): ReplaySlice {
+    const slice = this.#replay.from(fromSeq);
+    for (const frame of slice.frames) subscriber.send(frame);
+    if (!this.isFinished) this.#subscribers.set(subscriber.id, subscriber);
+    return slice;
+  }
+
+  /** What `subscribe(_, fromSeq)` would replay, without replaying it. */
+  previewReplay(fromSeq: number): Omit<ReplaySlice, "frames"> {
+    const { firstSeq, missed } = this.#replay.from(fromSeq);
+    return { firstSeq, missed };
+  }
+
+  unsubscribe(subscriberId: string): boolean {
+    return this.#subscribers.delete(subscriberId);
+  }
+
+  isSubscribed(subscriberId: string): boolean {
+    return this.#subscribers.has(subscriberId);
+  }
+
+  #emit<N extends Exclude<NotificationName, "connected">>(
+    method: N,
+    params: Omit<NotificationParams<N>, "seq" | "job_id">,
+  ): void {
+    const seq = ++this.#seq;
+    const frame = JSON.stringify({
+      jsonrpc: "2.0",
+      method,
+      params: { job_id: this.id, seq, ...params },
+    });
+    this.#replay.add(seq, frame);
+    for (const subscriber of this.#subscribers.values()) subscriber.send(frame);
+  }
+
+  /** Undefined when every subscriber can take more; else a promise for when they can. */
+  #backpressure(): Promise<unknown> | undefined {
+    let waits: Promise<void>[] | undefined;
+    for (const subscriber of this.#subscribers.values()) {
+      const wait = subscriber.ready();
+      if (wait) (waits ??= []).push(wait);
+    }
+    return waits && Promise.all(waits);
+  }
+
+  // -- running ----------------------------------------------------------------
+
+  /** Called once by the manager right after spawn. */
+  start(params: ExecuteParams, config: JobManagerConfig): void {
+    this.#emit("process.started", {
+      pid: this.group.pid,
+      pgid: this.group.pgid,
+      command: this.command,
+      cwd: this.cwd,
+    });
+    if (this.group.stdin) this.#openStdin(params);
+    if (params.timeout !== undefined) {
+      this.#wallTimer = setTimeout(
+        () => this.terminate("timed_out", `timed out after ${params.timeout}s`),
+        params.timeout * 1000,
+      );
+    }
+    if (params.idle_timeout !== undefined) this.#armIdleTimer(params.idle_timeout * 1000);
+    const chunkOptions = { maxBytes: config.chunkBytes, delayMs: config.coalesceMs };
+    this.#pumps = [
+      this.#pump(this.group.stdout, "stdout", chunkOptions),
+      this.#pump(this.group.stderr, "stderr", chunkOptions),
+    ];
+    this.#run(config.killGraceMs).catch((error) => this.#fail(error));
+  }
+
+  #pump(
+    stream: ReadableStream<Uint8Array>,
+    name: StreamName,
+    chunkOptions: { maxBytes: number; delayMs: number },
+  ): Pump {
+    const reader = stream.getReader();
+    const coalescer = new Coalescer(
+      (chunk) => this.#output(name, chunk.offset, chunk.bytes),
+      chunkOptions,
+    );
+    const pump: Pump = { reader, reading: false, done: Promise.resolve(), cancel: () => {} };
+    let canceled = false;
+    pump.cancel = () => {
+      canceled = true;
+      reader.cancel().catch(() => {});
+    };
+    pump.done = (async () => {
+      try {
+        while (true) {
+          const wait = this.#backpressure();
+          if (wait) {
+            await wait;
+            // Waiting for a slow client is not the command being idle.
+            this.#lastActivity = performance.now();
+          }
+          pump.reading = true;
+          const { value, done } = await reader.read();
+          pump.reading = false;
+          this.#lastActivity = performance.now();
+          if (done) break;
+          this.bytes[name] += value.length;
+          coalescer.push(value);
+        }
+      } catch (error) {
+        if (!canceled) {
+          this.#emit("process.error", {
+            message: `Reading ${name} failed: ${(error as Error).message}`,
+          });
+        }
+      } finally {
+        pump.reading = false;
+        coalescer.end();
+        reader.releaseLock();
+      }
+    })();
+    return pump;
+  }
+
+  #output(stream: StreamName, offset: number, bytes: Uint8Array): void {
+    if (this.truncated) return; // past max_output_bytes: read (so the command does not block) but drop
+    let cut = false;
+    if (bytes.length > this.#outputBudget) {
+      bytes = bytes.subarray(0, utf8SafeLength(bytes, this.#outputBudget));
+      cut = true;
+    }
+    this.#outputBudget -= bytes.length;
+    if (cut) this.truncated = true;
+    this.#emit("process.output", {
+      stream,
+      type: stream,
+      offset,
+      data: decoder.decode(bytes),
+      ...(cut ? { truncated: true } : {}),
+    });
+  }
+
+  async #run(graceMs: number): Promise<void> {
+    const status = await this.group.status;
+    this.#clearTimers();
+    // The leader is gone; whatever it left running in the group (`cmd &`) goes too, so it can
+    // neither outlive the job nor hold the pipes open.
+    if (this.#stopping) await this.#stopping;
+    else await this.group.sweep(graceMs);
+    await this.#drainPipes();
+    this.#finish(status);
+  }
+
+  /**
+   * Waits for both pipes to reach EOF. A process that left the group (setsid,
+   * daemonized) may still hold one open; once it has been silent for a while
+   * we stop reading and say so, rather than wait forever.
+   */
+  async #drainPipes(): Promise<void> {
+    const all = Promise.all(this.#pumps.map((p) => p.done));
+    let finished = false;
+    all.then(() => (finished = true));
+    while (!finished) {
+      let timer: Timer | undefined;
+      await Promise.race([all, new Promise((r) => (timer = setTimeout(r, 100)))]);
+      clearTimeout(timer);
+      if (finished) break;
+      if (performance.now() - this.#lastActivity < ESCAPED_PIPE_MS) continue;
+      for (const pump of this.#pumps) {
+        if (!pump.reading) continue;
+        this.#emit("process.error", {
+          message:
+            "Stopped reading output: a process outside the job's process group still holds the pipe open",
+        });
+        pump.cancel();
+      }
+    }
+  }
+
+  #finish(status: Deno.CommandStatus): void {
+    if (this.isFinished) return;
+    this.exitCode = status.signal === null ? status.code : null;
+    this.signal = status.signal;
+    if (this.#cause) {
+      this.status = this.#cause.status;
+      this.reason = this.#cause.reason;
+    } else if (status.signal !== null) {
+      this.status = "killed";
+      this.reason = `killed by ${status.signal}`;
+    } else {
+      this.status = status.code === 0 ? "completed" : "failed";
+    }
+    this.#complete();
+  }
+
+  /** Ends the job as `error` after something went wrong on our side. */
+  #fail(error: unknown): void {
+    if (this.isFinished) return;
+    this.#manager.logger.error("job failed", { job_id: this.id, error: String(error) });
+    this.group.stop(0).catch(() => {});
+    this.status = "error";
+    this.reason = (error as Error)?.message ?? String(error);
+    this.#complete();
+  }
+
+  #complete(): void {
+    this.#clearTimers();
+    this.endedAt = this.#manager.now();
+    this.#closeStdin();
+    this.#emit("process.completed", {
+      status: this.status,
+      exit_code: this.exitCode,
+      signal: this.signal,
+      duration_ms: this.endedAt - this.startedAt,
+      bytes: { ...this.bytes },
+      truncated: this.truncated,
+      reason: this.reason,
+    });
+    this.#subscribers.clear();
+    this.#manager.finished(this);
+    this.#resolveDone();
+  }
+
+  // -- control --------------------------------------------------------------
+
+  /** Stops the job for `cause`; the first cause wins, later ones are ignored. */
+  terminate(status: Cause["status"], reason: string): void {
+    // Once the leader has exited its status is the outcome; only leftovers are being swept.
+    if (this.isFinished || this.#cause || this.group.leaderExited) return;
+    this.#cause = { status, reason };
+    this.#stopping = this.group.stop(this.#manager.config.killGraceMs);
+  }
+
+  control(type: ControlType): JobStatus {
+    if (this.isFinished || this.#cause || this.group.leaderExited) {
+      const state = this.isFinished ? this.status : this.#cause ? "stopping" : "exited, finishing";
+      throw new RpcError(
+        ErrorCode.JOB_NOT_RUNNING,
+        `Cannot ${type.toLowerCase()} job "${this.id}": it is not running (status: ${state})`,
+        { job_id: this.id, status: this.status },
+      );
+    }
+    switch (type) {
+      case "CANCEL":
+        this.terminate("canceled", "canceled by request");
+        break;
+      case "PAUSE":
+        if (this.status === "paused") throw this.#wrongState("pause", "it is already paused");
+        this.group.signal("SIGSTOP");
+        this.status = "paused";
+        this.#emit("process.paused", {});
+        break;
+      case "RESUME":
+        if (this.status !== "paused") throw this.#wrongState("resume", "it is not paused");
+        this.group.signal("SIGCONT");
+        this.status = "running";
+        this.#lastActivity = performance.now();
+        this.#emit("process.resumed", {});
+        break;
+    }
+    return this.status;
+  }
+
+  #wrongState(action: string, why: string): RpcError {
+    return new RpcError(ErrorCode.JOB_NOT_RUNNING, `Cannot ${action} job "${this.id}": ${why}`, {
+      job_id: this.id,
+      status: this.status,
+    });
+  }
+
+  // -- timers ---------------------------------------------------------------
+
+  /** One timer, re-armed for the remaining time, instead of a reset on every read. */
+  #armIdleTimer(idleMs: number): void {
+    const check = () => {
+      const silent = performance.now() - this.#lastActivity;
+      // A paused job is silent because we stopped it; that is not idleness.
+      if (this.status === "paused") this.#lastActivity = performance.now();
+      if (this.status !== "paused" && silent >= idleMs) {
+        this.#idleTimer = undefined;
+        this.terminate("timed_out", `idle for ${idleMs / 1000}s (no output)`);
+        return;
+      }
+      this.#idleTimer = setTimeout(check, this.status === "paused" ? idleMs : idleMs - silent);
+    };
+    this.#idleTimer = setTimeout(check, idleMs);
+  }
+
+  #clearTimers(): void {
+    clearTimeout(this.#wallTimer);
+    clearTimeout(this.#idleTimer);
+    this.#wallTimer = this.#idleTimer = undefined;
+  }
+
+  // -- stdin ----------------------------------------------------------------
+
+  #openStdin(params: ExecuteParams): void {
+    this.#stdin = this.group.stdin!.getWriter();
+    if (params.stdin !== undefined) {
+      this.input(params.stdin, !params.keep_stdin_open).catch(() => {});
+    } else if (!params.keep_stdin_open) this.#closeStdin();
+  }
+
+  /** Writes to the command's stdin, in order with earlier writes; `eof` closes it afterwards. */
+  input(data: string | undefined, eof: boolean): Promise<number> {
+    const writer = this.#stdin;
+    if (!writer) {
+      return Promise.reject(
+        new RpcError(
+          ErrorCode.STDIN_CLOSED,
+          `Cannot write to job "${this.id}": its stdin is closed`,
+          {
+            job_id: this.id,
+            status: this.status,
+          },
+        ),
+      );
+    }
+    if (eof) this.#stdin = null;
+    const bytes = data ? encoder.encode(data) : new Uint8Array();
+    const write = this.#stdinChain.then(async () => {
+      try {
+        if (bytes.length > 0) await writer.write(bytes);
+      } catch (error) {
+        writer.releaseLock();
+        this.#stdin = null;
+        throw new RpcError(
+          ErrorCode.STDIN_CLOSED,
+          `Cannot write to job "${this.id}": the command closed its stdin (${
+            (error as Error).message
+          })`,
+          { job_id: this.id, status: this.status },
+        );
+      }
+      if (eof) await writer.close().catch(() => {});
+      return bytes.length;
+    });
+    this.#stdinChain = write.catch(() => {});
+    return write;
+  }
+
+  #closeStdin(): void {
+    const writer = this.#stdin;
+    if (!writer) return;
+    this.#stdin = null;
+    this.#stdinChain = this.#stdinChain.then(() => writer.close()).catch(() => {});
+  }
+}
+
+interface Pump {
+  reader: ReadableStreamDefaultReader<Uint8Array>;
+  /** True while waiting in read(), as opposed to waiting for subscribers. */
+  reading: boolean;
+  done: Promise<void>;
+  cancel(): void;
+}
+
+/** All jobs of one server: limits, ids, retention, shutdown. */
+export class JobManager {
+  readonly config: JobManagerConfig;
+  readonly logger: Logger;
+  readonly now: () => number;
+  readonly shell: string;
+  readonly groupMode: GroupMode;
+  #spawn: (spec: SpawnSpec, mode: GroupMode) => ProcessGroup;
+  #jobs = new Map<string, Job>();
+  #running = new Set<Job>();
+  #finishedOrder: string[] = [];
+  #shuttingDown = false;
+
+  constructor(options: JobManagerOptions) {
+    this.config = options.config;
+    this.logger = options.logger;
+    this.now = options.now ?? Date.now;
+    this.shell = options.shell;
+    this.groupMode = options.groupMode;
+    this.#spawn = options.spawn ?? ProcessGroup.spawn;
+  }
+
+  get runningCount(): number {
+    return this.#running.size;
+  }
+
+  get(jobId: string): Job {
+    const job = this.#jobs.get(jobId);
+    if (!job) {
+      throw new RpcError(ErrorCode.JOB_NOT_FOUND, `Job "${jobId}" not found`, { job_id: jobId });
+    }
+    return job;
+  }
+
+  list(filter: { status?: JobStatus; limit?: number } = {}): Job[] {
+    let jobs = [...this.#jobs.values()];
+    if (filter.status) jobs = jobs.filter((job) => job.status === filter.status);
+    jobs.sort((a, b) => b.startedAt - a.startedAt);
+    return filter.limit ? jobs.slice(0, filter.limit) : jobs;
+  }
+
+  /**
+   * Starts a job, or returns the existing one when `job_id` names a job with
+   * the same command (a retried execute must not run the command twice).
+   *
+   * @throws {RpcError} SHUTTING_DOWN, JOB_ID_CONFLICT, TOO_MANY_JOBS, INVALID_CWD, SPAWN_FAILED
+   */
+  start(params: ExecuteParams, owner: string): { job: Job; existing: boolean } {
+    if (this.#shuttingDown) {
+      throw new RpcError(ErrorCode.SHUTTING_DOWN, "Cannot execute: the server is shutting down");
+    }
+    if (params.job_id !== undefined) {
+      const existing = this.#jobs.get(params.job_id);
+      if (existing) {
+        if (existing.command !== params.command) {
+          throw new RpcError(
+            ErrorCode.JOB_ID_CONFLICT,
+            `Cannot execute: job_id "${params.job_id}" is already used by a different command`,
+            { job_id: params.job_id, command: existing.command },
+          );
+        }
+        return { job: existing, existing: true };
+      }
+    }
+    if (this.#running.size >= this.config.maxJobs) {
+      throw new RpcError(
+        ErrorCode.TOO_MANY_JOBS,
+        `Cannot execute: ${this.#running.size} jobs are running, the limit (CC_EXECUTOR_MAX_JOBS) is ${this.config.maxJobs}`,
+        { running: this.#running.size, limit: this.config.maxJobs },
+      );
+    }
+    if (params.cwd !== undefined) checkCwd(params.cwd);
+    let group: ProcessGroup;
+    try {
+      group = this.#spawn({
+        shell: this.shell,
+        command: params.command,
+        cwd: params.cwd,
+        env: params.env,
+        pipeStdin: params.stdin !== undefined || params.keep_stdin_open === true,
+      }, this.groupMode);
+    } catch (error) {
+      throw new RpcError(ErrorCode.SPAWN_FAILED, `Cannot execute: ${(error as Error).message}`, {
+        shell: this.shell,
+        group_mode: this.groupMode,
+      });
+    }
+    const job = new Job(
+      this,
+      params.job_id ?? crypto.randomUUID(),
+      params,
+      owner,
+      group,
+      this.config.replayBufferBytes,
+    );
+    this.#jobs.set(job.id, job);
+    this.#running.add(job);
+    this.logger.debug("job started", { job_id: job.id, pid: group.pid, owner });
+    job.start(params, this.config);
+    return { job, existing: false };
+  }
+
+  /** Called by a job once it has sent its terminal notification. */
+  finished(job: Job): void {
+    this.#running.delete(job);
+    this.logger.debug("job finished", {
+      job_id: job.id,
+      status: job.status,
+      exit_code: job.exitCode,
+    });
+    this.#finishedOrder.push(job.id);
+    while (this.#finishedOrder.length > this.config.keepFinishedJobs) {
+      this.#jobs.delete(this.#finishedOrder.shift()!);
+    }
+  }
+
+  /** A connection went away: drop its subscriptions and cancel the jobs it owns, unless detached. */
+  sessionClosed(sessionId: string): void {
+    for (const job of this.#running) {
+      job.unsubscribe(sessionId);
+      if (job.owner === sessionId && !job.detach) job.terminate("canceled", "client disconnected");
+    }
+  }
+
+  /** Stops every job (SIGTERM, grace, SIGKILL) and waits until each has completed. */
+  async shutdown(reason = "server shutting down"): Promise<void> {
+    this.#shuttingDown = true;
+    const running = [...this.#running];
+    for (const job of running) job.terminate("canceled", reason);
+    await Promise.all(running.map((job) => job.done));
+  }
+
+  /** SIGKILL to every running group, for a second Ctrl-C. */
+  killAll(): void {
+    for (const job of this.#running) job.group.signal("SIGKILL");
+  }
+}
+
+function checkCwd(cwd: string): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(cwd);
+  } catch (error) {
+    const why = error instanceof Deno.errors.NotFound ? "does not exist" : (error as Error).message;
+    throw new RpcError(ErrorCode.INVALID_CWD, `Cannot execute: cwd "${cwd}" ${why}`, { cwd });
+  }
+  if (!info.isDirectory) {
+    throw new RpcError(ErrorCode.INVALID_CWD, `Cannot execute: cwd "${cwd}" is not a directory`, {
+      cwd,
+    });
+  }
+}

@@ -1,0 +1,145 @@
+/**
+ * The method table: binds each protocol method to the job manager. Params
+ * arrive validated by the dispatcher against the schemas in protocol.ts.
+ *
+ * @module
+ */
+import type { z } from "zod";
+import type { JobManager } from "./jobs.ts";
+import {
+  ControlParams,
+  EmptyParams,
+  ErrorCode,
+  ExecuteParams,
+  JobsGetParams,
+  JobsInputParams,
+  JobsListParams,
+  JobsSubscribeParams,
+  JobsUnsubscribeParams,
+  type MethodName,
+  type MethodResult,
+  Methods,
+  RpcError,
+  type ServerInfoResult,
+} from "./protocol.ts";
+import type { MethodDefinition } from "./rpc.ts";
+import type { MethodContext } from "./session.ts";
+
+export interface MethodDeps {
+  jobs: JobManager;
+  /** Everything `server.info` reports that the job manager does not know. */
+  info: () => Omit<ServerInfoResult, "running_jobs">;
+}
+
+type Table = {
+  [M in MethodName]:
+    & MethodDefinition<
+      MethodContext,
+      z.output<(typeof Methods)[M]["params"]>
+    >
+    & {
+      handler: (
+        params: z.output<(typeof Methods)[M]["params"]>,
+        ctx: MethodContext,
+      ) => MethodResult<M> | Promise<MethodResult<M>>;
+    };
+};
+
+/** The method table the dispatcher serves; `Methods` in protocol.ts lists the same names. */
+export function createMethods({ jobs, info }: MethodDeps): Table {
+  return {
+    execute: {
+      params: ExecuteParams,
+      handler: (params, { session, afterResponse }) => {
+        const { job, existing } = jobs.start(params, session.id);
+        session.lastJobId = job.id;
+        // The response goes first, then the replay of what the job has sent so far, then live output.
+        afterResponse(() => {
+          if (!job.isSubscribed(session.id)) job.subscribe(session, 0);
+        });
+        return {
+          job_id: job.id,
+          pid: job.group.pid,
+          pgid: job.group.pgid,
+          status: job.status,
+          existing,
+        };
+      },
+    },
+
+    control: {
+      params: ControlParams,
+      handler: (params, { session }) => {
+        const jobId = params.job_id ?? session.lastJobId;
+        if (jobId === null) {
+          throw new RpcError(
+            ErrorCode.JOB_NOT_FOUND,
+            `Cannot ${params.type.toLowerCase()}: this connection has started no job; pass job_id`,
+          );
+        }
+        const status = jobs.get(jobId).control(params.type);
+        return { job_id: jobId, status };
+      },
+    },
+
+    "jobs.list": {
+      params: JobsListParams,
+      handler: (params) => ({ jobs: jobs.list(params).map((job) => job.info()) }),
+    },
+
+    "jobs.get": {
+      params: JobsGetParams,
+      handler: (params) => jobs.get(params.job_id).info(),
+    },
+
+    "jobs.subscribe": {
+      params: JobsSubscribeParams,
+      handler: (params, { session, afterResponse }) => {
+        const job = jobs.get(params.job_id);
+        const fromSeq = params.from_seq ?? 0;
+        // Nothing can be emitted between this response and the replay: both run in the same
+        // turn of the event loop, so the figures below describe exactly what is replayed.
+        const preview = job.previewReplay(fromSeq);
+        afterResponse(() => job.subscribe(session, fromSeq));
+        return {
+          job_id: job.id,
+          status: job.status,
+          replay_from_seq: preview.firstSeq,
+          missed: preview.missed,
+        };
+      },
+    },
+
+    "jobs.unsubscribe": {
+      params: JobsUnsubscribeParams,
+      handler: (params, { session }) => ({
+        job_id: params.job_id,
+        subscribed: jobs.get(params.job_id).unsubscribe(session.id),
+      }),
+    },
+
+    "jobs.input": {
+      params: JobsInputParams,
+      handler: async (params) => {
+        const job = jobs.get(params.job_id);
+        const written = await job.input(params.data, params.eof ?? false);
+        return { job_id: job.id, bytes_written: written, stdin_open: job.stdinOpen };
+      },
+    },
+
+    "server.info": {
+      params: EmptyParams,
+      handler: () => ({ ...info(), running_jobs: jobs.runningCount }),
+    },
+
+    ping: {
+      params: EmptyParams,
+      handler: () => ({ pong: true as const, time: new Date(jobs.now()).toISOString() }),
+    },
+
+    pong: {
+      params: Methods.pong.params,
+      handler: () => ({}),
+    },
+  };
+}

@@ -1,0 +1,234 @@
+/**
+ * One process group: spawn `<shell> -c <command>` as the leader of a new
+ * group, signal the whole group, and stop it (SIGTERM, a grace period,
+ * SIGKILL). A group is what lets cancel and timeout reach every descendant,
+ * including `cmd &`.
+ *
+ * Two ways to get a group, chosen once per server:
+ * - `setsid`: run `/usr/bin/setsid <shell> -c ...`. setsid is not a group
+ *   leader when Deno spawns it, so it calls setsid(2) and execs the shell in
+ *   place: the shell's pid is the pgid. Cheapest (one extra exec).
+ * - `detached`: Deno's `detached: true`, which forks the runtime. Slower; used
+ *   where there is no setsid binary (macOS).
+ *
+ * @module
+ */
+
+export type GroupMode = "setsid" | "detached";
+
+export interface SpawnSpec {
+  shell: string;
+  command: string;
+  cwd?: string;
+  /** Merged over the server's environment. */
+  env?: Record<string, string>;
+  /** Pipe stdin (for `stdin` text or `jobs.input`); otherwise the command reads /dev/null. */
+  pipeStdin: boolean;
+}
+
+/** The shell could not be started. */
+export class SpawnError extends Error {
+  constructor(message: string, override readonly cause: unknown) {
+    super(message);
+    this.name = "SpawnError";
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * A running process group, disposable: leaving an `await using` block stops
+ * whatever is still running in it.
+ *
+ * @example
+ * ```ts
+ * await using group = ProcessGroup.spawn({ shell: "bash", command: "sleep 10 & wait", pipeStdin: false }, "setsid");
+ * await group.stop(2000); // SIGTERM to the group, 2 s grace, then SIGKILL
+ * ```
+ */
+export class ProcessGroup implements AsyncDisposable {
+  readonly pid: number;
+  /** Equal to `pid`: the shell leads its own group. */
+  readonly pgid: number;
+  readonly stdout: ReadableStream<Uint8Array>;
+  readonly stderr: ReadableStream<Uint8Array>;
+  readonly stdin: WritableStream<Uint8Array> | null;
+  /** Resolves when the group leader (the shell) has exited and been reaped. */
+  readonly status: Promise<Deno.CommandStatus>;
+  #leaderExited = false;
+
+  private constructor(child: Deno.ChildProcess, pipeStdin: boolean) {
+    this.pid = child.pid;
+    this.pgid = child.pid;
+    this.stdout = child.stdout;
+    this.stderr = child.stderr;
+    this.stdin = pipeStdin ? child.stdin : null;
+    this.status = child.status.then((status) => {
+      this.#leaderExited = true;
+      return status;
+    });
+  }
+
+  /**
+   * Starts the shell as the leader of a new process group.
+   *
+   * @throws {SpawnError} when the program cannot be started (missing, not permitted).
+   */
+  static spawn(spec: SpawnSpec, mode: GroupMode): ProcessGroup {
+    const args = ["-c", spec.command];
+    const options: Deno.CommandOptions = {
+      args: mode === "setsid" ? [spec.shell, ...args] : args,
+      cwd: spec.cwd,
+      env: spec.env,
+      stdin: spec.pipeStdin ? "piped" : "null",
+      stdout: "piped",
+      stderr: "piped",
+      detached: mode === "detached",
+    };
+    const program = mode === "setsid" ? "setsid" : spec.shell;
+    let child: Deno.ChildProcess;
+    try {
+      child = new Deno.Command(program, options).spawn();
+    } catch (error) {
+      throw new SpawnError(`Cannot start ${program}: ${(error as Error).message}`, error);
+    }
+    return new ProcessGroup(child, spec.pipeStdin);
+  }
+
+  get leaderExited(): boolean {
+    return this.#leaderExited;
+  }
+
+  /**
+   * Sends `signal` to every process of the group; false when none is left.
+   * Right after spawn, before setsid(2) has run, the group does not exist yet,
+   * so the signal goes to the leader itself, which has not forked anything.
+   */
+  signal(signal: Deno.Signal): boolean {
+    try {
+      Deno.kill(-this.pgid, signal);
+      return true;
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+    if (this.#leaderExited) return false;
+    try {
+      Deno.kill(this.pid, signal);
+      return true;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return false;
+      throw error;
+    }
+  }
+
+  /** True while any process of the group is alive (zombies waiting for a reaper do not count). */
+  isAlive(): boolean {
+    if (!this.#leaderExited) return true;
+    // SIGCONT is harmless to a group we only probe while stopping it, and wakes stopped members.
+    if (!this.signal("SIGCONT")) return false;
+    return liveMembers(this.pgid) !== 0;
+  }
+
+  /**
+   * Stops the whole group: SIGTERM (and SIGCONT, so stopped processes can act
+   * on it), up to `graceMs` for everything to exit, then SIGKILL. Resolves
+   * when the leader has been reaped; returns true when SIGKILL was needed.
+   */
+  async stop(graceMs: number): Promise<boolean> {
+    if (this.signal("SIGTERM")) this.signal("SIGCONT");
+    let killed = false;
+    if (!(await this.#waitGone(graceMs))) {
+      killed = this.signal("SIGKILL");
+      // SIGKILL cannot be ignored; the short wait only covers the kernel tearing processes down.
+      await this.#waitGone(1000);
+    }
+    await this.status;
+    return killed;
+  }
+
+  /** After the leader exited: stops what it left running in the group (`cmd &`). True if anything was. */
+  async sweep(graceMs: number): Promise<boolean> {
+    if (!this.isAlive()) return false;
+    await this.stop(graceMs);
+    return true;
+  }
+
+  async #waitGone(ms: number): Promise<boolean> {
+    const deadline = performance.now() + ms;
+    let pause = 2;
+    while (this.isAlive()) {
+      const left = deadline - performance.now();
+      if (left <= 0) return false;
+      await sleep(Math.min(pause, left));
+      pause = Math.min(pause * 2, 50);
+    }
+    return true;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop(0);
+  }
+}
+
+let procReadable: boolean | undefined;
+
+/**
+ * Live (non-zombie) processes in group `pgid`, from /proc; undefined where
+ * /proc cannot be read (not Linux, or not permitted), in which case callers
+ * trust the kill(2) probe. Orphans whose reaper never reaps them (PID 1 in
+ * many containers) stay zombies forever and would otherwise look alive.
+ */
+export function liveMembers(pgid: number): number | undefined {
+  if (procReadable === false) return undefined;
+  let count = 0;
+  try {
+    for (const entry of Deno.readDirSync("/proc")) {
+      if (!/^\d+$/.test(entry.name)) continue;
+      let stat: string;
+      try {
+        stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+      } catch {
+        continue; // the process exited while we looked
+      }
+      // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(fields[2]) === pgid && fields[0] !== "Z" && fields[0] !== "X") count++;
+    }
+  } catch {
+    procReadable = false;
+    return undefined;
+  }
+  procReadable = true;
+  return count;
+}
+
+/** Whether a `setsid` binary can be run here; decides the group mode once per server. */
+export async function detectGroupMode(): Promise<GroupMode> {
+  try {
+    const { success } = await new Deno.Command("setsid", {
+      args: ["true"],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return success ? "setsid" : "detached";
+  } catch {
+    return "detached";
+  }
+}
+
+/** The default shell: bash where it can be run, else sh. */
+export async function detectShell(): Promise<string> {
+  try {
+    const { success } = await new Deno.Command("bash", {
+      args: ["-c", "true"],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    if (success) return "bash";
+  } catch {
+    // fall through to sh
+  }
+  return "sh";
+}

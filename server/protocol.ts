@@ -1,0 +1,340 @@
+/**
+ * The wire protocol: zod schemas for every method's params and result, every
+ * notification, and the error codes. Server and client both import this
+ * module, so it is the one source of truth for what crosses the socket.
+ * docs/protocol.md describes the same things for people.
+ *
+ * @module
+ */
+import { z } from "zod";
+
+/** JSON-RPC 2.0 error codes, the standard ones and ours (-32000..-32099). */
+export const ErrorCode = {
+  PARSE_ERROR: -32700,
+  INVALID_REQUEST: -32600,
+  METHOD_NOT_FOUND: -32601,
+  INVALID_PARAMS: -32602,
+  INTERNAL_ERROR: -32603,
+  /** No job with that id on this server (never existed, or evicted from memory). */
+  JOB_NOT_FOUND: -32001,
+  /** The job exists but is not in a state that allows the request (e.g. cancel after it ended). */
+  JOB_NOT_RUNNING: -32002,
+  /** CC_EXECUTOR_MAX_JOBS jobs are already running. */
+  TOO_MANY_JOBS: -32003,
+  /** The shell could not be started (not found, not permitted, ...). */
+  SPAWN_FAILED: -32004,
+  /** The requested `cwd` does not exist or is not a directory. */
+  INVALID_CWD: -32005,
+  /** A client-chosen `job_id` is already in use by a job with a different command. */
+  JOB_ID_CONFLICT: -32006,
+  /** `jobs.input` on a job whose stdin is closed. */
+  STDIN_CLOSED: -32007,
+  /** The server is stopping and accepts no new jobs. */
+  SHUTTING_DOWN: -32008,
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+// ---------------------------------------------------------------------------
+// Shared pieces
+
+/** Client-chosen job ids are also used in logs and file names, so keep them plain. */
+export const JobId = z.string().regex(
+  /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/,
+  "must be 1-128 characters of letters, digits, '.', '_', ':' or '-', starting with a letter or digit",
+);
+
+export const JobStatus = z.enum([
+  "running",
+  "paused",
+  "completed",
+  "failed",
+  "canceled",
+  "timed_out",
+  "killed",
+  "error",
+]);
+export type JobStatus = z.infer<typeof JobStatus>;
+
+/** Statuses after which a job never changes again. */
+export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set([
+  "completed",
+  "failed",
+  "canceled",
+  "timed_out",
+  "killed",
+  "error",
+]);
+
+export const StreamName = z.enum(["stdout", "stderr"]);
+export type StreamName = z.infer<typeof StreamName>;
+
+const Seconds = z.number().positive().max(31_536_000); // a year is plenty
+
+// ---------------------------------------------------------------------------
+// Method params and results
+
+export const ExecuteParams = z.strictObject({
+  command: z.string().refine((s) => s.trim().length > 0, "command is empty"),
+  /** Wall-clock limit in seconds. */
+  timeout: Seconds.optional(),
+  /** Kill the job when it has written nothing for this many seconds. */
+  idle_timeout: Seconds.optional(),
+  cwd: z.string().min(1).optional(),
+  /** Merged over the server's environment. */
+  env: z.record(z.string().regex(/^[^=\0]+$/, "must not contain '=' or NUL"), z.string())
+    .optional(),
+  /** Text written to the command's stdin, which is then closed unless keep_stdin_open. */
+  stdin: z.string().optional(),
+  /** Keep stdin open so `jobs.input` can write to it. */
+  keep_stdin_open: z.boolean().optional(),
+  /** Keep running when the connection that started the job goes away. */
+  detach: z.boolean().optional(),
+  /** Deliver at most this many bytes of output (stdout and stderr together). */
+  max_output_bytes: z.number().int().positive().optional(),
+  /** Client-chosen id: a retried execute with the same id attaches to the existing job. */
+  job_id: JobId.optional(),
+});
+export type ExecuteParams = z.infer<typeof ExecuteParams>;
+
+export const ExecuteResult = z.object({
+  job_id: z.string(),
+  pid: z.number().int(),
+  pgid: z.number().int(),
+  status: JobStatus,
+  /** True when `job_id` named a job that already existed, which this connection now follows. */
+  existing: z.boolean(),
+});
+export type ExecuteResult = z.infer<typeof ExecuteResult>;
+
+export const ControlType = z.enum(["PAUSE", "RESUME", "CANCEL"]);
+export type ControlType = z.infer<typeof ControlType>;
+
+export const ControlParams = z.strictObject({
+  /** Case-insensitive: earlier clients sent lower case. */
+  type: z.string().transform((s) => s.toUpperCase()).pipe(ControlType),
+  /** Defaults to the latest job started on this connection. */
+  job_id: z.string().optional(),
+});
+export type ControlParams = z.input<typeof ControlParams>;
+
+export const ControlResult = z.object({ job_id: z.string(), status: JobStatus });
+export type ControlResult = z.infer<typeof ControlResult>;
+
+export const ByteCounts = z.object({ stdout: z.number().int(), stderr: z.number().int() });
+export type ByteCounts = z.infer<typeof ByteCounts>;
+
+export const JobInfo = z.object({
+  job_id: z.string(),
+  command: z.string(),
+  cwd: z.string().nullable(),
+  status: JobStatus,
+  pid: z.number().int(),
+  pgid: z.number().int(),
+  detach: z.boolean(),
+  started_at: z.string(),
+  ended_at: z.string().nullable(),
+  duration_ms: z.number().nullable(),
+  exit_code: z.number().int().nullable(),
+  signal: z.string().nullable(),
+  bytes: ByteCounts,
+  truncated: z.boolean(),
+  /** The last sequence number used by this job's notifications. */
+  last_seq: z.number().int(),
+  reason: z.string().nullable(),
+});
+export type JobInfo = z.infer<typeof JobInfo>;
+
+export const JobsListParams = z.strictObject({
+  status: JobStatus.optional(),
+  limit: z.number().int().positive().max(10_000).optional(),
+});
+export const JobsListResult = z.object({ jobs: z.array(JobInfo) });
+export type JobsListResult = z.infer<typeof JobsListResult>;
+
+export const JobsGetParams = z.strictObject({ job_id: z.string() });
+export const JobsGetResult = JobInfo;
+
+export const JobsSubscribeParams = z.strictObject({
+  job_id: z.string(),
+  /** Replay from this sequence number (inclusive); 0 or absent: everything still buffered. */
+  from_seq: z.number().int().nonnegative().optional(),
+});
+export type JobsSubscribeParams = z.infer<typeof JobsSubscribeParams>;
+
+export const JobsSubscribeResult = z.object({
+  job_id: z.string(),
+  status: JobStatus,
+  /** The first sequence number that will be replayed (null when nothing is buffered). */
+  replay_from_seq: z.number().int().nullable(),
+  /** Notifications asked for that the replay buffer no longer holds. */
+  missed: z.number().int().nonnegative(),
+});
+export type JobsSubscribeResult = z.infer<typeof JobsSubscribeResult>;
+
+export const JobsUnsubscribeParams = z.strictObject({ job_id: z.string() });
+export const JobsUnsubscribeResult = z.object({ job_id: z.string(), subscribed: z.boolean() });
+
+export const JobsInputParams = z.strictObject({
+  job_id: z.string(),
+  data: z.string().optional(),
+  /** Close stdin after writing `data`. */
+  eof: z.boolean().optional(),
+});
+export type JobsInputParams = z.infer<typeof JobsInputParams>;
+export const JobsInputResult = z.object({
+  job_id: z.string(),
+  bytes_written: z.number().int(),
+  stdin_open: z.boolean(),
+});
+
+export const EmptyParams = z.strictObject({});
+
+export const ServerInfoResult = z.object({
+  name: z.literal("cc-executor"),
+  version: z.string(),
+  uptime_ms: z.number(),
+  sessions: z.number().int(),
+  running_jobs: z.number().int(),
+  shell: z.string(),
+  process_groups: z.enum(["setsid", "detached"]),
+  limits: z.object({
+    max_jobs: z.number().int(),
+    replay_buffer_bytes: z.number().int(),
+    kill_grace_ms: z.number().int(),
+  }),
+});
+export type ServerInfoResult = z.infer<typeof ServerInfoResult>;
+
+export const PingResult = z.object({ pong: z.literal(true), time: z.string() });
+
+/** Every method: its params schema and result schema. */
+export const Methods = {
+  execute: { params: ExecuteParams, result: ExecuteResult },
+  control: { params: ControlParams, result: ControlResult },
+  "jobs.list": { params: JobsListParams, result: JobsListResult },
+  "jobs.get": { params: JobsGetParams, result: JobsGetResult },
+  "jobs.subscribe": { params: JobsSubscribeParams, result: JobsSubscribeResult },
+  "jobs.unsubscribe": { params: JobsUnsubscribeParams, result: JobsUnsubscribeResult },
+  "jobs.input": { params: JobsInputParams, result: JobsInputResult },
+  "server.info": { params: EmptyParams, result: ServerInfoResult },
+  ping: { params: EmptyParams, result: PingResult },
+  /** Accepted from clients of the earlier cc_executor, which answered pings with `pong`. */
+  pong: { params: z.unknown(), result: z.object({}) },
+} as const;
+export type MethodName = keyof typeof Methods;
+export type MethodParams<M extends MethodName> = z.input<(typeof Methods)[M]["params"]>;
+export type MethodResult<M extends MethodName> = z.infer<(typeof Methods)[M]["result"]>;
+
+// ---------------------------------------------------------------------------
+// Notifications (server -> client)
+
+export const ConnectedParams = z.object({
+  session_id: z.string(),
+  version: z.string(),
+  capabilities: z.object({
+    methods: z.array(z.string()),
+    notifications: z.array(z.string()),
+  }),
+});
+export type ConnectedParams = z.infer<typeof ConnectedParams>;
+
+export const ProcessStartedParams = z.object({
+  job_id: z.string(),
+  seq: z.number().int(),
+  pid: z.number().int(),
+  pgid: z.number().int(),
+  command: z.string(),
+  cwd: z.string().nullable(),
+});
+
+export const ProcessOutputParams = z.object({
+  job_id: z.string(),
+  seq: z.number().int(),
+  stream: StreamName,
+  /** Same as `stream`, for clients of the earlier cc_executor. */
+  type: StreamName,
+  /** Byte offset of this chunk within its stream. */
+  offset: z.number().int(),
+  /** The chunk as text; chunks never split a UTF-8 character. */
+  data: z.string(),
+  /** Present and true on the last chunk delivered before max_output_bytes cut the output. */
+  truncated: z.boolean().optional(),
+});
+export type ProcessOutputParams = z.infer<typeof ProcessOutputParams>;
+
+export const ProcessPausedParams = z.object({ job_id: z.string(), seq: z.number().int() });
+export const ProcessResumedParams = ProcessPausedParams;
+
+export const ProcessCompletedParams = z.object({
+  job_id: z.string(),
+  seq: z.number().int(),
+  status: JobStatus,
+  exit_code: z.number().int().nullable(),
+  signal: z.string().nullable(),
+  duration_ms: z.number(),
+  bytes: ByteCounts,
+  truncated: z.boolean(),
+  /** Why the server ended the job (timeout, cancel, disconnect, shutdown), or an error message. */
+  reason: z.string().nullable(),
+});
+export type ProcessCompletedParams = z.infer<typeof ProcessCompletedParams>;
+
+export const ProcessErrorParams = z.object({
+  job_id: z.string(),
+  seq: z.number().int(),
+  message: z.string(),
+});
+
+export const Notifications = {
+  connected: ConnectedParams,
+  "process.started": ProcessStartedParams,
+  "process.output": ProcessOutputParams,
+  "process.paused": ProcessPausedParams,
+  "process.resumed": ProcessResumedParams,
+  "process.completed": ProcessCompletedParams,
+  "process.error": ProcessErrorParams,
+} as const;
+export type NotificationName = keyof typeof Notifications;
+export type NotificationParams<N extends NotificationName> = z.infer<(typeof Notifications)[N]>;
+
+/** A notification about one job, as a client receives it. */
+export type JobEvent = {
+  [N in Exclude<NotificationName, "connected">]: { method: N; params: NotificationParams<N> };
+}[Exclude<NotificationName, "connected">];
+
+// ---------------------------------------------------------------------------
+// JSON-RPC envelopes
+
+export const RequestId = z.union([z.string(), z.number(), z.null()]);
+export type RequestId = z.infer<typeof RequestId>;
+
+export const RpcRequest = z.object({
+  jsonrpc: z.literal("2.0"),
+  method: z.string(),
+  params: z.union([z.record(z.string(), z.unknown()), z.array(z.unknown())]).optional(),
+  id: RequestId.optional(),
+});
+export type RpcRequest = z.infer<typeof RpcRequest>;
+
+export interface RpcErrorObject {
+  code: number;
+  message: string;
+  data?: unknown;
+}
+
+export type RpcResponse =
+  | { jsonrpc: "2.0"; id: RequestId; result: unknown }
+  | { jsonrpc: "2.0"; id: RequestId; error: RpcErrorObject };
+
+/** An error that becomes a JSON-RPC error response with its code and data. */
+export class RpcError extends Error {
+  constructor(readonly code: number, message: string, readonly data?: unknown) {
+    super(message);
+    this.name = "RpcError";
+  }
+  toJSON(): RpcErrorObject {
+    return this.data === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, data: this.data };
+  }
+}

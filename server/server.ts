@@ -1,0 +1,204 @@
+/**
+ * The HTTP edge: `/health`, and `/ws` (alias `/ws/mcp`) upgraded to a
+ * WebSocket session speaking JSON-RPC 2.0. Wires config, jobs, sessions and
+ * the dispatcher together; owns graceful shutdown.
+ *
+ * @module
+ */
+import { hasValidToken } from "./auth.ts";
+import type { ServerConfig } from "./config.ts";
+import { JobManager } from "./jobs.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { createMethods } from "./methods.ts";
+import { detectGroupMode, detectShell, type GroupMode } from "./process.ts";
+import { Methods, Notifications } from "./protocol.ts";
+import { createRpcHandler } from "./rpc.ts";
+import { type MethodContext, Session } from "./session.ts";
+import { VERSION } from "./version.ts";
+
+export interface StartServerOptions {
+  /** @default a logger at config.logLevel writing to stderr */
+  logger?: Logger;
+  /** @default detected: bash where present, else sh (overridden by config.shell) */
+  shell?: string;
+  /** @default detected: "setsid" where the binary exists, else "detached" */
+  groupMode?: GroupMode;
+}
+
+/** A running server. `await using` shuts it down at the end of the block. */
+export interface ExecutorServer extends AsyncDisposable {
+  readonly addr: Deno.NetAddr;
+  /** ws://host:port/ws */
+  readonly url: string;
+  readonly jobs: JobManager;
+  /** Stops every job (their clients get `process.completed`), closes every session, stops listening. */
+  shutdown(): Promise<void>;
+  /** Resolves when the server has stopped listening. */
+  readonly finished: Promise<void>;
+}
+
+/** The server could not start (port taken, address unavailable, ...). */
+export class ServerStartError extends Error {
+  constructor(message: string, override readonly cause?: unknown) {
+    super(message);
+    this.name = "ServerStartError";
+  }
+}
+
+/**
+ * Starts listening; resolves once the port is bound.
+ *
+ * @example
+ * ```ts
+ * await using server = await startServer(defaultConfig({ port: 0 }));
+ * console.log(server.url); // ws://127.0.0.1:40123/ws
+ * ```
+ */
+export async function startServer(
+  config: ServerConfig,
+  options: StartServerOptions = {},
+): Promise<ExecutorServer> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const shell = config.shell ?? options.shell ?? (await detectShell());
+  const groupMode = options.groupMode ?? (await detectGroupMode());
+  if (groupMode === "detached") {
+    logger.warn(
+      "no setsid binary found; process groups use Deno's detached spawn, which is slower",
+    );
+  }
+  const startedAt = performance.now();
+  const jobs = new JobManager({ config, shell, groupMode, logger });
+  const sessions = new Set<Session>();
+
+  const handle = createRpcHandler<MethodContext>(
+    createMethods({
+      jobs,
+      info: () => ({
+        name: "cc-executor",
+        version: VERSION,
+        uptime_ms: Math.round(performance.now() - startedAt),
+        sessions: sessions.size,
+        shell,
+        process_groups: groupMode,
+        limits: {
+          max_jobs: config.maxJobs,
+          replay_buffer_bytes: config.replayBufferBytes,
+          kill_grace_ms: config.killGraceMs,
+        },
+      }),
+    }),
+    {
+      onInternalError: (error, method) =>
+        logger.error("internal error", { method, error: String((error as Error)?.stack ?? error) }),
+    },
+  );
+
+  const capabilities = {
+    methods: Object.keys(Methods),
+    notifications: Object.keys(Notifications),
+  };
+
+  const health = () => ({
+    status: "ok",
+    version: VERSION,
+    uptime_ms: Math.round(performance.now() - startedAt),
+    sessions: sessions.size,
+    running_jobs: jobs.runningCount,
+  });
+
+  const onRequest = (request: Request): Response => {
+    const { pathname } = new URL(request.url);
+    if (pathname === "/health" && (request.method === "GET" || request.method === "HEAD")) {
+      return Response.json(health());
+    }
+    if (pathname !== "/ws" && pathname !== "/ws/mcp") {
+      return Response.json({
+        error: `Not found: ${pathname}`,
+        endpoints: ["/ws", "/ws/mcp", "/health"],
+      }, {
+        status: 404,
+      });
+    }
+    if (config.token && !hasValidToken(request, config.token)) {
+      logger.warn("rejected connection without a valid token", { path: pathname });
+      return Response.json({ error: "Unauthorized: send Authorization: Bearer <token>" }, {
+        status: 401,
+        headers: { "www-authenticate": "Bearer" },
+      });
+    }
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return Response.json({
+        error: `${pathname} speaks JSON-RPC 2.0 over WebSocket; send an upgrade request`,
+      }, {
+        status: 426,
+        headers: { upgrade: "websocket" },
+      });
+    }
+    const { socket, response } = Deno.upgradeWebSocket(request, {
+      idleTimeout: config.wsIdleTimeoutSeconds,
+    });
+    const session = new Session(socket, {
+      handle,
+      logger,
+      connected: (s) => ({ session_id: s.id, version: VERSION, capabilities }),
+      onClose: (s) => {
+        sessions.delete(s);
+        jobs.sessionClosed(s.id);
+        logger.debug("session closed", { session: s.id });
+      },
+    });
+    sessions.add(session);
+    logger.debug("session opened", { session: session.id });
+    return response;
+  };
+
+  let listening: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    listening = Deno.serve({
+      hostname: config.host,
+      port: config.port,
+      onListen: () => {},
+      onError: (error) => {
+        logger.error("request failed", { error: String(error) });
+        return Response.json({ error: "Internal server error" }, { status: 500 });
+      },
+    }, onRequest);
+  } catch (error) {
+    if (error instanceof Deno.errors.AddrInUse) {
+      throw new ServerStartError(
+        `Cannot listen on ${config.host}:${config.port}: the port is already in use (set CC_EXECUTOR_PORT or --port)`,
+        error,
+      );
+    }
+    throw new ServerStartError(
+      `Cannot listen on ${config.host}:${config.port}: ${(error as Error).message}`,
+      error,
+    );
+  }
+  const addr = listening.addr;
+  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  logger.info("cc-executor listening", {
+    url: `ws://${host}:${addr.port}/ws`,
+    shell,
+    groups: groupMode,
+  });
+
+  let stopping: Promise<void> | undefined;
+  const shutdown = () =>
+    stopping ??= (async () => {
+      logger.info("shutting down", { running_jobs: jobs.runningCount, sessions: sessions.size });
+      await jobs.shutdown();
+      await Promise.all([...sessions].map((s) => s.close(1001, "server shutting down")));
+      await listening.shutdown();
+      logger.info("stopped");
+    })();
+
+  return {
+    addr,
+    url: `ws://${host}:${addr.port}/ws`,
+    jobs,
+    shutdown,
+    finished: listening.finished,
+    [Symbol.asyncDispose]: shutdown,
+  };
+}

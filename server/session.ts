@@ -1,0 +1,135 @@
+/**
+ * One WebSocket connection: feeds its frames to the JSON-RPC dispatcher,
+ * sends responses before the notifications they cause, and tells jobs when
+ * the peer is slow (backpressure) or gone (cleanup).
+ *
+ * @module
+ */
+import type { Subscriber } from "./jobs.ts";
+import type { Logger } from "./log.ts";
+import { ErrorCode } from "./protocol.ts";
+import type { RpcHandler } from "./rpc.ts";
+
+/** What every method handler receives besides its params. */
+export interface MethodContext {
+  session: Session;
+  /** Runs `fn` right after this message's response has been sent (e.g. to start a replay). */
+  afterResponse(fn: () => void): void;
+}
+
+export interface SessionOptions {
+  handle: RpcHandler<MethodContext>;
+  logger: Logger;
+  /** Called once when the socket has closed, for whatever reason. */
+  onClose: (session: Session) => void;
+  /** Sent as the `connected` notification once the socket is open. */
+  connected: (session: Session) => unknown;
+}
+
+/** Above this many unsent bytes the peer counts as slow and jobs stop reading their pipes. */
+const HIGH_WATER_BYTES = 8 * 1024 * 1024;
+/** ...until it is back under this. */
+const LOW_WATER_BYTES = 2 * 1024 * 1024;
+
+export class Session implements Subscriber {
+  readonly id: string = crypto.randomUUID();
+  /** The job `control` acts on when it names none. */
+  lastJobId: string | null = null;
+  /** Resolves when the socket has closed. */
+  readonly closed: Promise<void>;
+  readonly #socket: WebSocket;
+  readonly #options: SessionOptions;
+  #drained: Promise<void> | null = null;
+  #resolveClosed!: () => void;
+
+  constructor(socket: WebSocket, options: SessionOptions) {
+    this.#socket = socket;
+    this.#options = options;
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+    socket.onopen = () => {
+      this.send(
+        JSON.stringify({ jsonrpc: "2.0", method: "connected", params: options.connected(this) }),
+      );
+    };
+    socket.onmessage = (event) => {
+      this.#onMessage(event.data).catch((error) => {
+        // The dispatcher answers every failure itself; reaching here is a bug, never a crash.
+        options.logger.error("message handling failed", { session: this.id, error: String(error) });
+      });
+    };
+    socket.onclose = () => {
+      this.#resolveClosed();
+      options.onClose(this);
+    };
+    socket.onerror = (event) => {
+      options.logger.debug("websocket error", {
+        session: this.id,
+        error: (event as ErrorEvent).message ?? String(event),
+      });
+    };
+  }
+
+  get isOpen(): boolean {
+    return this.#socket.readyState === WebSocket.OPEN;
+  }
+
+  send(frame: string): void {
+    if (this.#socket.readyState === WebSocket.OPEN) this.#socket.send(frame);
+  }
+
+  ready(): Promise<void> | undefined {
+    if (this.#socket.readyState !== WebSocket.OPEN) return undefined;
+    if (this.#socket.bufferedAmount < HIGH_WATER_BYTES) return undefined;
+    // Deno's WebSocket has no drain event, so poll; this only runs while the peer is behind.
+    return this.#drained ??= new Promise((resolve) => {
+      const check = () => {
+        if (
+          this.#socket.readyState !== WebSocket.OPEN ||
+          this.#socket.bufferedAmount <= LOW_WATER_BYTES
+        ) {
+          this.#drained = null;
+          resolve();
+        } else {
+          setTimeout(check, 1);
+        }
+      };
+      setTimeout(check, 1);
+    });
+  }
+
+  /** Closes the connection after what is queued has gone out (bounded by `waitMs`). */
+  async close(code = 1000, reason = "", waitMs = 1000): Promise<void> {
+    const deadline = performance.now() + waitMs;
+    while (this.isOpen && this.#socket.bufferedAmount > 0 && performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    if (
+      this.#socket.readyState === WebSocket.OPEN || this.#socket.readyState === WebSocket.CONNECTING
+    ) {
+      this.#socket.close(code, reason);
+    }
+    await this.closed;
+  }
+
+  async #onMessage(data: unknown): Promise<void> {
+    if (typeof data !== "string") {
+      this.send(JSON.stringify({
+        jsonrpc: "2.0",
+        id: null,
+        error: {
+          code: ErrorCode.PARSE_ERROR,
+          message:
+            "Parse error: binary frames are not accepted; send JSON-RPC messages as text frames",
+        },
+      }));
+      return;
+    }
+    const after: (() => void)[] = [];
+    const response = await this.#options.handle(data, {
+      session: this,
+      afterResponse: (fn) => after.push(fn),
+    });
+    if (response !== undefined) this.send(response);
+    for (const fn of after) fn();
+  }
+}
