@@ -60,9 +60,9 @@ export function createRpcHandler<Ctx>(
       const result = await dispatch(request, ctx);
       return isNotification ? undefined : { jsonrpc: "2.0", id, result: result ?? null };
     } catch (error) {
+      if (!(error instanceof RpcError)) options.onInternalError?.(error, request.method);
       if (isNotification) return undefined;
       if (error instanceof RpcError) return errorResponse(id, error);
-      options.onInternalError?.(error, request.method);
       // The message helps the client; the stack stays in the server's log.
       return errorResponse(
         id,
