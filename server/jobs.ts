@@ -240,7 +240,7 @@ export class Job {
       (chunk) => this.#output(name, chunk.offset, chunk.bytes),
       chunkOptions,
     );
-    const pump: Pump = { reader, reading: false, done: Promise.resolve(), cancel: () => {} };
+    const pump: Pump = { stream: name, reading: false, done: Promise.resolve(), cancel: () => {} };
     let canceled = false;
     pump.cancel = () => {
       canceled = true;
@@ -322,14 +322,13 @@ export class Job {
       clearTimeout(timer);
       if (finished) break;
       if (performance.now() - this.#lastActivity < ESCAPED_PIPE_MS) continue;
-      for (const pump of this.#pumps) {
-        if (!pump.reading) continue;
-        this.#emit("process.error", {
-          message:
-            "Stopped reading output: a process outside the job's process group still holds the pipe open",
-        });
-        pump.cancel();
-      }
+      const held = this.#pumps.filter((pump) => pump.reading);
+      if (held.length === 0) continue;
+      for (const pump of held) pump.cancel();
+      this.#emit("process.error", {
+        message: `Stopped reading ${held.map((p) => p.stream).join(" and ")}: ` +
+          "a process outside the job's process group still holds the pipe open",
+      });
     }
   }
 
@@ -504,7 +503,7 @@ export class Job {
 }
 
 interface Pump {
-  reader: ReadableStreamDefaultReader<Uint8Array>;
+  stream: StreamName;
   /** True while waiting in read(), as opposed to waiting for subscribers. */
   reading: boolean;
   done: Promise<void>;

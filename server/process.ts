@@ -217,18 +217,32 @@ export async function detectGroupMode(): Promise<GroupMode> {
   }
 }
 
-/** The default shell: bash where it can be run, else sh. */
-export async function detectShell(): Promise<string> {
+/** Whether `<shell> -c true` runs and succeeds here. */
+async function shellWorks(shell: string): Promise<boolean> {
   try {
-    const { success } = await new Deno.Command("bash", {
+    const { success } = await new Deno.Command(shell, {
       args: ["-c", "true"],
       stdin: "null",
       stdout: "null",
       stderr: "null",
     }).output();
-    if (success) return "bash";
+    return success;
   } catch {
-    // fall through to sh
+    return false;
   }
-  return "sh";
+}
+
+/**
+ * The shell to run commands with: `configured` when given (checked once, so a
+ * typo stops the start instead of failing every job), else bash where it can
+ * be run, else sh.
+ *
+ * @throws {Error} when the configured shell cannot run `-c true`.
+ */
+export async function resolveShell(configured?: string): Promise<string> {
+  if (configured !== undefined) {
+    if (await shellWorks(configured)) return configured;
+    throw new Error(`CC_EXECUTOR_SHELL=${configured} cannot be run (tried: ${configured} -c true)`);
+  }
+  return (await shellWorks("bash")) ? "bash" : "sh";
 }

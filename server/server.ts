@@ -10,7 +10,7 @@ import type { ServerConfig } from "./config.ts";
 import { JobManager } from "./jobs.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createMethods } from "./methods.ts";
-import { detectGroupMode, detectShell, type GroupMode } from "./process.ts";
+import { detectGroupMode, type GroupMode, resolveShell } from "./process.ts";
 import { Methods, Notifications } from "./protocol.ts";
 import { createRpcHandler } from "./rpc.ts";
 import { type MethodContext, Session } from "./session.ts";
@@ -19,7 +19,7 @@ import { VERSION } from "./version.ts";
 export interface StartServerOptions {
   /** @default a logger at config.logLevel writing to stderr */
   logger?: Logger;
-  /** @default detected: bash where present, else sh (overridden by config.shell) */
+  /** @default config.shell, checked; else bash where present, else sh */
   shell?: string;
   /** @default detected: "setsid" where the binary exists, else "detached" */
   groupMode?: GroupMode;
@@ -59,7 +59,12 @@ export async function startServer(
   options: StartServerOptions = {},
 ): Promise<ExecutorServer> {
   const logger = options.logger ?? createLogger(config.logLevel);
-  const shell = config.shell ?? options.shell ?? (await detectShell());
+  let shell: string;
+  try {
+    shell = options.shell ?? (await resolveShell(config.shell));
+  } catch (error) {
+    throw new ServerStartError(`Cannot start: ${(error as Error).message}`, error);
+  }
   const groupMode = options.groupMode ?? (await detectGroupMode());
   if (groupMode === "detached") {
     logger.warn(

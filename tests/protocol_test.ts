@@ -1,0 +1,155 @@
+import assert from "node:assert/strict";
+import { VERSION } from "../server/version.ts";
+import { RawClient, startTestServer } from "./test_util.ts";
+
+Deno.test("protocol: connecting sends `connected` with the session id, version and capabilities", async () => {
+  await using server = await startTestServer();
+  await using client = await RawClient.connect(server.url);
+  const connected = client.frames[0];
+  assert.equal(connected.method, "connected");
+  assert.equal(connected.id, undefined);
+  assert.match(connected.params.session_id, /^[0-9a-f-]{36}$/);
+  assert.equal(connected.params.version, VERSION);
+  assert.ok(connected.params.capabilities.methods.includes("execute"));
+  assert.ok(connected.params.capabilities.notifications.includes("process.completed"));
+});
+
+Deno.test("protocol: /ws/mcp is an alias of /ws for clients of the earlier cc_executor", async () => {
+  await using server = await startTestServer();
+  await using client = await RawClient.connect(server.url.replace(/\/ws$/, "/ws/mcp"));
+  const { job_id } = await client.result("execute", { command: "echo legacy" });
+  await client.completion(job_id);
+  assert.equal(client.output(job_id), "legacy\n");
+});
+
+Deno.test("protocol: malformed frames of every kind get the right error and the session survives", async () => {
+  await using server = await startTestServer();
+  await using client = await RawClient.connect(server.url);
+  const cases: [string | Uint8Array, number, unknown][] = [
+    ["{not json", -32700, null],
+    ["", -32700, null],
+    [new TextEncoder().encode('{"jsonrpc":"2.0","id":1,"method":"ping"}'), -32700, null], // binary frame
+    ["[]", -32600, null],
+    ["42", -32600, null],
+    ['{"jsonrpc":"1.0","id":"v","method":"ping"}', -32600, "v"],
+    ['{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}', -32600, null],
+    ['{"jsonrpc":"2.0","id":9,"method":7}', -32600, 9],
+    ['{"jsonrpc":"2.0","id":10,"method":"rm -rf"}', -32601, 10],
+    ['{"jsonrpc":"2.0","id":11,"method":"execute","params":{}}', -32602, 11],
+    ['{"jsonrpc":"2.0","id":12,"method":"execute","params":["ls"]}', -32602, 12],
+    [
+      '{"jsonrpc":"2.0","id":13,"method":"execute","params":{"command":"ls","timeout":-1}}',
+      -32602,
+      13,
+    ],
+    [
+      '{"jsonrpc":"2.0","id":14,"method":"execute","params":{"command":"ls","bogus":1}}',
+      -32602,
+      14,
+    ],
+    [
+      '{"jsonrpc":"2.0","id":15,"method":"execute","params":{"command":"ls","env":{"A=B":"c"}}}',
+      -32602,
+      15,
+    ],
+  ];
+  for (const [text, code, id] of cases) {
+    const before = client.frames.length;
+    client.sendText(text);
+    const response = await client.waitFor(
+      (f) => client.frames.indexOf(f) >= before && "error" in f,
+      `the error for ${String(text)}`,
+    );
+    assert.equal(response.error.code, code, String(text));
+    assert.equal(response.id, id, String(text));
+    assert.equal(response.jsonrpc, "2.0");
+    assert.equal(typeof response.error.message, "string");
+  }
+  const invalid = client.frames.find((f) => f.id === 11);
+  assert.deepEqual(invalid.error.data.issues[0].path, "command");
+  assert.equal((await client.result("ping", {})).pong, true, "the session is still usable");
+});
+
+Deno.test("protocol: notifications get no response; batches get one array", async () => {
+  await using server = await startTestServer();
+  await using client = await RawClient.connect(server.url);
+  client.sendText('{"jsonrpc":"2.0","method":"ping"}');
+  client.sendText('{"jsonrpc":"2.0","method":"no.such"}');
+  client.sendText('{"jsonrpc":"2.0","method":"pong"}');
+  client.sendText(JSON.stringify([
+    { jsonrpc: "2.0", id: "a", method: "ping" },
+    { jsonrpc: "2.0", method: "ping" },
+    { jsonrpc: "2.0", id: "b", method: "jobs.get", params: { job_id: "ghost" } },
+  ]));
+  const batch = await client.waitFor((f) => Array.isArray(f), "the batch response");
+  assert.equal(batch.length, 2);
+  const byId = Object.fromEntries(batch.map((r: { id: string }) => [r.id, r]));
+  assert.equal(byId.a.result.pong, true);
+  assert.equal(byId.b.error.code, -32001);
+  await client.result("ping", {});
+  const answers = client.frames.filter((f) => f.method !== "connected");
+  assert.equal(answers.length, 2, "only the batch and the last ping were answered");
+});
+
+Deno.test("protocol: a batch can start several jobs at once", async () => {
+  await using server = await startTestServer();
+  await using client = await RawClient.connect(server.url);
+  client.sendText(JSON.stringify([
+    { jsonrpc: "2.0", id: 1, method: "execute", params: { command: "echo one", job_id: "b1" } },
+    { jsonrpc: "2.0", id: 2, method: "execute", params: { command: "echo two", job_id: "b2" } },
+  ]));
+  await client.completion("b1");
+  await client.completion("b2");
+  assert.equal(client.output("b1"), "one\n");
+  assert.equal(client.output("b2"), "two\n");
+  const batchAt = client.frames.findIndex((f) => Array.isArray(f));
+  const firstEvent = client.frames.findIndex((f) => f.method === "process.started");
+  assert.ok(batchAt < firstEvent, "the batch response comes before the jobs' notifications");
+});
+
+Deno.test("http: /health reports status, version, uptime, sessions and running jobs", async () => {
+  await using server = await startTestServer();
+  await using client = await RawClient.connect(server.url);
+  await client.result("execute", { command: "sleep 30" });
+  const url = `http://${server.addr.hostname}:${server.addr.port}`;
+  const response = await fetch(`${url}/health`);
+  assert.equal(response.status, 200);
+  const health = await response.json();
+  assert.equal(health.status, "ok");
+  assert.equal(health.version, VERSION);
+  assert.equal(health.sessions, 1);
+  assert.equal(health.running_jobs, 1);
+  assert.equal(typeof health.uptime_ms, "number");
+  await client.result("control", { type: "CANCEL" });
+});
+
+Deno.test("http: unknown paths are 404 and /ws without an upgrade is 426", async () => {
+  await using server = await startTestServer();
+  const url = `http://${server.addr.hostname}:${server.addr.port}`;
+  const missing = await fetch(`${url}/nope`);
+  assert.equal(missing.status, 404);
+  assert.deepEqual((await missing.json()).endpoints, ["/ws", "/ws/mcp", "/health"]);
+  const plain = await fetch(`${url}/ws`);
+  assert.equal(plain.status, 426);
+  assert.match((await plain.json()).error, /JSON-RPC 2.0 over WebSocket/);
+});
+
+Deno.test("auth: with a token set, /ws needs it and /health does not", async () => {
+  const token = "test-token-0123456789";
+  await using server = await startTestServer({ token });
+  const url = `http://${server.addr.hostname}:${server.addr.port}`;
+  const anonymous = await fetch(`${url}/ws`, { headers: { upgrade: "websocket" } });
+  assert.equal(anonymous.status, 401);
+  await anonymous.body?.cancel();
+  const wrong = await fetch(`${url}/ws`, {
+    headers: { authorization: "Bearer wrong-token-000000000" },
+  });
+  assert.equal(wrong.status, 401);
+  await wrong.body?.cancel();
+  assert.equal((await fetch(`${url}/health`).then((r) => r.json())).status, "ok");
+  await assert.rejects(RawClient.connect(server.url));
+  await using client = await RawClient.connect(server.url, {
+    headers: { authorization: `Bearer ${token}` },
+  });
+  assert.equal((await client.result("ping", {})).pong, true);
+});
