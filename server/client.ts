@@ -26,7 +26,7 @@ import type {
 export type { JobEvent, JobStatus } from "./protocol.ts";
 
 export interface ConnectOptions {
-  /** Sent as `Authorization: Bearer <token>`. @default Deno.env CC_EXECUTOR_TOKEN, if readable */
+  /** Sent as `Authorization: Bearer <token>`. @default CC_EXECUTOR_TOKEN, when env access is granted */
   token?: string;
   /** Give up when the server has not said `connected` within this time. @default 10000 */
   timeoutMs?: number;
@@ -420,11 +420,15 @@ function toOutcome(
   };
 }
 
+/** The variable when env access is already granted; never prompts, never throws. */
 function readEnv(name: string): string | undefined {
   try {
+    if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") {
+      return undefined;
+    }
     return Deno.env.get(name);
   } catch {
-    return undefined; // no --allow-env: fine, the caller passes the token explicitly
+    return undefined;
   }
 }
 

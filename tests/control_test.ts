@@ -93,8 +93,17 @@ Deno.test("pause and resume: SIGSTOP and SIGCONT reach the whole group", async (
     (f) => f.method === "process.paused" && f.params.job_id === job_id,
     "process.paused",
   );
-  await new Promise((r) => setTimeout(r, 100)); // let output already in flight land
-  const before = (await client.result("jobs.get", { job_id })).bytes.stdout;
+  const bytesNow = async () => (await client.result("jobs.get", { job_id })).bytes.stdout as number;
+  // Output already in the pipe still lands; wait until the count settles (it never would if the
+  // background child kept running), then check it stays put.
+  let before = await bytesNow();
+  await waitUntil(async () => {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = await bytesNow();
+    const settled = now === before;
+    before = now;
+    return settled;
+  }, "the output to stop while paused");
   await new Promise((r) => setTimeout(r, 300));
   assert.equal(
     (await client.result("jobs.get", { job_id })).bytes.stdout,

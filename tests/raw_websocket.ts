@@ -1,0 +1,126 @@
+/**
+ * A WebSocket client over a bare TCP connection that reads only when told
+ * to. A browser-style WebSocket always drains the socket, so it cannot play
+ * a slow or stalled peer; this one can, which is what backpressure tests and
+ * the slow-reader benchmark need.
+ *
+ * @module
+ */
+
+const encoder = new TextEncoder();
+
+export class RawWebSocket implements AsyncDisposable {
+  readonly #conn: Deno.TcpConn;
+  /** Bytes received after the handshake response, not yet handed out by read(). */
+  #leftover: Uint8Array;
+
+  private constructor(conn: Deno.TcpConn, leftover: Uint8Array) {
+    this.#conn = conn;
+    this.#leftover = leftover;
+  }
+
+  /** Opens the TCP connection and completes the HTTP upgrade handshake. */
+  static async connect(url: string, headers: Record<string, string> = {}): Promise<RawWebSocket> {
+    const { hostname, port, pathname } = new URL(url);
+    const conn = await Deno.connect({ hostname, port: Number(port) });
+    const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
+    const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
+    await writeAll(
+      conn,
+      encoder.encode(
+        `GET ${pathname} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\n` +
+          `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`,
+      ),
+    );
+    let received: Uint8Array = new Uint8Array(0);
+    const buffer = new Uint8Array(4096);
+    while (true) {
+      const n = await conn.read(buffer);
+      if (n === null) throw new Error("connection closed during the WebSocket handshake");
+      received = concat(received, buffer.subarray(0, n));
+      const end = indexOfHeaderEnd(received);
+      if (end < 0) continue;
+      const head = new TextDecoder().decode(received.subarray(0, end));
+      if (!head.startsWith("HTTP/1.1 101")) {
+        conn.close();
+        throw new Error(`WebSocket upgrade refused: ${head.split("\r\n")[0]}`);
+      }
+      return new RawWebSocket(conn, received.slice(end + 4));
+    }
+  }
+
+  /** Sends one masked text frame (clients must mask). */
+  async sendText(text: string): Promise<void> {
+    const payload = encoder.encode(text);
+    const mask = crypto.getRandomValues(new Uint8Array(4));
+    const length = payload.length;
+    const header = length < 126
+      ? [0x81, 0x80 | length]
+      : length < 65536
+      ? [0x81, 0x80 | 126, length >> 8, length & 0xff]
+      : [
+        0x81,
+        0x80 | 127,
+        0,
+        0,
+        0,
+        0,
+        (length >>> 24) & 0xff,
+        (length >> 16) & 0xff,
+        (length >> 8) & 0xff,
+        length & 0xff,
+      ];
+    const frame = new Uint8Array(header.length + 4 + length);
+    frame.set(header, 0);
+    frame.set(mask, header.length);
+    for (let i = 0; i < length; i++) frame[header.length + 4 + i] = payload[i]! ^ mask[i & 3]!;
+    await writeAll(this.#conn, frame);
+  }
+
+  /** Reads up to `max` raw bytes (frames are not parsed); null at EOF. */
+  async read(max: number): Promise<Uint8Array | null> {
+    if (this.#leftover.length > 0) {
+      const out = this.#leftover.subarray(0, max);
+      this.#leftover = this.#leftover.subarray(out.length);
+      return out;
+    }
+    const buffer = new Uint8Array(max);
+    const n = await this.#conn.read(buffer);
+    return n === null ? null : buffer.subarray(0, n);
+  }
+
+  close(): void {
+    try {
+      this.#conn.close();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.BadResource)) throw error; // already closed
+    }
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
+  }
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let written = 0; written < bytes.length;) {
+    written += await conn.write(bytes.subarray(written));
+  }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+function indexOfHeaderEnd(bytes: Uint8Array): number {
+  for (let i = 0; i + 3 < bytes.length; i++) {
+    if (bytes[i] === 13 && bytes[i + 1] === 10 && bytes[i + 2] === 13 && bytes[i + 3] === 10) {
+      return i;
+    }
+  }
+  return -1;
+}
