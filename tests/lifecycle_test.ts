@@ -151,7 +151,11 @@ Deno.test("a process that leaves the group cannot hold the job open forever", as
   await using server = await startTestServer();
   await using client = await RawClient.connect(server.url);
   // setsid puts the sleep in a session of its own, out of reach of the group, holding stdout open.
-  const { jobId, done } = await runJob(client, { command: "setsid sleep 3 & echo escaped" });
+  // The fifo makes the shell wait until the escape has happened, so the sweep cannot pre-empt it.
+  const { jobId, done } = await runJob(client, {
+    command: 'f=$(mktemp -u); mkfifo "$f"; setsid sh -c "echo escaped; echo > $f; exec sleep 3" & ' +
+      'read -r _ < "$f"; rm "$f"',
+  });
   assert.equal(done.status, "completed");
   assert.ok(
     done.duration_ms < 2900,
