@@ -305,10 +305,12 @@ export class ExecutorClient implements AsyncDisposable {
     let stdout = "", stderr = "", output = "";
     let lastSeq = 0;
     let settle!: { resolve: (o: ExecuteOutcome) => void; reject: (e: Error) => void };
-    const outcome = new Promise<ExecuteOutcome>((
-      resolve,
-      reject,
-    ) => (settle = { resolve, reject }));
+    const outcome = new Promise<ExecuteOutcome>((resolve, reject) => {
+      settle = { resolve, reject };
+    });
+    // Whoever awaits `outcome` still sees a rejection; this only stops one that nobody awaits any
+    // more (the request itself failed first) from being reported as unhandled.
+    outcome.catch(() => {});
     const event = (event: JobEvent) => {
       // A replay after a resubscribe may repeat what this watcher already saw.
       if (event.params.seq <= lastSeq) return;

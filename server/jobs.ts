@@ -84,6 +84,8 @@ export class Job {
   readonly bytes: ByteCounts = { stdout: 0, stderr: 0 };
 
   #seq = 0;
+  /** Set once `process.completed` has been emitted. */
+  #completed = false;
   #replay: ReplayBuffer;
   #subscribers = new Map<string, Subscriber>();
   #outputBudget: number;
@@ -184,6 +186,9 @@ export class Job {
     method: N,
     params: Omit<NotificationParams<N>, "seq" | "job_id">,
   ): void {
+    // After the terminal notification nothing more is sent (an errored job's pipes may still talk).
+    if (this.#completed) return;
+    if (method === "process.completed") this.#completed = true;
     const seq = ++this.#seq;
     const frame = JSON.stringify({
       jsonrpc: "2.0",
@@ -383,7 +388,11 @@ export class Job {
     // Once the leader has exited its status is the outcome; only leftovers are being swept.
     if (this.isFinished || this.#cause || this.group.leaderExited) return;
     this.#cause = { status, reason };
-    this.#stopping = this.group.stop(this.#manager.config.killGraceMs);
+    // Handled here at once: terminate() runs from timers and close handlers, where a rejection
+    // nobody awaits yet would take the whole server down.
+    this.#stopping = this.group.stop(this.#manager.config.killGraceMs).catch((error) =>
+      this.#fail(error)
+    );
   }
 
   control(type: ControlType): JobStatus {
@@ -401,19 +410,27 @@ export class Job {
         break;
       case "PAUSE":
         if (this.status === "paused") throw this.#wrongState("pause", "it is already paused");
-        this.group.signal("SIGSTOP");
+        this.#signalOrThrow("SIGSTOP");
         this.status = "paused";
         this.#emit("process.paused", {});
         break;
       case "RESUME":
         if (this.status !== "paused") throw this.#wrongState("resume", "it is not paused");
-        this.group.signal("SIGCONT");
+        this.#signalOrThrow("SIGCONT");
         this.status = "running";
         this.#lastActivity = performance.now();
         this.#emit("process.resumed", {});
         break;
     }
     return this.status;
+  }
+
+  #signalOrThrow(signal: Deno.Signal): void {
+    try {
+      this.group.signal(signal);
+    } catch (error) {
+      throw new RpcError(ErrorCode.INTERNAL_ERROR, (error as Error).message, { job_id: this.id });
+    }
   }
 
   #wrongState(action: string, why: string): RpcError {
@@ -644,7 +661,13 @@ export class JobManager {
 
   /** SIGKILL to every running group, for a second Ctrl-C. */
   killAll(): void {
-    for (const job of this.#running) job.group.signal("SIGKILL");
+    for (const job of this.#running) {
+      try {
+        job.group.signal("SIGKILL");
+      } catch (error) {
+        this.logger.error("cannot kill job", { job_id: job.id, error: (error as Error).message });
+      }
+    }
   }
 }
 

@@ -26,6 +26,14 @@ export interface SpawnSpec {
   pipeStdin: boolean;
 }
 
+/** A signal could not be delivered for a reason other than the group being gone. */
+export class SignalError extends Error {
+  constructor(message: string, override readonly cause: unknown) {
+    super(message);
+    this.name = "SignalError";
+  }
+}
+
 /** The shell could not be started. */
 export class SpawnError extends Error {
   constructor(message: string, override readonly cause: unknown) {
@@ -103,22 +111,11 @@ export class ProcessGroup implements AsyncDisposable {
    * Sends `signal` to every process of the group; false when none is left.
    * Right after spawn, before setsid(2) has run, the group does not exist yet,
    * so the signal goes to the leader itself, which has not forked anything.
+   *
+   * @throws {SignalError} when the signal cannot be sent for another reason.
    */
   signal(signal: Deno.Signal): boolean {
-    try {
-      Deno.kill(-this.pgid, signal);
-      return true;
-    } catch (error) {
-      if (!(error instanceof Deno.errors.NotFound)) throw error;
-    }
-    if (this.#leaderExited) return false;
-    try {
-      Deno.kill(this.pid, signal);
-      return true;
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) return false;
-      throw error;
-    }
+    return kill(-this.pgid, signal) || (!this.#leaderExited && kill(this.pid, signal));
   }
 
   /** True while any process of the group is alive (zombies waiting for a reaper do not count). */
@@ -167,6 +164,23 @@ export class ProcessGroup implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop(0);
+  }
+}
+
+/**
+ * kill(2): true when delivered, false when no such process (group) exists.
+ *
+ * @throws {SignalError} for anything else, e.g. Deno's run permission missing (Deno.kill needs
+ * an unscoped --allow-run).
+ */
+function kill(pid: number, signal: Deno.Signal): boolean {
+  try {
+    Deno.kill(pid, signal);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    const target = pid < 0 ? `process group ${-pid}` : `process ${pid}`;
+    throw new SignalError(`Cannot send ${signal} to ${target}: ${(error as Error).message}`, error);
   }
 }
 

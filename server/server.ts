@@ -59,6 +59,7 @@ export async function startServer(
   options: StartServerOptions = {},
 ): Promise<ExecutorServer> {
   const logger = options.logger ?? createLogger(config.logLevel);
+  checkRunPermission();
   let shell: string;
   try {
     shell = options.shell ?? (await resolveShell(config.shell));
@@ -206,4 +207,18 @@ export async function startServer(
     finished: listening.finished,
     [Symbol.asyncDispose]: shutdown,
   };
+}
+
+/**
+ * Deno.kill, which stops process groups, needs an unscoped --allow-run. Without it every cancel
+ * and timeout would fail, so refuse to start and say why. (Scoping --allow-run to the shells would
+ * not limit what jobs run anyway: the shell can start any program.)
+ */
+function checkRunPermission(): void {
+  if (Deno.permissions.querySync({ name: "run" }).state === "granted") return;
+  throw new ServerStartError(
+    "Cannot start: cc-executor needs --allow-run without a list. Deno.kill, which stops process " +
+      "groups on cancel and timeout, requires it; a scoped --allow-run would not limit what jobs " +
+      "run anyway, since the shell can start any program.",
+  );
 }

@@ -204,7 +204,11 @@ Deno.test("execute: max_output_bytes cuts the output at a character boundary and
   });
   assert.equal(done.status, "completed", "the command itself ran to the end");
   assert.equal(done.truncated, true);
-  assert.deepEqual(done.bytes, { stdout: 1_000_003, stderr: 3 }, "bytes count what the command wrote");
+  assert.deepEqual(
+    done.bytes,
+    { stdout: 1_000_003, stderr: 3 },
+    "bytes count what the command wrote",
+  );
   assert.equal(client.output(jobId, "stdout") + client.output(jobId, "stderr"), "a");
   const outputs = client.events(jobId).filter((e) => e.method === "process.output");
   assert.equal(outputs.at(-1).params.truncated, true, "the last delivered chunk is marked");

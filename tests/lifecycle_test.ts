@@ -153,7 +153,8 @@ Deno.test("a process that leaves the group cannot hold the job open forever", as
   // setsid puts the sleep in a session of its own, out of reach of the group, holding stdout open.
   // The fifo makes the shell wait until the escape has happened, so the sweep cannot pre-empt it.
   const { jobId, done } = await runJob(client, {
-    command: 'f=$(mktemp -u); mkfifo "$f"; setsid sh -c "echo escaped; echo > $f; exec sleep 3" & ' +
+    command:
+      'f=$(mktemp -u); mkfifo "$f"; setsid sh -c "echo escaped; echo > $f; exec sleep 3" & ' +
       'read -r _ < "$f"; rm "$f"',
   });
   assert.equal(done.status, "completed");
