@@ -41,24 +41,36 @@ async function startForeground(
   output.err(`cc-executor listening on ${server.url} (Ctrl-C to stop)`);
 
   // First signal: graceful (every job gets SIGTERM, a grace period, SIGKILL, and is reported).
-  // Second signal: SIGKILL every group now and leave.
+  // Second signal: SIGKILL every group now, give the jobs a moment to report, and leave.
   let signals = 0;
+  const forced = Promise.withResolvers<void>();
   const onSignal = () => {
     signals++;
     if (signals === 1) {
       output.err("stopping: waiting for running jobs to stop (Ctrl-C again to kill them now)");
       server.shutdown();
-    } else {
+    } else if (signals === 2) {
+      output.err("killing every job now");
       server.jobs.killAll();
+      forced.resolve();
     }
   };
   const stopSignals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const signal of stopSignals) Deno.addSignalListener(signal, onSignal);
+  const stopped = server.finished.then(() => server.shutdown()).then(() => 0);
   try {
-    await server.finished;
-    await server.shutdown();
+    return await Promise.race([
+      stopped,
+      // Killed groups end within moments; whatever still holds up shutdown after that (a peer
+      // that never completes its close handshake) does not keep the process alive.
+      forced.promise.then(() => Promise.race([stopped, delay(FORCED_EXIT_WAIT_MS).then(() => 1)])),
+    ]);
   } finally {
     for (const signal of stopSignals) Deno.removeSignalListener(signal, onSignal);
   }
-  return 0;
 }
+
+/** After a second Ctrl-C: how long the killed jobs get to send their last notifications. */
+const FORCED_EXIT_WAIT_MS = 2000;
+
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

@@ -14,11 +14,15 @@ export type Timer = ReturnType<typeof setTimeout>;
 export interface ByteChunk {
   /** Byte offset of `bytes` within its stream. */
   offset: number;
+  /**
+   * Valid only during the emit callback: it is a view of the coalescer's buffer, which is reused
+   * for the next bytes. Decode or copy it before returning.
+   */
   bytes: Uint8Array;
 }
 
 export interface CoalescerOptions {
-  /** Emit as soon as this many bytes are pending. */
+  /** Emit as soon as this many bytes are pending; also the size of the one buffer it keeps. */
   maxBytes: number;
   /** Emit pending bytes at most this long after the first of them arrived; 0 emits every push. */
   delayMs: number;
@@ -28,31 +32,38 @@ export interface CoalescerOptions {
   clearTimer?: (id: Timer) => void;
 }
 
+/** The longest incomplete UTF-8 character: what a cut may carry over to the next chunk. */
+const MAX_CARRY = 3;
+
 /**
- * Collects the reads of one stream and emits them as coalesced chunks.
+ * Collects the reads of one stream and emits them as coalesced chunks. It
+ * copies what it is given into one buffer of `maxBytes`, which is reused for
+ * the whole stream: a fast command's output costs one copy, not an
+ * allocation per read.
  *
  * @example
  * ```ts
- * const c = new Coalescer((chunk) => send(chunk), { maxBytes: 65536, delayMs: 4 });
+ * const c = new Coalescer((chunk) => send(decoder.decode(chunk.bytes)), { maxBytes: 65536, delayMs: 4 });
  * for await (const bytes of child.stdout) c.push(bytes);
  * c.end();
  * ```
  */
 export class Coalescer {
-  #parts: Uint8Array[] = [];
+  readonly #buffer: Uint8Array;
+  /** Bytes at the start of #buffer not yet emitted. */
   #pending = 0;
   #offset = 0;
   #timer: Timer | undefined;
   #ended = false;
   readonly #emit: (chunk: ByteChunk) => void;
-  readonly #maxBytes: number;
   readonly #delayMs: number;
   readonly #setTimer: (fn: () => void, ms: number) => Timer;
   readonly #clearTimer: (id: Timer) => void;
 
   constructor(emit: (chunk: ByteChunk) => void, options: CoalescerOptions) {
     this.#emit = emit;
-    this.#maxBytes = options.maxBytes;
+    // A full buffer must always hold more than one incomplete character, or nothing could be cut.
+    this.#buffer = new Uint8Array(Math.max(options.maxBytes, MAX_CARRY + 1));
     this.#delayMs = options.delayMs;
     this.#setTimer = options.setTimer ?? ((fn, ms) => setTimeout(fn, ms));
     this.#clearTimer = options.clearTimer ?? ((id) => clearTimeout(id));
@@ -70,11 +81,12 @@ export class Coalescer {
 
   push(bytes: Uint8Array): void {
     if (this.#ended) throw new Error("Coalescer: push after end");
-    if (bytes.length === 0) return;
-    this.#parts.push(bytes);
-    this.#pending += bytes.length;
-    while (this.#pending >= this.#maxBytes) {
-      if (!this.#emitUpTo(this.#maxBytes)) break;
+    while (bytes.length > 0) {
+      const take = Math.min(bytes.length, this.#buffer.length - this.#pending);
+      this.#buffer.set(take === bytes.length ? bytes : bytes.subarray(0, take), this.#pending);
+      this.#pending += take;
+      bytes = bytes.subarray(take);
+      if (this.#pending === this.#buffer.length) this.#emitUpTo(this.#pending);
     }
     if (this.#pending === 0) return this.#cancelTimer();
     if (this.#delayMs === 0) return this.flush();
@@ -95,57 +107,22 @@ export class Coalescer {
     if (this.#ended) return;
     this.#cancelTimer();
     this.#ended = true;
-    if (this.#pending > 0) this.#emitBytes(this.#take(this.#pending));
+    if (this.#pending > 0) this.#emitBytes(this.#pending);
   }
 
-  /** Emits up to `limit` bytes cut at a character boundary; false when nothing could be cut. */
-  #emitUpTo(limit: number): boolean {
-    const head = this.#peek(Math.min(limit + 3, this.#pending));
-    // Only a flush of fewer than 4 bytes that are all one incomplete character cuts nothing.
-    const cut = utf8SafeLength(head, Math.min(limit, head.length));
-    if (cut === 0) return false;
-    this.#emitBytes(this.#take(cut));
-    return true;
+  /** Emits up to `limit` pending bytes, cut at a character boundary, and keeps the rest. */
+  #emitUpTo(limit: number): void {
+    const cut = utf8SafeLength(this.#buffer, limit);
+    if (cut > 0) this.#emitBytes(cut);
   }
 
-  #emitBytes(bytes: Uint8Array): void {
+  /** Emits the first `n` pending bytes and moves what is left (at most a character) to the front. */
+  #emitBytes(n: number): void {
     const offset = this.#offset;
-    this.#offset += bytes.length;
-    this.#emit({ offset, bytes });
-  }
-
-  /** The first `n` pending bytes, without consuming them. */
-  #peek(n: number): Uint8Array {
-    const first = this.#parts[0]!;
-    if (first.length >= n) return first.subarray(0, n);
-    const out = new Uint8Array(n);
-    let filled = 0;
-    for (const part of this.#parts) {
-      const take = Math.min(part.length, n - filled);
-      out.set(part.subarray(0, take), filled);
-      filled += take;
-      if (filled === n) break;
-    }
-    return out;
-  }
-
-  /** Removes and returns the first `n` pending bytes. */
-  #take(n: number): Uint8Array {
-    const out = this.#peek(n);
-    let left = n;
-    while (left > 0) {
-      const part = this.#parts[0]!;
-      if (part.length <= left) {
-        this.#parts.shift();
-        left -= part.length;
-      } else {
-        this.#parts[0] = part.subarray(left);
-        left = 0;
-      }
-    }
+    this.#offset += n;
+    this.#emit({ offset, bytes: this.#buffer.subarray(0, n) });
+    if (n < this.#pending) this.#buffer.copyWithin(0, n, this.#pending);
     this.#pending -= n;
-    // `out` may share memory with a pending part; nothing ever writes to either, so that is safe.
-    return out;
   }
 
   #cancelTimer(): void {

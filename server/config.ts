@@ -27,14 +27,23 @@ const ConfigSchema = z.object({
   CC_EXECUTOR_MAX_JOBS: int(1, 100_000).default(100),
   /** Bytes of notifications each job keeps for replay to late or reconnecting subscribers. */
   CC_EXECUTOR_REPLAY_BUFFER_BYTES: int(64 * 1024, 1024 ** 3).default(4 * 1024 * 1024),
+  /**
+   * What a finished job keeps of its replay buffer (its newest frames; the terminal one always).
+   * Bounds memory: max_jobs x replay buffer + keep_finished_jobs x this.
+   */
+  CC_EXECUTOR_FINISHED_REPLAY_BYTES: int(0, 1024 ** 3).default(256 * 1024),
   /** Finished jobs kept in memory for jobs.get / jobs.subscribe. */
   CC_EXECUTOR_KEEP_FINISHED_JOBS: int(0, 1_000_000).default(200),
   /** Between SIGTERM and SIGKILL when stopping a process group. */
   CC_EXECUTOR_KILL_GRACE_MS: int(0, 600_000).default(2000),
   /** Output is coalesced for at most this long before it is sent. */
   CC_EXECUTOR_COALESCE_MS: int(0, 1000).default(4),
-  /** Largest output chunk sent in one notification. */
-  CC_EXECUTOR_CHUNK_BYTES: int(1024, 16 * 1024 * 1024).default(256 * 1024),
+  /**
+   * Largest output chunk sent in one notification. 32 KiB keeps each frame's strings (even
+   * two-byte ones) under V8's 128 KiB large-object threshold: 256 KiB frames, each allocated and
+   * freed as its own large object, cut throughput by half and inflated RSS (docs/performance.md).
+   */
+  CC_EXECUTOR_CHUNK_BYTES: int(1024, 16 * 1024 * 1024).default(32 * 1024),
   /** Seconds between WebSocket pings; a peer that does not answer is dropped. 0 disables. */
   CC_EXECUTOR_WS_IDLE_TIMEOUT: int(0, 3600).default(30),
 });
@@ -48,6 +57,7 @@ export interface ServerConfig {
   token: string | undefined;
   maxJobs: number;
   replayBufferBytes: number;
+  finishedReplayBytes: number;
   keepFinishedJobs: number;
   killGraceMs: number;
   coalesceMs: number;
@@ -114,6 +124,7 @@ export function loadConfig(options: LoadConfigOptions = {}): ServerConfig {
     token: c.CC_EXECUTOR_TOKEN,
     maxJobs: c.CC_EXECUTOR_MAX_JOBS,
     replayBufferBytes: c.CC_EXECUTOR_REPLAY_BUFFER_BYTES,
+    finishedReplayBytes: c.CC_EXECUTOR_FINISHED_REPLAY_BYTES,
     keepFinishedJobs: c.CC_EXECUTOR_KEEP_FINISHED_JOBS,
     killGraceMs: c.CC_EXECUTOR_KILL_GRACE_MS,
     coalesceMs: c.CC_EXECUTOR_COALESCE_MS,

@@ -40,7 +40,13 @@ export interface Subscriber {
 
 export type JobManagerConfig = Pick<
   ServerConfig,
-  "maxJobs" | "replayBufferBytes" | "keepFinishedJobs" | "killGraceMs" | "coalesceMs" | "chunkBytes"
+  | "maxJobs"
+  | "replayBufferBytes"
+  | "finishedReplayBytes"
+  | "keepFinishedJobs"
+  | "killGraceMs"
+  | "coalesceMs"
+  | "chunkBytes"
 >;
 
 export interface JobManagerOptions {
@@ -54,8 +60,17 @@ export interface JobManagerOptions {
   now?: () => number;
 }
 
-/** How long a pipe may stay silent after its whole group is gone before we stop waiting for EOF. */
+/** Most a pipe read returns at once (Linux's default pipe capacity). */
+const READ_BUFFER_BYTES = 64 * 1024;
+
+/** How long the pipes may stay open after the whole group is gone before we stop waiting for EOF. */
 const ESCAPED_PIPE_MS = 1000;
+
+/**
+ * Most a pipe may deliver after the whole group is gone: the group's leftovers are at most the
+ * pipe's capacity, so more means a process outside the group is writing.
+ */
+const DRAIN_LIMIT_BYTES = 1024 * 1024;
 
 type Cause = { status: "canceled" | "timed_out"; reason: string };
 
@@ -97,6 +112,11 @@ export class Job {
   #wallTimer: Timer | undefined;
   #idleTimer: Timer | undefined;
   #pumps: Pump[] = [];
+  /** Set once no process of the group is left; from then on pipes are read regardless of subscribers. */
+  #groupGone = false;
+  /** Pumps waiting for slow subscribers; the command is blocked by us then, not idle. */
+  #heldBack = 0;
+  #change: PromiseWithResolvers<void> | null = null;
   #resolveDone!: () => void;
   readonly #manager: JobManager;
 
@@ -175,7 +195,9 @@ export class Job {
   }
 
   unsubscribe(subscriberId: string): boolean {
-    return this.#subscribers.delete(subscriberId);
+    const removed = this.#subscribers.delete(subscriberId);
+    if (removed) this.#notifyChange();
+    return removed;
   }
 
   isSubscribed(subscriberId: string): boolean {
@@ -201,6 +223,7 @@ export class Job {
 
   /** Undefined when every subscriber can take more; else a promise for when they can. */
   #backpressure(): Promise<unknown> | undefined {
+    if (this.#groupGone) return undefined;
     let waits: Promise<void>[] | undefined;
     for (const subscriber of this.#subscribers.values()) {
       const wait = subscriber.ready();
@@ -240,33 +263,50 @@ export class Job {
     name: StreamName,
     chunkOptions: { maxBytes: number; delayMs: number },
   ): Pump {
-    const reader = stream.getReader();
+    // A BYOB reader fills one reused buffer; the default reader allocates (and zeroes) 64 KiB per
+    // read, which dominated the cost of fast output.
+    const reader = stream.getReader({ mode: "byob" });
+    let readBuffer = new ArrayBuffer(READ_BUFFER_BYTES);
     const coalescer = new Coalescer(
       (chunk) => this.#output(name, chunk.offset, chunk.bytes),
       chunkOptions,
     );
-    const pump: Pump = { stream: name, reading: false, done: Promise.resolve(), cancel: () => {} };
+    const pump: Pump = {
+      stream: name,
+      finished: false,
+      done: Promise.resolve(),
+      cancel: () => {},
+    };
     let canceled = false;
     pump.cancel = () => {
       canceled = true;
       reader.cancel().catch(() => {});
     };
+    let readAfterGroupGone = 0;
     pump.done = (async () => {
       try {
         while (true) {
           const wait = this.#backpressure();
           if (wait) {
-            await wait;
+            this.#heldBack++;
+            // A stop, an unsubscribe or the group's end changes what we wait for: look again then.
+            await Promise.race([wait, this.#changed()]);
+            this.#heldBack--;
             // Waiting for a slow client is not the command being idle.
             this.#lastActivity = performance.now();
+            continue;
           }
-          pump.reading = true;
-          const { value, done } = await reader.read();
-          pump.reading = false;
+          const { value, done } = await reader.read(new Uint8Array(readBuffer));
           this.#lastActivity = performance.now();
-          if (done) break;
+          if (done || !value) break;
+          readBuffer = value.buffer; // the read transferred the buffer; it comes back in `value`
           this.bytes[name] += value.length;
           coalescer.push(value);
+          if (this.#groupGone && (readAfterGroupGone += value.length) > DRAIN_LIMIT_BYTES) {
+            // Only a process outside the group can still be writing this much.
+            pump.cancel();
+            break;
+          }
         }
       } catch (error) {
         if (!canceled) {
@@ -275,12 +315,23 @@ export class Job {
           });
         }
       } finally {
-        pump.reading = false;
+        pump.finished = !canceled;
         coalescer.end();
         reader.releaseLock();
       }
     })();
     return pump;
+  }
+
+  /** Resolves at the next change that may end a wait for subscribers. */
+  #changed(): Promise<void> {
+    return (this.#change ??= Promise.withResolvers<void>()).promise;
+  }
+
+  #notifyChange(): void {
+    const change = this.#change;
+    this.#change = null;
+    change?.resolve();
   }
 
   #output(stream: StreamName, offset: number, bytes: Uint8Array): void {
@@ -308,33 +359,33 @@ export class Job {
     // neither outlive the job nor hold the pipes open.
     if (this.#stopping) await this.#stopping;
     else await this.group.sweep(graceMs);
+    // Nothing in the group can write any more: what is left is at most a pipe's capacity, so
+    // read it without waiting for slow subscribers (a stalled client must not keep a stopped
+    // job, its slot and server shutdown waiting).
+    this.#groupGone = true;
+    this.#notifyChange();
     await this.#drainPipes();
     this.#finish(status);
   }
 
   /**
    * Waits for both pipes to reach EOF. A process that left the group (setsid,
-   * daemonized) may still hold one open; once it has been silent for a while
-   * we stop reading and say so, rather than wait forever.
+   * daemonized) may still hold one open: after ESCAPED_PIPE_MS, or once it has
+   * written DRAIN_LIMIT_BYTES since the group ended, we stop reading and say so.
    */
   async #drainPipes(): Promise<void> {
     const all = Promise.all(this.#pumps.map((p) => p.done));
-    let finished = false;
-    all.then(() => (finished = true));
-    while (!finished) {
-      let timer: Timer | undefined;
-      await Promise.race([all, new Promise((r) => (timer = setTimeout(r, 100)))]);
-      clearTimeout(timer);
-      if (finished) break;
-      if (performance.now() - this.#lastActivity < ESCAPED_PIPE_MS) continue;
-      const held = this.#pumps.filter((pump) => pump.reading);
-      if (held.length === 0) continue;
-      for (const pump of held) pump.cancel();
-      this.#emit("process.error", {
-        message: `Stopped reading ${held.map((p) => p.stream).join(" and ")}: ` +
-          "a process outside the job's process group still holds the pipe open",
-      });
-    }
+    let timer: Timer | undefined;
+    await Promise.race([all, new Promise((r) => (timer = setTimeout(r, ESCAPED_PIPE_MS)))]);
+    clearTimeout(timer);
+    for (const pump of this.#pumps) if (!pump.finished) pump.cancel();
+    await all;
+    const held = this.#pumps.filter((pump) => !pump.finished);
+    if (held.length === 0) return;
+    this.#emit("process.error", {
+      message: `Stopped reading ${held.map((p) => p.stream).join(" and ")}: ` +
+        "a process outside the job's process group still holds the pipe open",
+    });
   }
 
   #finish(status: Deno.CommandStatus): void {
@@ -357,7 +408,13 @@ export class Job {
   #fail(error: unknown): void {
     if (this.isFinished) return;
     this.#manager.logger.error("job failed", { job_id: this.id, error: String(error) });
-    this.group.stop(0).catch(() => {});
+    this.group.stop(0).catch((stopError) =>
+      this.#manager.logger.error("cannot stop the group of a failed job", {
+        job_id: this.id,
+        pgid: this.group.pgid,
+        error: String(stopError),
+      })
+    );
     this.status = "error";
     this.reason = (error as Error)?.message ?? String(error);
     this.#complete();
@@ -377,6 +434,7 @@ export class Job {
       reason: this.reason,
     });
     this.#subscribers.clear();
+    this.#replay.shrink(this.#manager.config.finishedReplayBytes);
     this.#manager.finished(this);
     this.#resolveDone();
   }
@@ -397,11 +455,21 @@ export class Job {
 
   control(type: ControlType): JobStatus {
     if (this.isFinished || this.#cause || this.group.leaderExited) {
-      const state = this.isFinished ? this.status : this.#cause ? "stopping" : "exited, finishing";
+      // `status` stays the job's status; `state` says why a job still "running" cannot be controlled.
+      const state = this.isFinished ? null : this.#cause ? "stopping" : "exited";
+      const why = state === null
+        ? `it is not running (status: ${this.status})`
+        : state === "stopping"
+        ? `it is already being stopped (${this.#cause!.reason})`
+        : "its shell has exited and the job is finishing";
       throw new RpcError(
         ErrorCode.JOB_NOT_RUNNING,
-        `Cannot ${type.toLowerCase()} job "${this.id}": it is not running (status: ${state})`,
-        { job_id: this.id, status: this.status },
+        `Cannot ${type.toLowerCase()} job "${this.id}": ${why}`,
+        {
+          job_id: this.id,
+          status: this.status,
+          ...(state ? { state } : {}),
+        },
       );
     }
     switch (type) {
@@ -445,15 +513,16 @@ export class Job {
   /** One timer, re-armed for the remaining time, instead of a reset on every read. */
   #armIdleTimer(idleMs: number): void {
     const check = () => {
+      // A paused job, or one held back by a slow client, is silent because of us: not idle.
+      const heldByUs = this.status === "paused" || this.#heldBack > 0;
+      if (heldByUs) this.#lastActivity = performance.now();
       const silent = performance.now() - this.#lastActivity;
-      // A paused job is silent because we stopped it; that is not idleness.
-      if (this.status === "paused") this.#lastActivity = performance.now();
-      if (this.status !== "paused" && silent >= idleMs) {
+      if (silent >= idleMs) {
         this.#idleTimer = undefined;
         this.terminate("timed_out", `idle for ${idleMs / 1000}s (no output)`);
         return;
       }
-      this.#idleTimer = setTimeout(check, this.status === "paused" ? idleMs : idleMs - silent);
+      this.#idleTimer = setTimeout(check, idleMs - silent);
     };
     this.#idleTimer = setTimeout(check, idleMs);
   }
@@ -521,8 +590,8 @@ export class Job {
 
 interface Pump {
   stream: StreamName;
-  /** True while waiting in read(), as opposed to waiting for subscribers. */
-  reading: boolean;
+  /** Set when reading ended: true at EOF (or a read error), false when we stopped reading. */
+  finished: boolean;
   done: Promise<void>;
   cancel(): void;
 }

@@ -55,7 +55,8 @@ export function createMethods({ jobs, info }: MethodDeps): Table {
         session.lastJobId = job.id;
         // The response goes first, then the replay of what the job has sent so far, then live output.
         afterResponse(() => {
-          if (!job.isSubscribed(session.id)) job.subscribe(session, 0);
+          // A connection that closed meanwhile must not stay subscribed (it would never be removed).
+          if (session.isOpen && !job.isSubscribed(session.id)) job.subscribe(session, 0);
         });
         return {
           job_id: job.id,
@@ -100,7 +101,9 @@ export function createMethods({ jobs, info }: MethodDeps): Table {
         // Nothing can be emitted between this response and the replay: both run in the same
         // turn of the event loop, so the figures below describe exactly what is replayed.
         const preview = job.previewReplay(fromSeq);
-        afterResponse(() => job.subscribe(session, fromSeq));
+        afterResponse(() => {
+          if (session.isOpen) job.subscribe(session, fromSeq);
+        });
         return {
           job_id: job.id,
           status: job.status,

@@ -68,7 +68,12 @@ export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set([
 export const StreamName = z.enum(["stdout", "stderr"]);
 export type StreamName = z.infer<typeof StreamName>;
 
-const Seconds = z.number().positive().max(31_536_000); // a year is plenty
+/** Timers cannot wait longer than 2^31-1 ms (about 24.8 days); longer values would fire at once. */
+export const MAX_TIMEOUT_SECONDS = 2_147_483;
+const Seconds = z.number().positive().max(
+  MAX_TIMEOUT_SECONDS,
+  `expected at most ${MAX_TIMEOUT_SECONDS} seconds (about 24.8 days, the longest a timer can wait)`,
+);
 
 // ---------------------------------------------------------------------------
 // Method params and results

@@ -19,49 +19,69 @@ export interface ReplaySlice {
   missed: number;
 }
 
+/** Dropped slots at the front are compacted away once there are this many (and they are half). */
+const COMPACT_AFTER = 1024;
+
 export class ReplayBuffer {
-  #entries: Entry[] = [];
+  /** Held entries are #entries[#head..]; slots before #head are cleared so their frames can be freed. */
+  #entries: (Entry | undefined)[] = [];
   #head = 0;
   #size = 0;
-  readonly #maxSize: number;
+  #maxSize: number;
 
   /** @param maxSize budget in UTF-16 code units of serialized frames (bytes, for ASCII output). */
   constructor(maxSize: number) {
     this.#maxSize = maxSize;
   }
 
+  /** What the held frames add up to, in the unit of the budget. */
   get size(): number {
     return this.#size;
+  }
+
+  /** Frames held now. */
+  get length(): number {
+    return this.#entries.length - this.#head;
   }
 
   /** Adds a frame; drops the oldest ones past the budget, but always keeps the newest. */
   add(seq: number, frame: string): void {
     this.#entries.push({ seq, frame });
     this.#size += frame.length;
-    while (this.#size > this.#maxSize && this.#entries.length - this.#head > 1) {
-      this.#size -= this.#entries[this.#head]!.frame.length;
-      this.#head++;
-    }
-    // Compact now and then so dropped entries do not pile up at the front.
-    if (this.#head > 1024 && this.#head * 2 > this.#entries.length) {
-      this.#entries = this.#entries.slice(this.#head);
-      this.#head = 0;
-    }
+    this.#dropPastBudget();
+  }
+
+  /** Lowers the budget (a finished job needs less) and drops what no longer fits. */
+  shrink(maxSize: number): void {
+    if (maxSize >= this.#maxSize) return;
+    this.#maxSize = maxSize;
+    this.#dropPastBudget();
   }
 
   /** Frames with seq >= fromSeq that are still held, oldest first. */
   from(fromSeq: number): ReplaySlice {
-    const frames: string[] = [];
-    let firstSeq: number | null = null;
-    for (let i = this.#head; i < this.#entries.length; i++) {
-      const entry = this.#entries[i]!;
-      if (entry.seq < fromSeq) continue;
-      firstSeq ??= entry.seq;
-      frames.push(entry.frame);
-    }
-    const oldestHeld = this.#entries[this.#head]?.seq;
+    const oldest = this.#entries[this.#head];
+    if (!oldest) return { frames: [], firstSeq: null, missed: 0 };
     const wanted = Math.max(fromSeq, 1);
-    const missed = oldestHeld === undefined ? 0 : Math.max(0, oldestHeld - wanted);
-    return { frames, firstSeq, missed };
+    // Sequence numbers are consecutive, so the first wanted frame's index is arithmetic.
+    const start = this.#head + Math.max(0, wanted - oldest.seq);
+    const frames: string[] = [];
+    for (let i = start; i < this.#entries.length; i++) frames.push(this.#entries[i]!.frame);
+    return {
+      frames,
+      firstSeq: frames.length > 0 ? this.#entries[start]!.seq : null,
+      missed: Math.max(0, oldest.seq - wanted),
+    };
+  }
+
+  #dropPastBudget(): void {
+    while (this.#size > this.#maxSize && this.#entries.length - this.#head > 1) {
+      this.#size -= this.#entries[this.#head]!.frame.length;
+      this.#entries[this.#head++] = undefined;
+    }
+    if (this.#head > COMPACT_AFTER && this.#head * 2 > this.#entries.length) {
+      this.#entries = this.#entries.slice(this.#head);
+      this.#head = 0;
+    }
   }
 }

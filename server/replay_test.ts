@@ -40,3 +40,32 @@ Deno.test("replay: stays correct across compaction of dropped entries", () => {
   assert.equal(slice.firstSeq, 4998);
   assert.equal(slice.missed, 4997);
 });
+
+Deno.test("replay: dropped frames are released, so memory stays near the budget", () => {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  assert.ok(gc, "needs --v8-flags=--expose-gc, which `deno task test` passes");
+  gc();
+  const before = Deno.memoryUsage().heapUsed;
+  const buffer = new ReplayBuffer(1_000_000);
+  // 100 MB of frames through a 1 MB budget. Decoded text is a flat string; "x".repeat(n) would be
+  // a small tree of shared pieces and prove nothing.
+  const bytes = new Uint8Array(100_000).fill(0x78);
+  for (let seq = 1; seq <= 1000; seq++) buffer.add(seq, new TextDecoder().decode(bytes));
+  gc();
+  const grown = Deno.memoryUsage().heapUsed - before;
+  assert.ok(buffer.size <= 1_000_000 && buffer.length === 10, `holds ${buffer.length} frames`);
+  assert.ok(grown < 20_000_000, `heap grew by ${grown} bytes for a 1 MB budget`);
+});
+
+Deno.test("replay: shrink lowers the budget and drops the oldest frames, keeping the newest", () => {
+  const buffer = new ReplayBuffer(1000);
+  for (let seq = 1; seq <= 10; seq++) buffer.add(seq, "x".repeat(100));
+  buffer.shrink(250);
+  assert.deepEqual(buffer.from(0).firstSeq, 9);
+  assert.equal(buffer.from(0).missed, 8);
+  buffer.shrink(1);
+  assert.deepEqual(buffer.from(0).firstSeq, 10, "the newest frame (the terminal one) stays");
+  buffer.shrink(5000);
+  buffer.add(11, "x".repeat(100));
+  assert.equal(buffer.length, 1, "shrink is one-way: a larger budget is ignored");
+});

@@ -30,6 +30,8 @@ export interface SessionOptions {
 const HIGH_WATER_BYTES = 8 * 1024 * 1024;
 /** ...until it is back under this. */
 const LOW_WATER_BYTES = 2 * 1024 * 1024;
+/** Longest pause between two looks at a slow peer's send buffer. */
+const MAX_DRAIN_POLL_MS = 32;
 
 export class Session implements Subscriber {
   readonly id: string = crypto.randomUUID();
@@ -80,8 +82,10 @@ export class Session implements Subscriber {
   ready(): Promise<void> | undefined {
     if (this.#socket.readyState !== WebSocket.OPEN) return undefined;
     if (this.#socket.bufferedAmount < HIGH_WATER_BYTES) return undefined;
-    // Deno's WebSocket has no drain event, so poll; this only runs while the peer is behind.
+    // Deno's WebSocket has no drain event, so poll while the peer is behind: quickly at first (a
+    // busy but healthy reader catches up in milliseconds), backing off for one that has stalled.
     return this.#drained ??= new Promise((resolve) => {
+      let pause = 1;
       const check = () => {
         if (
           this.#socket.readyState !== WebSocket.OPEN ||
@@ -90,14 +94,19 @@ export class Session implements Subscriber {
           this.#drained = null;
           resolve();
         } else {
-          setTimeout(check, 1);
+          pause = Math.min(pause * 2, MAX_DRAIN_POLL_MS);
+          setTimeout(check, pause);
         }
       };
-      setTimeout(check, 1);
+      setTimeout(check, pause);
     });
   }
 
-  /** Closes the connection after what is queued has gone out (bounded by `waitMs`). */
+  /**
+   * Closes the connection after what is queued has gone out (bounded by `waitMs`), then waits
+   * for the peer's close handshake, also at most `waitMs`: a peer that stopped reading never
+   * answers, and must not hold up server shutdown.
+   */
   async close(code = 1000, reason = "", waitMs = 1000): Promise<void> {
     const deadline = performance.now() + waitMs;
     while (this.isOpen && this.#socket.bufferedAmount > 0 && performance.now() < deadline) {
@@ -108,7 +117,9 @@ export class Session implements Subscriber {
     ) {
       this.#socket.close(code, reason);
     }
-    await this.closed;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.closed, new Promise((r) => (timer = setTimeout(r, waitMs)))]);
+    clearTimeout(timer);
   }
 
   async #onMessage(data: unknown): Promise<void> {

@@ -21,26 +21,33 @@ async function settledBytes(observer: RawClient, jobId: string, gapMs = 300): Pr
   return last;
 }
 
-Deno.test("backpressure: a client that stops reading stops the command, not the heap", async () => {
-  await using server = await startTestServer();
-  await using observer = await RawClient.connect(server.url);
-  await using stalled = await RawWebSocket.connect(server.url);
-  // 4 GiB: far more than any buffer on the way could hold.
+/** 4 GiB of output: far more than any buffer on the way could hold. */
+const FLOOD = "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 4294967296";
+
+/** Starts a flood job from a client that never reads, and waits until the observer sees it. */
+async function startFlood(
+  stalled: RawWebSocket,
+  observer: RawClient,
+  params: Record<string, unknown> & { job_id: string },
+): Promise<void> {
   await stalled.sendText(JSON.stringify({
     jsonrpc: "2.0",
     id: 1,
     method: "execute",
-    params: {
-      command: "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 4294967296",
-      job_id: "flood",
-    },
+    params: { command: FLOOD, ...params },
   }));
-  await observer.waitFor(() => true, "anything");
   await waitUntil(
-    async () => (await observer.call("jobs.get", { job_id: "flood" })).result,
+    async () => (await observer.call("jobs.get", { job_id: params.job_id })).result,
     "the job",
   );
+}
+
+Deno.test("backpressure: a client that stops reading stops the command, not the heap", async () => {
+  await using server = await startTestServer();
+  await using observer = await RawClient.connect(server.url);
+  await using stalled = await RawWebSocket.connect(server.url);
   const rssBefore = Deno.memoryUsage().rss;
+  await startFlood(stalled, observer, { job_id: "flood" });
   const plateau = await settledBytes(observer, "flood");
   assert.ok(plateau > 0, "it did produce output");
   assert.ok(plateau < 128 * MiB, `read ${(plateau / MiB).toFixed(1)} MiB before blocking`);
@@ -85,4 +92,81 @@ Deno.test("backpressure: a job with no subscribers reads freely and keeps only i
   assert.ok(sub.missed > 0);
   await observer.completion(job_id);
   assert.ok(observer.output(job_id).length <= MiB);
+});
+
+Deno.test("backpressure: a job held back by a stalled client still times out, and frees its slot", async () => {
+  await using server = await startTestServer({ maxJobs: 1 });
+  await using observer = await RawClient.connect(server.url);
+  await using stalled = await RawWebSocket.connect(server.url);
+  await startFlood(stalled, observer, { job_id: "held", timeout: 1 });
+  const { pgid } = await observer.result("jobs.get", { job_id: "held" });
+  const sub = await observer.result("jobs.subscribe", { job_id: "held", from_seq: 1_000_000 });
+  assert.equal(sub.status, "running");
+  const done = await observer.completion("held");
+  assert.equal(done.status, "timed_out");
+  assert.equal(done.reason, "timed out after 1s");
+  assert.equal(groupAlive(pgid), false);
+  assert.equal((await observer.result("server.info", {})).running_jobs, 0, "the slot is free");
+  const next = await observer.result("execute", { command: "echo next" });
+  assert.equal((await observer.completion(next.job_id)).status, "completed");
+});
+
+Deno.test("backpressure: cancel and server shutdown are not held up by a stalled client", async () => {
+  const server = await startTestServer();
+  try {
+    await using observer = await RawClient.connect(server.url);
+    await using stalled = await RawWebSocket.connect(server.url);
+    await startFlood(stalled, observer, { job_id: "cancel-me" });
+    await settledBytes(observer, "cancel-me");
+    await observer.result("jobs.subscribe", { job_id: "cancel-me", from_seq: 1_000_000 });
+    await observer.result("control", { type: "CANCEL", job_id: "cancel-me" });
+    assert.equal((await observer.completion("cancel-me")).status, "canceled");
+
+    await startFlood(stalled, observer, { job_id: "at-shutdown", detach: true });
+    await settledBytes(observer, "at-shutdown");
+    const { pgid } = await observer.result("jobs.get", { job_id: "at-shutdown" });
+    const started = performance.now();
+    await server.shutdown();
+    // The stop sequence (grace 300 ms) plus at most 1 s for each bounded wait on the stalled peer.
+    const took = performance.now() - started;
+    assert.ok(took < 8000, `shutdown took ${Math.round(took)} ms`);
+    assert.equal(server.jobs.get("at-shutdown").status, "canceled");
+    assert.equal(groupAlive(pgid), false);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("backpressure: unsubscribing a stalled client lets the job read again", async () => {
+  await using server = await startTestServer();
+  await using observer = await RawClient.connect(server.url);
+  await using stalled = await RawWebSocket.connect(server.url);
+  await startFlood(stalled, observer, { job_id: "unsub" });
+  const plateau = await settledBytes(observer, "unsub");
+  await stalled.sendText(JSON.stringify({
+    jsonrpc: "2.0",
+    id: 2,
+    method: "jobs.unsubscribe",
+    params: { job_id: "unsub" },
+  }));
+  await waitUntil(
+    async () =>
+      (await observer.result("jobs.get", { job_id: "unsub" })).bytes.stdout > plateau + 64 * MiB,
+    "the job to read on without its stalled subscriber",
+    20_000,
+  );
+  await observer.result("control", { type: "CANCEL", job_id: "unsub" });
+});
+
+Deno.test("backpressure: time held back by a slow client does not count as idle", async () => {
+  await using server = await startTestServer();
+  await using observer = await RawClient.connect(server.url);
+  await using stalled = await RawWebSocket.connect(server.url);
+  await startFlood(stalled, observer, { job_id: "not-idle", idle_timeout: 0.3 });
+  await settledBytes(observer, "not-idle");
+  // Settling took at least two polls 300 ms apart; let a few more idle periods pass.
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const info = await observer.result("jobs.get", { job_id: "not-idle" });
+  assert.equal(info.status, "running", `ended as ${info.status} (${info.reason})`);
+  await observer.result("control", { type: "CANCEL", job_id: "not-idle" });
 });

@@ -78,6 +78,36 @@ Deno.test("cli: Ctrl-C (SIGINT) stops the server cleanly too", async () => {
   await log();
 });
 
+Deno.test("cli: a second Ctrl-C kills every group at once and exits", async () => {
+  // A grace period far longer than the test: only the second signal can end the job in time.
+  const { child, url, log } = await startCliServer({ CC_EXECUTOR_KILL_GRACE_MS: "60000" });
+  const client = await ExecutorClient.connect(url);
+  let pgid = 0;
+  let interrupted = false;
+  const result = await client.execute({
+    command: "trap '' TERM; sleep 30 & echo ready; wait",
+    onEvent: (e) => {
+      if (e.method === "process.started") pgid = e.params.pgid;
+    },
+    onStdout: () => {
+      if (interrupted) return;
+      interrupted = true;
+      child.kill("SIGINT");
+      // The second one once the first has been taken in (the job is being stopped by then).
+      setTimeout(() => child.kill("SIGINT"), 300);
+    },
+  });
+  assert.equal(result.status, "canceled");
+  assert.equal(result.error, "server shutting down");
+  assert.equal(result.signal, "SIGKILL");
+  const status = await child.status;
+  assert.ok(status.code === 0 || status.code === 1, `exit code ${status.code}`);
+  assert.equal(groupAlive(pgid), false);
+  await client.closed;
+  await child.stdout.cancel();
+  assert.match(await log(), /killing every job now/);
+});
+
 Deno.test("cli: a port already in use is reported and exits non-zero", async () => {
   const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {

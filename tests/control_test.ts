@@ -39,6 +39,19 @@ Deno.test("timeout: a group that ignores SIGTERM is killed after the grace perio
   assert.equal(groupAlive(pgid), false);
 });
 
+Deno.test("timeout: values a timer cannot wait for are refused, not fired at once", async () => {
+  await using server = await startTestServer();
+  await using client = await RawClient.connect(server.url);
+  for (const param of ["timeout", "idle_timeout"]) {
+    const response = await client.call("execute", { command: "true", [param]: 2_147_484 });
+    assert.equal(response.error?.code, -32602, JSON.stringify(response));
+    assert.equal(response.error.data.issues[0].path, param);
+    assert.match(response.error.data.issues[0].message, /at most 2147483 seconds/);
+  }
+  const longest = await client.result("execute", { command: "true", timeout: 2_147_483 });
+  assert.equal((await client.completion(longest.job_id)).status, "completed");
+});
+
 Deno.test("idle_timeout: a silent job is stopped, one that keeps talking is not", async () => {
   await using server = await startTestServer();
   await using client = await RawClient.connect(server.url);

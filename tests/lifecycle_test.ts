@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { RawWebSocket } from "./raw_websocket.ts";
 import { groupAlive, RawClient, runJob, startTestServer, waitUntil } from "./test_util.ts";
 
 Deno.test("disconnect: a client that goes away takes its jobs down with it", async () => {
@@ -84,6 +85,25 @@ Deno.test("subscribe: reports what the bounded replay buffer no longer holds", a
   assert.ok(late.output(jobId).length <= 64 * 1024);
 });
 
+Deno.test("subscribe: a finished job keeps only CC_EXECUTOR_FINISHED_REPLAY_BYTES of its replay", async () => {
+  await using server = await startTestServer({
+    replayBufferBytes: 1024 * 1024,
+    finishedReplayBytes: 64 * 1024,
+    chunkBytes: 8 * 1024,
+  });
+  await using client = await RawClient.connect(server.url);
+  const { jobId, done } = await runJob(client, {
+    command: "head -c 500000 /dev/zero | tr '\\0' z",
+  });
+  assert.ok(client.output(jobId).length === 500_000, "live subscribers got everything");
+  await using late = await RawClient.connect(server.url);
+  const sub = await late.result("jobs.subscribe", { job_id: jobId });
+  assert.ok(sub.missed > 0);
+  assert.deepEqual(await late.completion(jobId), done);
+  const kept = late.output(jobId).length;
+  assert.ok(kept > 0 && kept <= 64 * 1024, `replayed ${kept} bytes of output`);
+});
+
 Deno.test("subscribe: unknown jobs and unsubscribe", async () => {
   await using server = await startTestServer();
   await using client = await RawClient.connect(server.url);
@@ -147,28 +167,99 @@ Deno.test("the shell exiting stops what it left running in its group", async () 
   assert.equal(groupAlive(pgid), false, "the background sleep did not outlive the job");
 });
 
+/** Kills a process that escaped its job's group, so a test leaves nothing running. */
+function killEscapee(pid: number): void {
+  try {
+    Deno.kill(pid, "SIGKILL");
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+}
+
 Deno.test("a process that leaves the group cannot hold the job open forever", async () => {
   await using server = await startTestServer();
   await using client = await RawClient.connect(server.url);
   // setsid puts the sleep in a session of its own, out of reach of the group, holding stdout open.
   // The fifo makes the shell wait until the escape has happened, so the sweep cannot pre-empt it.
   const { jobId, done } = await runJob(client, {
-    command:
-      'f=$(mktemp -u); mkfifo "$f"; setsid sh -c "echo escaped; echo > $f; exec sleep 3" & ' +
-      'read -r _ < "$f"; rm "$f"',
+    command: 'f=$(mktemp -u); mkfifo "$f"; setsid sh -c \'echo "escaped $$"; echo > \'"$f"\'; ' +
+      'exec sleep 3\' & read -r _ < "$f"; rm "$f"',
   });
-  assert.equal(done.status, "completed");
-  assert.ok(
-    done.duration_ms < 2900,
-    `ended after ${done.duration_ms} ms, without waiting for the escapee`,
-  );
-  const errors = client.events(jobId).filter((e) => e.method === "process.error");
-  assert.equal(errors.length, 1);
-  assert.equal(
-    errors[0].params.message,
-    "Stopped reading stdout and stderr: a process outside the job's process group still holds the pipe open",
-  );
-  assert.equal(client.output(jobId), "escaped\n");
+  const output = client.output(jobId);
+  const escapee = Number(/^escaped (\d+)\n$/.exec(output)?.[1]);
+  try {
+    assert.equal(done.status, "completed");
+    assert.ok(
+      done.duration_ms < 2900,
+      `ended after ${done.duration_ms} ms, without waiting for the escapee`,
+    );
+    const errors = client.events(jobId).filter((e) => e.method === "process.error");
+    assert.equal(errors.length, 1);
+    assert.equal(
+      errors[0].params.message,
+      "Stopped reading stdout and stderr: a process outside the job's process group still holds the pipe open",
+    );
+    assert.ok(escapee > 0, `the escapee said who it is: ${JSON.stringify(output)}`);
+  } finally {
+    if (escapee > 0) killEscapee(escapee);
+  }
+});
+
+Deno.test("an escaped process that keeps writing cannot hold the job open either", async () => {
+  await using server = await startTestServer();
+  await using client = await RawClient.connect(server.url);
+  // The escapee writes without pause, so the pipe is never silent; it stops only when it is killed
+  // or the pipe closes (yes exits on EPIPE once the server stops reading).
+  const { jobId, done } = await runJob(client, {
+    command: 'f=$(mktemp -u); mkfifo "$f"; setsid sh -c \'echo "escaped $$" >&2; ' +
+      'echo > \'"$f"\'; exec yes\' & read -r _ < "$f"; rm "$f"',
+  });
+  const escapee = Number(/^escaped (\d+)\n/.exec(client.output(jobId, "stderr"))?.[1]);
+  try {
+    assert.equal(done.status, "completed");
+    assert.ok(done.duration_ms < 5000, `ended after ${done.duration_ms} ms`);
+    const errors = client.events(jobId).filter((e) => e.method === "process.error");
+    // Stopping reading stdout closes it, so `yes` dies of SIGPIPE and stderr reaches its end.
+    assert.deepEqual(errors.map((e) => e.params.message), [
+      "Stopped reading stdout: a process outside the job's process group still holds the pipe open",
+    ]);
+    assert.ok(done.bytes.stdout > 0, "what it wrote before was delivered");
+  } finally {
+    if (escapee > 0) killEscapee(escapee);
+  }
+});
+
+Deno.test("shutdown: a peer that stops reading and never answers the close cannot hold it up", async () => {
+  const server = await startTestServer();
+  const peer = await RawWebSocket.connect(server.url);
+  try {
+    const started = performance.now();
+    await server.shutdown();
+    const took = performance.now() - started;
+    assert.ok(took < 5000, `shutdown took ${Math.round(took)} ms`);
+  } finally {
+    peer.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("websocket ping: a peer that stops answering is dropped and its jobs are canceled", async () => {
+  await using server = await startTestServer({ wsIdleTimeoutSeconds: 1 });
+  // Raw TCP that never reads, so never answers a ping.
+  await using dead = await RawWebSocket.connect(server.url);
+  await dead.sendText(JSON.stringify({
+    jsonrpc: "2.0",
+    id: 1,
+    method: "execute",
+    params: { command: "sleep 30", job_id: "orphan" },
+  }));
+  await using observer = await RawClient.connect(server.url);
+  const done = await waitUntil(async () => {
+    const job = (await observer.call("jobs.get", { job_id: "orphan" })).result;
+    return job && job.status !== "running" && job;
+  }, "the dead peer's job to be canceled");
+  assert.equal(done.status, "canceled");
+  assert.equal(done.reason, "client disconnected");
 });
 
 Deno.test("server.info and ping", async () => {
