@@ -189,4 +189,23 @@ Deno.test("control: clear errors for unknown jobs, finished jobs and bad types",
 
   const badType = await client.call("control", { type: "EXPLODE", job_id: jobId });
   assert.equal(badType.error.code, -32602);
+
+  // Still "running" while its stop sequence runs (the shell ignores TERM), yet not controllable.
+  const stubborn = await client.result("execute", {
+    command: "trap '' TERM; echo ready; sleep 30 & wait",
+  });
+  await client.waitFor((f) => f.params?.data === "ready\n", "ready");
+  await client.result("control", { type: "CANCEL", job_id: stubborn.job_id });
+  const again = await client.call("control", { type: "PAUSE", job_id: stubborn.job_id });
+  assert.equal(again.error.code, -32002);
+  assert.equal(
+    again.error.message,
+    `Cannot pause job "${stubborn.job_id}": it is already being stopped (canceled by request)`,
+  );
+  assert.deepEqual(again.error.data, {
+    job_id: stubborn.job_id,
+    status: "running",
+    state: "stopping",
+  });
+  assert.equal((await client.completion(stubborn.job_id)).status, "canceled");
 });
