@@ -12,15 +12,17 @@
  *
  * @module
  */
-import type {
-  ExecuteParams,
-  JobEvent,
-  JobStatus,
-  MethodName,
-  MethodParams,
-  MethodResult,
-  ProcessCompletedParams,
-  RpcErrorObject,
+import {
+  type ExecuteParams,
+  invalidParamsError,
+  type JobEvent,
+  type JobStatus,
+  type MethodName,
+  type MethodParams,
+  type MethodResult,
+  Methods,
+  type ProcessCompletedParams,
+  type RpcErrorObject,
 } from "./protocol.ts";
 
 export type { JobEvent, JobStatus } from "./protocol.ts";
@@ -179,11 +181,21 @@ export class ExecutorClient implements AsyncDisposable {
     });
   }
 
-  /** Sends one JSON-RPC request and resolves to its typed result. */
+  /**
+   * Sends one JSON-RPC request and resolves to its typed result. Params are checked against the
+   * protocol's schema first: bad ones reject with the same -32602 ExecutorRpcError the server
+   * would send, without a round trip.
+   */
   request<M extends MethodName>(method: M, params: MethodParams<M>): Promise<MethodResult<M>> {
     if (this.#closeReason !== null) {
       return Promise.reject(
         new ConnectionClosedError(`Cannot send ${method}: ${this.#closeReason}`),
+      );
+    }
+    const checked = Methods[method].params.safeParse(params);
+    if (!checked.success) {
+      return Promise.reject(
+        new ExecutorRpcError(invalidParamsError(method, checked.error).toJSON()),
       );
     }
     const id = this.#nextId++;

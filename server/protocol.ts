@@ -343,3 +343,31 @@ export class RpcError extends Error {
       : { code: this.code, message: this.message, data: this.data };
   }
 }
+
+/** A zod error's issues as they go on the wire, in `data.issues` of -32600 and -32602. */
+export function issuesOf(error: z.ZodError): { path: string; message: string; code: string }[] {
+  return error.issues.map((issue) => ({
+    path: issue.path.map(String).join("."),
+    message: issue.message,
+    code: issue.code,
+  }));
+}
+
+/** The issues in one line, for error messages. */
+export function describeIssues(error: z.ZodError): string {
+  return issuesOf(error)
+    .map((issue) => (issue.path ? `${issue.path}: ${issue.message}` : issue.message))
+    .join("; ");
+}
+
+/**
+ * The -32602 error for params that fail their schema, so the server and the client (which checks
+ * before sending) report bad params the same way.
+ */
+export function invalidParamsError(method: string, error: z.ZodError): RpcError {
+  return new RpcError(
+    ErrorCode.INVALID_PARAMS,
+    `Invalid params for "${method}": ${describeIssues(error)}`,
+    { issues: issuesOf(error) },
+  );
+}

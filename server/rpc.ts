@@ -6,7 +6,16 @@
  * @module
  */
 import type { z } from "zod";
-import { ErrorCode, type RequestId, RpcError, RpcRequest, type RpcResponse } from "./protocol.ts";
+import {
+  describeIssues,
+  ErrorCode,
+  invalidParamsError,
+  issuesOf,
+  type RequestId,
+  RpcError,
+  RpcRequest,
+  type RpcResponse,
+} from "./protocol.ts";
 
 /** One method: the zod schema its params must satisfy and the function that serves it. */
 export interface MethodDefinition<Ctx, P = unknown> {
@@ -88,13 +97,7 @@ export function createRpcHandler<Ctx>(
       );
     }
     const params = method.params.safeParse(request.params ?? {});
-    if (!params.success) {
-      throw new RpcError(
-        ErrorCode.INVALID_PARAMS,
-        `Invalid params for "${request.method}": ${describeIssues(params.error)}`,
-        { issues: issuesOf(params.error) },
-      );
-    }
+    if (!params.success) throw invalidParamsError(request.method, params.error);
     return method.handler(params.data, ctx);
   };
 
@@ -143,18 +146,4 @@ function idOf(message: unknown): RequestId {
     if (typeof id === "string" || typeof id === "number") return id;
   }
   return null;
-}
-
-function issuesOf(error: z.ZodError): { path: string; message: string; code: string }[] {
-  return error.issues.map((issue) => ({
-    path: issue.path.map(String).join("."),
-    message: issue.message,
-    code: issue.code,
-  }));
-}
-
-function describeIssues(error: z.ZodError): string {
-  return issuesOf(error)
-    .map((issue) => (issue.path ? `${issue.path}: ${issue.message}` : issue.message))
-    .join("; ");
 }

@@ -5,7 +5,7 @@ import {
   ExecutorRpcError,
   type JobEvent,
 } from "../server/client.ts";
-import { groupAlive, startTestServer } from "./test_util.ts";
+import { groupAlive, RawClient, startTestServer } from "./test_util.ts";
 
 Deno.test("client: execute resolves to the outcome with stdout, stderr and interleaved output", async () => {
   await using server = await startTestServer();
@@ -108,6 +108,23 @@ Deno.test("client: refusals reject with ExecutorRpcError carrying code and data"
   const invalid = await client.execute({ command: "" }).catch((e) => e);
   assert.ok(invalid instanceof ExecutorRpcError);
   assert.equal(invalid.code, -32602);
+});
+
+Deno.test("client: bad params are refused before sending, exactly as the server would refuse them", async () => {
+  await using server = await startTestServer();
+  await using client = await ExecutorClient.connect(server.url);
+  await using raw = await RawClient.connect(server.url);
+  const bad = { command: "true", timeout: -1, env: { "": "x" } };
+  // deno-lint-ignore no-explicit-any
+  const local = await client.request("execute", bad as any).catch((e) => e);
+  assert.ok(local instanceof ExecutorRpcError);
+  const remote = (await raw.call("execute", bad)).error;
+  assert.deepEqual({ code: local.code, message: local.message, data: local.data }, remote);
+  assert.deepEqual(
+    (local.data as { issues: { path: string }[] }).issues.map((i) => i.path),
+    ["timeout", "env."], // the empty key is the last path segment
+  );
+  assert.equal(server.jobs.list().length, 0, "nothing was started");
 });
 
 Deno.test("client: input, pause, resume and cancel by job id", async () => {

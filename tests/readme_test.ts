@@ -18,7 +18,10 @@ Deno.test("readme: the TypeScript example runs as printed against a real server"
   const runnable = example
     .replace("ws://127.0.0.1:8003/ws", server.url)
     .replace('"./server/client.ts"', JSON.stringify(new URL("server/client.ts", root).href));
-  const file = await Deno.makeTempFile({ suffix: ".ts" });
+  // Inside the checkout, as a user running the example there would be: deno.json maps "zod".
+  const dir = new URL("tmp/", root).pathname;
+  await Deno.mkdir(dir, { recursive: true });
+  const file = await Deno.makeTempFile({ dir, prefix: "readme_example_", suffix: ".ts" });
   try {
     await Deno.writeTextFile(file, runnable);
     const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
