@@ -212,6 +212,7 @@ export function renderReport(r: BenchResults): string {
       } |`
     ),
     "",
+    ...groupCostNotes(r),
   );
 
   add(
@@ -368,6 +369,12 @@ export function renderReport(r: BenchResults): string {
     "  (DESIGN.md, Platform facts). The server gets the group by spawning `setsid bash -c ...`:",
     "  one extra exec per job. The `setsid` rows measure that exec without the server, so the server's",
     "  overhead splits into the group and the rest (WebSocket, JSON-RPC, job bookkeeping).",
+    "- Cheaper ways to a group were measured and set aside: Deno's `detached: true` forks the whole",
+    "  runtime and is slower than `setsid` (about 1.4x of it here); a shell with job control (`set -m`)",
+    "  gives each pipeline its own group, so `a & b` would be two groups; and shells started ahead of",
+    "  time (a warm pool, the group made before the request) would take the exec off the latency",
+    "  path but not off the CPU (so not (b)), and would run commands through `eval` in a",
+    "  prepared shell instead of `<shell> -c <command>`, which changes what commands see.",
     "- (a) runs one sample of each path per round, in a rotating order, so drift hits all paths alike;",
     "  percentiles are nearest-rank (each is a measured sample).",
     "- (b) counts jobs completed by the deadline plus those in flight at it, over the whole elapsed time.",
@@ -384,6 +391,42 @@ export function renderReport(r: BenchResults): string {
     "",
   );
   return lines.join("\n");
+}
+
+/**
+ * For (a) and (b), how much of the target the process group's exec takes before the server does
+ * anything: the `setsid` baselines measure it without a server.
+ */
+function groupCostNotes(r: BenchResults): string[] {
+  const notes: string[] = [];
+  if (r.latency) {
+    const l = r.latency;
+    const budget = TARGETS.latencyRatio * l.bare.p50;
+    notes.push(
+      `- (a): \`setsid bash -c\` alone, without any server, takes ${
+        fixed(l.setsid.p50, 2)
+      } ms at p50 ` +
+        `(${ratio(l.setsid.p50, l.bare.p50)} of bare), which leaves ${
+          fixed(budget - l.setsid.p50, 2)
+        } ms of the ${fixed(budget, 2)} ms target for WebSocket, JSON-RPC and job bookkeeping; ` +
+        `they take ${fixed(l.server.p50 - l.setsid.p50, 2)} ms here.`,
+    );
+  }
+  if (r.rate) {
+    const b = r.rate;
+    notes.push(
+      `- (b): \`setsid bash -c\` alone reaches ${ratio(b.setsid.perSecond, b.bare.perSecond)} of ` +
+        `the bare rate; cc-executor runs at ${
+          ratio(b.server.perSecond, b.setsid.perSecond)
+        } of that.`,
+    );
+  }
+  return notes.length === 0 ? [] : [
+    "What the process group costs (every job needs one; see Notes):",
+    "",
+    ...notes,
+    "",
+  ];
 }
 
 function overridesText(overrides: Record<string, string>): string {
