@@ -8,7 +8,7 @@
  * @module
  */
 import { ExecutorClient } from "../server/client.ts";
-import { RawWebSocket } from "./raw_websocket.ts";
+import { drainUntilCompleted, RawWebSocket, readSlowly } from "./raw_reader.ts";
 import { ownCpuSeconds, RssSampler, type ServerProcess } from "./server_process.ts";
 import { median, summarize, type Summary } from "./stats.ts";
 
@@ -281,7 +281,7 @@ async function rawOutput(server: ServerProcess, bytes: number, id: string): Prom
     params: { command: outputCommand(bytes), job_id: id },
   }));
   const { completed } = await within(
-    ws.drainUntilCompleted(),
+    drainUntilCompleted(ws),
     120_000,
     "raw execute output -> process.completed",
   );
@@ -410,7 +410,7 @@ export async function measureSlowReader(
       method: "execute",
       params: { command: outputCommand(options.bytes), job_id: jobId },
     }));
-    const read = await ws.readSlowly({
+    const read = await readSlowly(ws, {
       chunkBytes: options.chunkBytes,
       intervalMs: options.intervalMs,
       durationMs: options.seconds * 1000,

@@ -2,16 +2,19 @@
  * A WebSocket client over a bare TCP connection that reads only when told
  * to. A browser-style WebSocket always drains the socket, so it cannot play
  * a slow or stalled peer; this one can, which is what backpressure tests and
- * the slow-reader benchmark need.
+ * the benchmark's slow and header-only readers (bench/raw_reader.ts) need.
+ * The handshake and the client-to-server frame are written by hand;
+ * server-to-client frames are left to the caller.
  *
  * @module
  */
 
 const encoder = new TextEncoder();
+const decoder = new TextDecoder();
 
-export class RawWebSocket implements AsyncDisposable {
+export class RawWebSocket implements AsyncDisposable, Disposable {
   readonly #conn: Deno.TcpConn;
-  /** Bytes received after the handshake response, not yet handed out by read(). */
+  /** Bytes that came with the handshake response, not yet handed out. */
   #leftover: Uint8Array;
 
   private constructor(conn: Deno.TcpConn, leftover: Uint8Array) {
@@ -32,15 +35,19 @@ export class RawWebSocket implements AsyncDisposable {
           `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`,
       ),
     );
-    let received: Uint8Array = new Uint8Array(0);
+    // Read until the blank line that ends the response head.
+    let received = new Uint8Array(0);
     const buffer = new Uint8Array(4096);
     while (true) {
       const n = await conn.read(buffer);
-      if (n === null) throw new Error("connection closed during the WebSocket handshake");
+      if (n === null) {
+        conn.close();
+        throw new Error("connection closed during the WebSocket handshake");
+      }
       received = concat(received, buffer.subarray(0, n));
       const end = indexOfHeaderEnd(received);
       if (end < 0) continue;
-      const head = new TextDecoder().decode(received.subarray(0, end));
+      const head = decoder.decode(received.subarray(0, end));
       if (!head.startsWith("HTTP/1.1 101")) {
         conn.close();
         throw new Error(`WebSocket upgrade refused: ${head.split("\r\n")[0]}`);
@@ -49,10 +56,9 @@ export class RawWebSocket implements AsyncDisposable {
     }
   }
 
-  /** Sends one masked text frame (clients must mask). */
+  /** Sends one text frame, masked as RFC 6455 requires of clients. */
   async sendText(text: string): Promise<void> {
     const payload = encoder.encode(text);
-    const mask = crypto.getRandomValues(new Uint8Array(4));
     const length = payload.length;
     const header = length < 126
       ? [0x81, 0x80 | length]
@@ -65,27 +71,35 @@ export class RawWebSocket implements AsyncDisposable {
         0,
         0,
         0,
-        (length >>> 24) & 0xff,
+        length >>> 24,
         (length >> 16) & 0xff,
         (length >> 8) & 0xff,
         length & 0xff,
       ];
+    const mask = crypto.getRandomValues(new Uint8Array(4));
     const frame = new Uint8Array(header.length + 4 + length);
     frame.set(header, 0);
     frame.set(mask, header.length);
-    for (let i = 0; i < length; i++) frame[header.length + 4 + i] = payload[i]! ^ mask[i & 3]!;
+    const start = header.length + 4;
+    for (let i = 0; i < length; i++) frame[start + i] = payload[i]! ^ mask[i & 3]!;
     await writeAll(this.#conn, frame);
+  }
+
+  /** Reads up to `buffer.length` raw bytes (frames are not parsed) into `buffer`; null at EOF. */
+  async readInto(buffer: Uint8Array): Promise<number | null> {
+    if (this.#leftover.length > 0) {
+      const n = Math.min(buffer.length, this.#leftover.length);
+      buffer.set(this.#leftover.subarray(0, n));
+      this.#leftover = this.#leftover.subarray(n);
+      return n;
+    }
+    return await this.#conn.read(buffer);
   }
 
   /** Reads up to `max` raw bytes (frames are not parsed); null at EOF. */
   async read(max: number): Promise<Uint8Array | null> {
-    if (this.#leftover.length > 0) {
-      const out = this.#leftover.subarray(0, max);
-      this.#leftover = this.#leftover.subarray(out.length);
-      return out;
-    }
     const buffer = new Uint8Array(max);
-    const n = await this.#conn.read(buffer);
+    const n = await this.readInto(buffer);
     return n === null ? null : buffer.subarray(0, n);
   }
 
@@ -95,6 +109,10 @@ export class RawWebSocket implements AsyncDisposable {
     } catch (error) {
       if (!(error instanceof Deno.errors.BadResource)) throw error; // already closed
     }
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -109,7 +127,7 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   }
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(a.length + b.length);
   out.set(a);
   out.set(b, a.length);
