@@ -58,19 +58,24 @@ async function startForeground(
   const stopSignals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const signal of stopSignals) Deno.addSignalListener(signal, onSignal);
   const stopped = server.finished.then(() => server.shutdown()).then(() => 0);
+  let giveUp: ReturnType<typeof setTimeout> | undefined;
   try {
     return await Promise.race([
       stopped,
       // Killed groups end within moments; whatever still holds up shutdown after that (a peer
       // that never completes its close handshake) does not keep the process alive.
-      forced.promise.then(() => Promise.race([stopped, delay(FORCED_EXIT_WAIT_MS).then(() => 1)])),
+      forced.promise.then(() =>
+        Promise.race([
+          stopped,
+          new Promise<number>((resolve) => (giveUp = setTimeout(() => resolve(1), FORCED_EXIT_MS))),
+        ])
+      ),
     ]);
   } finally {
+    clearTimeout(giveUp);
     for (const signal of stopSignals) Deno.removeSignalListener(signal, onSignal);
   }
 }
 
 /** After a second Ctrl-C: how long the killed jobs get to send their last notifications. */
-const FORCED_EXIT_WAIT_MS = 2000;
-
-const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const FORCED_EXIT_MS = 2000;

@@ -32,6 +32,8 @@ export interface CoalescerOptions {
   clearTimer?: (id: Timer) => void;
 }
 
+const EMPTY = new Uint8Array(0);
+
 /** The longest incomplete UTF-8 character: what a cut may carry over to the next chunk. */
 const MAX_CARRY = 3;
 
@@ -49,7 +51,9 @@ const MAX_CARRY = 3;
  * ```
  */
 export class Coalescer {
-  readonly #buffer: Uint8Array;
+  /** Allocated at the first push and released at the end: a silent stream costs nothing. */
+  #buffer: Uint8Array = EMPTY;
+  readonly #capacity: number;
   /** Bytes at the start of #buffer not yet emitted. */
   #pending = 0;
   #offset = 0;
@@ -63,7 +67,7 @@ export class Coalescer {
   constructor(emit: (chunk: ByteChunk) => void, options: CoalescerOptions) {
     this.#emit = emit;
     // A full buffer must always hold more than one incomplete character, or nothing could be cut.
-    this.#buffer = new Uint8Array(Math.max(options.maxBytes, MAX_CARRY + 1));
+    this.#capacity = Math.max(options.maxBytes, MAX_CARRY + 1);
     this.#delayMs = options.delayMs;
     this.#setTimer = options.setTimer ?? ((fn, ms) => setTimeout(fn, ms));
     this.#clearTimer = options.clearTimer ?? ((id) => clearTimeout(id));
@@ -81,6 +85,9 @@ export class Coalescer {
 
   push(bytes: Uint8Array): void {
     if (this.#ended) throw new Error("Coalescer: push after end");
+    if (bytes.length > 0 && this.#buffer.length === 0) {
+      this.#buffer = new Uint8Array(this.#capacity);
+    }
     while (bytes.length > 0) {
       const take = Math.min(bytes.length, this.#buffer.length - this.#pending);
       this.#buffer.set(take === bytes.length ? bytes : bytes.subarray(0, take), this.#pending);
@@ -108,6 +115,7 @@ export class Coalescer {
     this.#cancelTimer();
     this.#ended = true;
     if (this.#pending > 0) this.#emitBytes(this.#pending);
+    this.#buffer = EMPTY;
   }
 
   /** Emits up to `limit` pending bytes, cut at a character boundary, and keeps the rest. */

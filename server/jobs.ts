@@ -116,7 +116,8 @@ export class Job {
   #groupGone = false;
   /** Pumps waiting for slow subscribers; the command is blocked by us then, not idle. */
   #heldBack = 0;
-  #change: PromiseWithResolvers<void> | null = null;
+  /** Wake-ups of pumps waiting for slow subscribers. */
+  #waiters = new Set<() => void>();
   #resolveDone!: () => void;
   readonly #manager: JobManager;
 
@@ -223,7 +224,6 @@ export class Job {
 
   /** Undefined when every subscriber can take more; else a promise for when they can. */
   #backpressure(): Promise<unknown> | undefined {
-    if (this.#groupGone) return undefined;
     let waits: Promise<void>[] | undefined;
     for (const subscriber of this.#subscribers.values()) {
       const wait = subscriber.ready();
@@ -282,15 +282,20 @@ export class Job {
       canceled = true;
       reader.cancel().catch(() => {});
     };
+    // Bytes read regardless of subscribers: while the group is being stopped (so what a command
+    // writes on SIGTERM does not block it into SIGKILL), and after it is gone (its leftovers).
+    let readWhileStopping = 0;
     let readAfterGroupGone = 0;
+    const unthrottled = () =>
+      this.#groupGone || (this.#cause !== null && readWhileStopping < DRAIN_LIMIT_BYTES);
     pump.done = (async () => {
       try {
         while (true) {
-          const wait = this.#backpressure();
+          const wait = unthrottled() ? undefined : this.#backpressure();
           if (wait) {
             this.#heldBack++;
             // A stop, an unsubscribe or the group's end changes what we wait for: look again then.
-            await Promise.race([wait, this.#changed()]);
+            await this.#waitForSubscribers(wait);
             this.#heldBack--;
             // Waiting for a slow client is not the command being idle.
             this.#lastActivity = performance.now();
@@ -302,6 +307,7 @@ export class Job {
           readBuffer = value.buffer; // the read transferred the buffer; it comes back in `value`
           this.bytes[name] += value.length;
           coalescer.push(value);
+          if (this.#cause !== null && !this.#groupGone) readWhileStopping += value.length;
           if (this.#groupGone && (readAfterGroupGone += value.length) > DRAIN_LIMIT_BYTES) {
             // Only a process outside the group can still be writing this much.
             pump.cancel();
@@ -323,15 +329,24 @@ export class Job {
     return pump;
   }
 
-  /** Resolves at the next change that may end a wait for subscribers. */
-  #changed(): Promise<void> {
-    return (this.#change ??= Promise.withResolvers<void>()).promise;
+  /**
+   * Waits until the subscribers can take more, or until something changes what we wait for (a
+   * stop, an unsubscribe, the group's end). Each wait registers its own wake-up and removes it
+   * when done, so a long run of slow-client episodes leaves nothing behind.
+   */
+  async #waitForSubscribers(wait: Promise<unknown>): Promise<void> {
+    const changed = Promise.withResolvers<void>();
+    this.#waiters.add(changed.resolve);
+    try {
+      await Promise.race([wait, changed.promise]);
+    } finally {
+      this.#waiters.delete(changed.resolve);
+    }
   }
 
   #notifyChange(): void {
-    const change = this.#change;
-    this.#change = null;
-    change?.resolve();
+    for (const wake of this.#waiters) wake();
+    this.#waiters.clear();
   }
 
   #output(stream: StreamName, offset: number, bytes: Uint8Array): void {
@@ -365,6 +380,7 @@ export class Job {
     this.#groupGone = true;
     this.#notifyChange();
     await this.#drainPipes();
+    this.#pumps = []; // a finished job kept in memory must not keep its read buffers
     this.#finish(status);
   }
 
@@ -418,6 +434,11 @@ export class Job {
     this.status = "error";
     this.reason = (error as Error)?.message ?? String(error);
     this.#complete();
+    // Nothing more will be sent: stop reading. A pump held back by a slow subscriber wakes (the
+    // subscribers are gone now) and ends.
+    for (const pump of this.#pumps) pump.cancel();
+    this.#pumps = [];
+    this.#notifyChange();
   }
 
   #complete(): void {
@@ -446,6 +467,7 @@ export class Job {
     // Once the leader has exited its status is the outcome; only leftovers are being swept.
     if (this.isFinished || this.#cause || this.group.leaderExited) return;
     this.#cause = { status, reason };
+    this.#notifyChange(); // pumps held back by slow subscribers may read on while it stops
     // Handled here at once: terminate() runs from timers and close handlers, where a rejection
     // nobody awaits yet would take the whole server down.
     this.#stopping = this.group.stop(this.#manager.config.killGraceMs).catch((error) =>

@@ -170,3 +170,25 @@ Deno.test("backpressure: time held back by a slow client does not count as idle"
   assert.equal(info.status, "running", `ended as ${info.status} (${info.reason})`);
   await observer.result("control", { type: "CANCEL", job_id: "not-idle" });
 });
+
+Deno.test("backpressure: what a command writes as it handles SIGTERM is read despite a stalled client", async () => {
+  // A grace period longer than the test: the job must end by exiting on TERM, not by SIGKILL.
+  await using server = await startTestServer({ killGraceMs: 20_000 });
+  await using observer = await RawClient.connect(server.url);
+  await using stalled = await RawWebSocket.connect(server.url);
+  // The TERM handler writes 300 kB to stderr: more than a pipe holds, so it would block if the
+  // job kept waiting for the stalled client.
+  await startFlood(stalled, observer, {
+    job_id: "last-words",
+    command: `trap 'head -c 300000 /dev/zero | tr "\\0" t >&2; exit 0' TERM; ${FLOOD}`,
+  });
+  await settledBytes(observer, "last-words");
+  await observer.result("jobs.subscribe", { job_id: "last-words", from_seq: 1_000_000 });
+  await observer.result("control", { type: "CANCEL", job_id: "last-words" });
+  const done = await observer.completion("last-words");
+  assert.equal(done.status, "canceled");
+  assert.equal(done.signal, null, "the shell exited by itself, it was not killed");
+  assert.equal(done.exit_code, 0);
+  // Plus whatever bash says of the pipeline TERM ended ("Terminated").
+  assert.ok(done.bytes.stderr >= 300_000, `stderr: ${done.bytes.stderr} bytes`);
+});

@@ -115,8 +115,16 @@ Deno.test("client: bad params are refused before sending, exactly as the server 
   await using client = await ExecutorClient.connect(server.url);
   await using raw = await RawClient.connect(server.url);
   const bad = { command: "true", timeout: -1, env: { "": "x" } };
+  let settled = false;
   // deno-lint-ignore no-explicit-any
-  const local = await client.request("execute", bad as any).catch((e) => e);
+  const refusal = client.request("execute", bad as any).catch((e) => {
+    settled = true;
+    return e;
+  });
+  await Promise.resolve();
+  await Promise.resolve();
+  assert.ok(settled, "refused at once, without a round trip to the server");
+  const local = await refusal;
   assert.ok(local instanceof ExecutorRpcError);
   const remote = (await raw.call("execute", bad)).error;
   assert.deepEqual({ code: local.code, message: local.message, data: local.data }, remote);
