@@ -5,6 +5,7 @@
  */
 import { Command } from "@commander-js/extra-typings";
 import { ConfigError, loadConfig } from "../server/config.ts";
+import { settlesWithin } from "../server/deadline.ts";
 import { ServerStartError, startServer } from "../server/server.ts";
 import { type Output, UsageError } from "./output.ts";
 
@@ -57,22 +58,15 @@ async function startForeground(
   };
   const stopSignals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const signal of stopSignals) Deno.addSignalListener(signal, onSignal);
-  const stopped = server.finished.then(() => server.shutdown()).then(() => 0);
-  let giveUp: ReturnType<typeof setTimeout> | undefined;
+  const stopped = server.finished.then(() => server.shutdown());
+  // Killed groups end within moments; whatever still holds up shutdown after that (a peer that
+  // never completes its close handshake) does not keep the process alive.
+  const forcedExit = forced.promise.then(async () =>
+    (await settlesWithin(stopped, FORCED_EXIT_MS)) ? 0 : 1
+  );
   try {
-    return await Promise.race([
-      stopped,
-      // Killed groups end within moments; whatever still holds up shutdown after that (a peer
-      // that never completes its close handshake) does not keep the process alive.
-      forced.promise.then(() =>
-        Promise.race([
-          stopped,
-          new Promise<number>((resolve) => (giveUp = setTimeout(() => resolve(1), FORCED_EXIT_MS))),
-        ])
-      ),
-    ]);
+    return await Promise.race([stopped.then(() => 0), forcedExit]);
   } finally {
-    clearTimeout(giveUp);
     for (const signal of stopSignals) Deno.removeSignalListener(signal, onSignal);
   }
 }

@@ -9,6 +9,7 @@
  */
 import { Coalescer, type Timer, utf8SafeLength } from "./chunker.ts";
 import type { ServerConfig } from "./config.ts";
+import { settlesWithin } from "./deadline.ts";
 import type { Logger } from "./log.ts";
 import { type GroupMode, ProcessGroup, type SpawnSpec } from "./process.ts";
 import {
@@ -391,11 +392,10 @@ export class Job {
    */
   async #drainPipes(): Promise<void> {
     const all = Promise.all(this.#pumps.map((p) => p.done));
-    let timer: Timer | undefined;
-    await Promise.race([all, new Promise((r) => (timer = setTimeout(r, ESCAPED_PIPE_MS)))]);
-    clearTimeout(timer);
-    for (const pump of this.#pumps) if (!pump.finished) pump.cancel();
-    await all;
+    if (!(await settlesWithin(all, ESCAPED_PIPE_MS))) {
+      for (const pump of this.#pumps) if (!pump.finished) pump.cancel();
+      await all;
+    }
     const held = this.#pumps.filter((pump) => !pump.finished);
     if (held.length === 0) return;
     this.#emit("process.error", {

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { settlesWithin } from "./deadline.ts";
 import type { Subscriber } from "./jobs.ts";
 import type { Logger } from "./log.ts";
 import { ErrorCode } from "./protocol.ts";
@@ -117,9 +118,7 @@ export class Session implements Subscriber {
     ) {
       this.#socket.close(code, reason);
     }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([this.closed, new Promise((r) => (timer = setTimeout(r, waitMs)))]);
-    clearTimeout(timer);
+    await settlesWithin(this.closed, waitMs);
   }
 
   async #onMessage(data: unknown): Promise<void> {
