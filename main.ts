@@ -4,35 +4,40 @@
  *
  * @module
  */
-import { Command, CommanderError } from "@commander-js/extra-typings";
-import { consoleOutput, UsageError } from "./cli/output.ts";
-import { serverCommand } from "./cli/server.ts";
-import { VERSION } from "./server/version.ts";
+import { CommanderError } from "@commander-js/extra-typings";
+import { EXIT } from "./cli/outcome.ts";
+import { CliError, createOutput, readEnv } from "./cli/output.ts";
+import { buildProgram } from "./cli/program.ts";
+
+/** Commander's codes for help and version, which are successes. */
+const DISPLAY_CODES = new Set(["commander.helpDisplayed", "commander.version", "commander.help"]);
 
 /** Runs the CLI with `args`; resolves to the exit code. */
 export async function main(args: string[]): Promise<number> {
-  const output = consoleOutput;
+  const output = createOutput();
   let exitCode = 0;
-  const program = new Command("cc-executor")
-    .description("Run shell commands for AI agents over WebSocket JSON-RPC 2.0")
-    .version(VERSION)
-    .exitOverride()
-    .configureOutput({
-      writeOut: (text) => output.out(text.trimEnd()),
-      writeErr: (text) => output.err(text.trimEnd()),
-    })
-    .addCommand(serverCommand(output, (code) => (exitCode = code)));
-  for (const command of program.commands) command.exitOverride();
+  const program = buildProgram({ output, setExitCode: (code) => (exitCode = code) });
   try {
     await program.parseAsync(args, { from: "user" });
     return exitCode;
   } catch (error) {
-    if (error instanceof CommanderError) return error.exitCode;
-    if (error instanceof UsageError) {
+    if (error instanceof CommanderError) {
+      // Bad flags and arguments are usage errors: exit 2, as every Unix tool does.
+      return DISPLAY_CODES.has(error.code) ? 0 : error.exitCode === 0 ? 0 : 2;
+    }
+    if (error instanceof CliError) {
       output.err(`cc-executor: ${error.message}`);
       return error.exitCode;
     }
-    output.err(`cc-executor: unexpected error: ${(error as Error)?.message ?? error}`);
+    // Whoever read our stdout has gone (`... | head`): end quietly, as SIGPIPE would end a C tool.
+    if (error instanceof Deno.errors.BrokenPipe) return EXIT.BROKEN_PIPE;
+    // A bug: say so in one line; the stack is for whoever debugs it.
+    const debug = readEnv("LOG_LEVEL")?.toLowerCase() === "debug";
+    output.err(
+      `cc-executor: unexpected error: ${
+        debug ? (error as Error)?.stack : (error as Error)?.message ?? error
+      }${debug ? "" : " (LOG_LEVEL=debug shows where)"}`,
+    );
     return 1;
   }
 }

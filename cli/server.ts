@@ -1,30 +1,128 @@
 /**
- * `cc-executor server ...`: for now `server start`, in the foreground.
+ * `cc-executor server start|status|stop|restart`.
  *
  * @module
  */
-import { Command } from "@commander-js/extra-typings";
+import { Command, Option } from "@commander-js/extra-typings";
+import { ExecutorRpcError } from "../server/client.ts";
 import { ConfigError, loadConfig } from "../server/config.ts";
 import { settlesWithin } from "../server/deadline.ts";
+import type { ServerInfoResult } from "../server/protocol.ts";
 import { ServerStartError, startServer } from "../server/server.ts";
-import { type Output, UsageError } from "./output.ts";
+import { seconds } from "./args.ts";
+import type { CliContext } from "./context.ts";
+import { pidRecord, startDetached, stopDetached } from "./daemon.ts";
+import { examples } from "./help.ts";
+import { CliError, formatDuration, type Output } from "./output.ts";
+import { readPidFile, removePidFile, writePidFile } from "./state.ts";
+import { connectTo, httpUrl, resolveTarget, START_HINT, withTarget } from "./target.ts";
 
-/** `server` and its subcommands; each action resolves to the process exit code. */
-export function serverCommand(output: Output, setExitCode: (code: number) => void) {
-  const server = new Command("server").description("run the cc-executor server");
+/** `server` and its subcommands. */
+export function serverCommand(ctx: CliContext) {
+  const server = new Command("server").description("start, inspect and stop the cc-executor server")
+    .addHelpText(
+      "after",
+      examples([
+        ["cc-executor server start", "run in the foreground (Ctrl-C stops it)"],
+        ["cc-executor server start --detach", "run in the background"],
+        ["cc-executor server status", "is it up?"],
+        ["cc-executor server stop", "stop the background server"],
+      ]),
+    );
+
   server
     .command("start")
-    .description("start the server in the foreground (Ctrl-C stops it and every job it runs)")
+    .description(
+      "start the server: in the foreground (Ctrl-C stops it and every job it runs), or in the background with --detach",
+    )
     .option("--host <host>", "address to listen on (CC_EXECUTOR_HOST, default 127.0.0.1)")
-    .option("--port <port>", "port to listen on (CC_EXECUTOR_PORT, default 8003)")
+    .option("--port <port>", "port to listen on (CC_EXECUTOR_PORT, default 8003; 0: any free port)")
+    .option(
+      "--detach",
+      "run in the background: pid file and log in the state directory; returns once it answers",
+    )
+    .addOption(
+      new Option("--pid-file <path>", "written once listening (used by --detach)").hideHelp(),
+    )
+    .addHelpText(
+      "after",
+      examples([
+        ["cc-executor server start --port 9000", "foreground, on port 9000"],
+        ["cc-executor server start --detach", "background; log in ~/.local/state/cc-executor"],
+        [
+          "CC_EXECUTOR_TOKEN=$(openssl rand -hex 16) cc-executor server start --host 0.0.0.0",
+          "reachable from other hosts, token required",
+        ],
+      ]),
+    )
     .action(async (options) => {
-      setExitCode(await startForeground(options, output));
+      if (options.detach) {
+        const started = await startDetached(options, ctx.output);
+        ctx.output.out(
+          `cc-executor ${started.version} started in the background (pid ${started.pid}), listening on ${started.url}`,
+        );
+        ctx.output.err(`log: ${started.log}; stop it with \`cc-executor server stop\``);
+        return;
+      }
+      ctx.setExitCode(await startForeground(options, ctx.output));
+    });
+
+  withTarget(
+    server.command("status").description(
+      "say whether the server is up, and what it is doing (exit 0 up, 1 down)",
+    ),
+  )
+    .option("--json", "print one JSON object")
+    .addHelpText(
+      "after",
+      examples([
+        ["cc-executor server status", ""],
+        ["cc-executor server status --json | jq .running_jobs", ""],
+        ["cc-executor server status --url ws://build-1:8003 --token $TOKEN", "a remote server"],
+      ]),
+    )
+    .action(async (options) => {
+      ctx.setExitCode(await status(options, ctx.output));
+    });
+
+  server
+    .command("stop")
+    .description("stop the background server gracefully: its jobs are stopped and reported first")
+    .option("--timeout <seconds>", "wait this long before killing its jobs outright", seconds, 30)
+    .addHelpText("after", examples([["cc-executor server stop", ""]]))
+    .action(async (options) => {
+      const stopped = await stopDetached({ timeoutMs: options.timeout * 1000 }, ctx.output);
+      if (stopped) {
+        ctx.output.out(`cc-executor stopped (pid ${stopped.pid})`);
+        return;
+      }
+      ctx.output.out("no background server is running");
+    });
+
+  server
+    .command("restart")
+    .description("stop the background server (if running) and start it again, on the same address")
+    .option("--host <host>", "address to listen on (default: as before)")
+    .option("--port <port>", "port to listen on (default: as before)")
+    .option("--timeout <seconds>", "how long the stop may take before jobs are killed", seconds, 30)
+    .addHelpText("after", examples([["cc-executor server restart", ""]]))
+    .action(async (options) => {
+      const before = readPidFile();
+      await stopDetached({ timeoutMs: options.timeout * 1000 }, ctx.output);
+      const previous = before ? new URL(before.url) : undefined;
+      const started = await startDetached({
+        host: options.host ?? previous?.hostname.replace(/^\[(.*)\]$/, "$1"),
+        port: options.port ?? previous?.port,
+      }, ctx.output);
+      ctx.output.out(
+        `cc-executor ${started.version} restarted (pid ${started.pid}), listening on ${started.url}`,
+      );
     });
   return server;
 }
 
 async function startForeground(
-  options: { host?: string; port?: string },
+  options: { host?: string; port?: string; pidFile?: string },
   output: Output,
 ): Promise<number> {
   const env = Deno.env.toObject();
@@ -35,11 +133,13 @@ async function startForeground(
     server = await startServer(loadConfig({ env }));
   } catch (error) {
     if (error instanceof ConfigError || error instanceof ServerStartError) {
-      throw new UsageError(error.message, 1);
+      throw new CliError(error.message, 1);
     }
     throw error;
   }
   output.err(`cc-executor listening on ${server.url} (Ctrl-C to stop)`);
+  const pidFile = options.pidFile;
+  if (pidFile) writePidFile(pidFile, pidRecord(server.url, pidFile));
 
   // First signal: graceful (every job gets SIGTERM, a grace period, SIGKILL, and is reported).
   // Second signal: SIGKILL every group now, give the jobs a moment to report, and leave.
@@ -68,8 +168,89 @@ async function startForeground(
     return await Promise.race([stopped.then(() => 0), forcedExit]);
   } finally {
     for (const signal of stopSignals) Deno.removeSignalListener(signal, onSignal);
+    if (pidFile) removePidFile(pidFile, Deno.pid);
   }
 }
 
 /** After a second Ctrl-C: how long the killed jobs get to send their last notifications. */
 const FORCED_EXIT_MS = 2000;
+
+interface StatusReport {
+  status: "up" | "down";
+  url: string;
+  version?: string;
+  uptime_ms?: number;
+  pid?: number;
+  sessions?: number;
+  running_jobs?: number;
+  store?: string;
+  /** Set when the server is the detached one recorded in the state directory. */
+  log?: string;
+  /** Why the details are partial (no token, ...). */
+  note?: string;
+}
+
+async function status(options: { url?: string; token?: string; json?: true }, output: Output) {
+  const target = resolveTarget(options);
+  const report: StatusReport = { status: "down", url: target.url };
+  let health: Record<string, unknown> | undefined;
+  try {
+    const response = await fetch(httpUrl(target.url, "/health"), {
+      signal: AbortSignal.timeout(3000),
+    });
+    if (response.ok) health = await response.json();
+    else await response.body?.cancel();
+  } catch {
+    // Nothing answers: down.
+  }
+  if (health) {
+    report.status = "up";
+    report.version = health.version as string;
+    report.uptime_ms = health.uptime_ms as number;
+    report.sessions = health.sessions as number;
+    report.running_jobs = health.running_jobs as number;
+    report.store = health.store as string | undefined;
+    try {
+      await using client = await connectTo(target);
+      const info: ServerInfoResult = await client.request("server.info", {});
+      report.pid = info.pid;
+      report.store = info.store;
+      report.running_jobs = info.running_jobs;
+      // Our own connection is not one the user cares about.
+      report.sessions = info.sessions - 1;
+    } catch (error) {
+      if (!(error instanceof CliError || error instanceof ExecutorRpcError)) throw error;
+      report.note = error.message;
+    }
+    const detached = readPidFile();
+    if (detached && detached.url === target.url) {
+      report.pid ??= detached.pid;
+      report.log = detached.log;
+    }
+  }
+  if (options.json) {
+    output.json(report);
+  } else if (report.status === "down") {
+    const paint = output.paint("stdout");
+    output.out(`cc-executor: ${paint.red("down")} (nothing answers at ${report.url})`);
+    output.err(`${START_HINT}.`);
+  } else {
+    const paint = output.paint("stdout");
+    const rows: [string, string | undefined][] = [
+      ["url", report.url],
+      ["version", report.version],
+      ["uptime", report.uptime_ms === undefined ? undefined : formatDuration(report.uptime_ms)],
+      ["pid", report.pid?.toString()],
+      ["sessions", report.sessions?.toString()],
+      ["running jobs", report.running_jobs?.toString()],
+      ["store", report.store],
+      ["log", report.log],
+    ];
+    output.out(`cc-executor: ${paint.green("up")}`);
+    for (const [name, value] of rows) {
+      if (value !== undefined) output.out(`  ${(name + ":").padEnd(14)}${value}`);
+    }
+    if (report.note) output.err(`note: ${report.note}`);
+  }
+  return report.status === "up" ? 0 : 1;
+}

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { parse as parseDotenv } from "dotenv";
+import { parseEnv } from "node:util";
 import { z } from "zod";
 
 const int = (min: number, max: number) =>
@@ -14,39 +14,66 @@ const int = (min: number, max: number) =>
       z.number().int().min(min, `expected at least ${min}`).max(max, `expected at most ${max}`),
     );
 
-/** Every variable the server reads, with its default. docs/configuration.md lists the same. */
+/**
+ * Every variable the server reads, with its default; the descriptions feed `cc-executor init`'s
+ * .env template and `config show`. docs/configuration.md lists the same.
+ */
 const ConfigSchema = z.object({
-  CC_EXECUTOR_HOST: z.string().trim().min(1).default("127.0.0.1"),
-  CC_EXECUTOR_PORT: int(0, 65535).default(8003),
+  CC_EXECUTOR_HOST: z.string().trim().min(1).default("127.0.0.1")
+    .describe("Address to listen on; anything but loopback requires CC_EXECUTOR_TOKEN."),
+  CC_EXECUTOR_PORT: int(0, 65535).default(8003).describe("Port to listen on (0: any free port)."),
   LOG_LEVEL: z.string().trim().toLowerCase().pipe(z.enum(["debug", "info", "warn", "error"]))
-    .default("info"),
-  /** The shell that runs commands as `<shell> -c <command>`; default bash where present, else sh. */
-  CC_EXECUTOR_SHELL: z.string().trim().min(1).optional(),
-  /** Bearer token every WebSocket client must present; required when binding beyond loopback. */
-  CC_EXECUTOR_TOKEN: z.string().min(16, "expected at least 16 characters").optional(),
-  CC_EXECUTOR_MAX_JOBS: int(1, 100_000).default(100),
-  /** Bytes of notifications each job keeps for replay to late or reconnecting subscribers. */
-  CC_EXECUTOR_REPLAY_BUFFER_BYTES: int(64 * 1024, 1024 ** 3).default(4 * 1024 * 1024),
-  /**
-   * What a finished job keeps of its replay buffer (its newest frames; the terminal one always).
-   * Bounds memory: max_jobs x replay buffer + keep_finished_jobs x this.
-   */
-  CC_EXECUTOR_FINISHED_REPLAY_BYTES: int(0, 1024 ** 3).default(256 * 1024),
-  /** Finished jobs kept in memory for jobs.get / jobs.subscribe. */
-  CC_EXECUTOR_KEEP_FINISHED_JOBS: int(0, 1_000_000).default(200),
-  /** Between SIGTERM and SIGKILL when stopping a process group. */
-  CC_EXECUTOR_KILL_GRACE_MS: int(0, 600_000).default(2000),
-  /** Output is coalesced for at most this long before it is sent. */
-  CC_EXECUTOR_COALESCE_MS: int(0, 1000).default(4),
-  /**
-   * Largest output chunk sent in one notification. 32 KiB keeps each frame's strings (even
-   * two-byte ones) under V8's 128 KiB large-object threshold: 256 KiB frames, each allocated and
-   * freed as its own large object, cut throughput by half and inflated RSS (docs/performance.md).
-   */
-  CC_EXECUTOR_CHUNK_BYTES: int(1024, 16 * 1024 * 1024).default(32 * 1024),
-  /** Seconds between WebSocket pings; a peer that does not answer is dropped. 0 disables. */
-  CC_EXECUTOR_WS_IDLE_TIMEOUT: int(0, 3600).default(30),
+    .default("info").describe("debug, info, warn or error; logs go to stderr."),
+  CC_EXECUTOR_SHELL: z.string().trim().min(1).optional()
+    .describe("Shell that runs commands as <shell> -c <command>; default bash, else sh."),
+  CC_EXECUTOR_TOKEN: z.string().min(16, "expected at least 16 characters").optional()
+    .describe("Bearer token every client must send (16+ characters)."),
+  CC_EXECUTOR_MAX_JOBS: int(1, 100_000).default(100)
+    .describe("Jobs that may run at once; past it execute gets error -32003."),
+  CC_EXECUTOR_REPLAY_BUFFER_BYTES: int(64 * 1024, 1024 ** 3).default(4 * 1024 * 1024)
+    .describe("Bytes of notifications each job keeps for late or reconnecting subscribers."),
+  // Bounds memory: max_jobs x replay buffer + keep_finished_jobs x this.
+  CC_EXECUTOR_FINISHED_REPLAY_BYTES: int(0, 1024 ** 3).default(256 * 1024)
+    .describe("What a finished job keeps of its replay buffer (its newest frames)."),
+  CC_EXECUTOR_KEEP_FINISHED_JOBS: int(0, 1_000_000).default(200)
+    .describe("Finished jobs kept in memory for jobs.get and jobs.subscribe."),
+  CC_EXECUTOR_KILL_GRACE_MS: int(0, 600_000).default(2000)
+    .describe("Milliseconds between SIGTERM and SIGKILL when stopping a process group."),
+  CC_EXECUTOR_COALESCE_MS: int(0, 1000).default(4)
+    .describe("Output is coalesced for at most this many milliseconds before it is sent."),
+  // 32 KiB keeps each frame's strings (even two-byte ones) under V8's 128 KiB large-object
+  // threshold: 256 KiB frames, each allocated and freed as its own large object, cut throughput by
+  // half and inflated RSS (docs/performance.md).
+  CC_EXECUTOR_CHUNK_BYTES: int(1024, 16 * 1024 * 1024).default(32 * 1024)
+    .describe("Largest output chunk sent in one notification."),
+  CC_EXECUTOR_WS_IDLE_TIMEOUT: int(0, 3600).default(30)
+    .describe("Seconds between WebSocket pings; a peer that does not answer is dropped (0: off)."),
 });
+
+/** A variable the server reads, for templates and `config show`. */
+export interface ConfigVariable {
+  name: string;
+  description: string;
+  /** The default as it would be written in the environment; undefined when there is none. */
+  default: string | undefined;
+  /** Shown masked. */
+  secret: boolean;
+}
+
+const SECRET_VARIABLES = new Set(["CC_EXECUTOR_TOKEN"]);
+
+/** Every variable the server reads, in a stable order. */
+export const CONFIG_VARIABLES: readonly ConfigVariable[] = Object.entries(ConfigSchema.shape).map(
+  ([name, schema]) => {
+    const fallback = (schema as z.ZodType).safeParse(undefined);
+    return {
+      name,
+      description: (schema as z.ZodType).description ?? "",
+      default: fallback.success && fallback.data !== undefined ? String(fallback.data) : undefined,
+      secret: SECRET_VARIABLES.has(name),
+    };
+  },
+);
 
 export interface ServerConfig {
   host: string;
@@ -87,52 +114,125 @@ export function isLoopbackHost(host: string): boolean {
   return LOOPBACK_HOSTS.has(host) || host.startsWith("127.");
 }
 
+/** Where a variable's value came from. */
+export type ConfigSource = "environment" | "env file" | "default";
+
+/** One variable as the server would see it. */
+export interface ConfigValue extends ConfigVariable {
+  /** The raw value; undefined when unset and without a default. */
+  value: string | undefined;
+  source: ConfigSource;
+}
+
+/** One bad value: which variable, what it was, what is wrong. */
+export interface ConfigProblem {
+  variable: string;
+  value: string | undefined;
+  /** A whole line for the user, naming the variable and its value. */
+  message: string;
+}
+
+/** Everything `config show` and `config validate` report. */
+export interface ConfigReport {
+  /** The env file that was read, or null when none was (unset, empty or missing). */
+  envFile: string | null;
+  values: ConfigValue[];
+  /** Empty when the configuration is valid. */
+  problems: ConfigProblem[];
+  /** Set when there are no problems. */
+  config: ServerConfig | null;
+}
+
+/**
+ * Reads the configuration and reports every problem, not only the first: for `config validate`
+ * and `config show`. A .env file that cannot be read is a problem of CC_EXECUTOR_ENV_FILE.
+ */
+export function inspectConfig(options: LoadConfigOptions = {}): ConfigReport {
+  const env = options.env ?? Deno.env.toObject();
+  const envFile = options.envFile === undefined
+    ? (env.CC_EXECUTOR_ENV_FILE ?? ".env")
+    : options.envFile;
+  const problems: ConfigProblem[] = [];
+  let fromFile: Record<string, string> | null = null;
+  if (envFile) {
+    try {
+      fromFile = readEnvFile(envFile);
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      problems.push({ variable: "CC_EXECUTOR_ENV_FILE", value: envFile, message: error.message });
+    }
+  }
+  const merged: Record<string, string | undefined> = {};
+  const values: ConfigValue[] = [];
+  for (const variable of CONFIG_VARIABLES) {
+    const { name } = variable;
+    // An empty variable means "not set", as in most shells' `VAR= cmd` habit; an empty variable in
+    // the environment also hides the file's value.
+    const raw = name in env ? env[name] : fromFile?.[name];
+    const value = raw === "" ? undefined : raw;
+    merged[name] = value;
+    values.push({
+      ...variable,
+      value: value ?? variable.default,
+      source: value === undefined ? "default" : name in env ? "environment" : "env file",
+    });
+  }
+  const parsed = ConfigSchema.safeParse(merged);
+  if (!parsed.success) {
+    const seen = new Set<string>();
+    for (const issue of parsed.error.issues) {
+      const variable = String(issue.path[0]);
+      if (seen.has(variable)) continue;
+      seen.add(variable);
+      problems.push({
+        variable,
+        value: merged[variable],
+        message: `Invalid configuration: ${variable}=${
+          JSON.stringify(merged[variable] ?? "")
+        }: ${issue.message}`,
+      });
+    }
+  }
+  let config: ServerConfig | null = null;
+  if (parsed.success) {
+    const c = parsed.data;
+    const candidate: ServerConfig = {
+      host: c.CC_EXECUTOR_HOST,
+      port: c.CC_EXECUTOR_PORT,
+      logLevel: c.LOG_LEVEL,
+      shell: c.CC_EXECUTOR_SHELL,
+      token: c.CC_EXECUTOR_TOKEN,
+      maxJobs: c.CC_EXECUTOR_MAX_JOBS,
+      replayBufferBytes: c.CC_EXECUTOR_REPLAY_BUFFER_BYTES,
+      finishedReplayBytes: c.CC_EXECUTOR_FINISHED_REPLAY_BYTES,
+      keepFinishedJobs: c.CC_EXECUTOR_KEEP_FINISHED_JOBS,
+      killGraceMs: c.CC_EXECUTOR_KILL_GRACE_MS,
+      coalesceMs: c.CC_EXECUTOR_COALESCE_MS,
+      chunkBytes: c.CC_EXECUTOR_CHUNK_BYTES,
+      wsIdleTimeoutSeconds: c.CC_EXECUTOR_WS_IDLE_TIMEOUT,
+    };
+    try {
+      validateConfig(candidate);
+      if (problems.length === 0) config = candidate;
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      const variable = error.variable ?? "";
+      problems.push({ variable, value: merged[variable], message: error.message });
+    }
+  }
+  return { envFile: fromFile ? envFile || null : null, values, problems, config };
+}
+
 /**
  * Reads and validates the configuration.
  *
  * @throws {ConfigError} naming the first bad variable.
  */
 export function loadConfig(options: LoadConfigOptions = {}): ServerConfig {
-  const env = options.env ?? Deno.env.toObject();
-  const envFile = options.envFile === undefined
-    ? (env.CC_EXECUTOR_ENV_FILE ?? ".env")
-    : options.envFile;
-  const fromFile = envFile ? readEnvFile(envFile) : {};
-  const merged: Record<string, string | undefined> = {};
-  for (const key of Object.keys(ConfigSchema.shape)) {
-    const value = env[key] ?? fromFile[key];
-    // An empty variable means "not set", as in most shells' `VAR= cmd` habit.
-    merged[key] = value === "" ? undefined : value;
-  }
-  const parsed = ConfigSchema.safeParse(merged);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const variable = String(issue.path[0]);
-    throw new ConfigError(
-      `Invalid configuration: ${variable}=${
-        JSON.stringify(merged[variable] ?? "")
-      }: ${issue.message}`,
-      variable,
-    );
-  }
-  const c = parsed.data;
-  const config: ServerConfig = {
-    host: c.CC_EXECUTOR_HOST,
-    port: c.CC_EXECUTOR_PORT,
-    logLevel: c.LOG_LEVEL,
-    shell: c.CC_EXECUTOR_SHELL,
-    token: c.CC_EXECUTOR_TOKEN,
-    maxJobs: c.CC_EXECUTOR_MAX_JOBS,
-    replayBufferBytes: c.CC_EXECUTOR_REPLAY_BUFFER_BYTES,
-    finishedReplayBytes: c.CC_EXECUTOR_FINISHED_REPLAY_BYTES,
-    keepFinishedJobs: c.CC_EXECUTOR_KEEP_FINISHED_JOBS,
-    killGraceMs: c.CC_EXECUTOR_KILL_GRACE_MS,
-    coalesceMs: c.CC_EXECUTOR_COALESCE_MS,
-    chunkBytes: c.CC_EXECUTOR_CHUNK_BYTES,
-    wsIdleTimeoutSeconds: c.CC_EXECUTOR_WS_IDLE_TIMEOUT,
-  };
-  validateConfig(config);
-  return config;
+  const report = inspectConfig(options);
+  const problem = report.problems[0];
+  if (problem) throw new ConfigError(problem.message, problem.variable);
+  return report.config!;
 }
 
 /** Cross-field rules, also applied to configurations built in code. */
@@ -159,11 +259,13 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
   return config;
 }
 
-function readEnvFile(path: string): Record<string, string> {
+/** Null when the file does not exist. */
+function readEnvFile(path: string): Record<string, string> | null {
   try {
-    return parseDotenv(Deno.readTextFileSync(path));
+    // Node's parser (built into Deno): KEY=value lines, comments, quotes, `export`, no expansion.
+    return { ...parseEnv(Deno.readTextFileSync(path)) } as Record<string, string>;
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return {};
+    if (error instanceof Deno.errors.NotFound) return null;
     throw new ConfigError(`Cannot read env file ${path}: ${(error as Error).message}`);
   }
 }

@@ -198,8 +198,12 @@ export const ServerInfoResult = z.object({
   name: z.literal("cc-executor"),
   version: z.string(),
   uptime_ms: z.number(),
+  /** The server's process id. */
+  pid: z.number().int(),
   sessions: z.number().int(),
   running_jobs: z.number().int(),
+  /** Where job records live: "memory" (this process only, lost on restart) until a store is set. */
+  store: z.string(),
   shell: z.string(),
   process_groups: z.enum(["setsid", "detached"]),
   limits: z.object({

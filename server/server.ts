@@ -83,7 +83,9 @@ export async function startServer(
         name: "cc-executor",
         version: VERSION,
         uptime_ms: Math.round(performance.now() - startedAt),
+        pid: Deno.pid,
         sessions: sessions.size,
+        store: STORE,
         shell,
         process_groups: groupMode,
         limits: {
@@ -110,6 +112,7 @@ export async function startServer(
     uptime_ms: Math.round(performance.now() - startedAt),
     sessions: sessions.size,
     running_jobs: jobs.runningCount,
+    store: STORE,
   });
 
   const onRequest = (request: Request): Response => {
@@ -208,6 +211,9 @@ export async function startServer(
     [Symbol.asyncDispose]: shutdown,
   };
 }
+
+/** Job records are kept in this process's memory only; the [store] issue adds SQLite and Redis. */
+const STORE = "memory";
 
 /**
  * Deno.kill, which stops process groups, needs an unscoped --allow-run. Without it every cancel

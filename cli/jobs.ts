@@ -1,0 +1,219 @@
+/**
+ * `cc-executor jobs list|attach|cancel|pause|resume`: the jobs a server
+ * holds (running, and the recently finished it keeps in memory).
+ *
+ * @module
+ */
+import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
+import {
+  ConnectionClosedError,
+  type ExecuteOutcome,
+  type ExecutorClient,
+  ExecutorRpcError,
+} from "../server/client.ts";
+import { type JobInfo, JobStatus } from "../server/protocol.ts";
+import { positiveInt } from "./args.ts";
+import type { CliContext } from "./context.ts";
+import { examples } from "./help.ts";
+import { EXIT, exitCodeFor, outcomeJson, summarize } from "./outcome.ts";
+import { CliError, formatDuration, type Output, type Paint } from "./output.ts";
+import { connectTo, resolveTarget, type TargetOptions, withTarget } from "./target.ts";
+
+/** `jobs` and its subcommands. */
+export function jobsCommand(ctx: CliContext) {
+  const jobs = new Command("jobs").description("list, follow and control the server's jobs")
+    .addHelpText(
+      "after",
+      examples([
+        ["cc-executor jobs list", ""],
+        ["cc-executor jobs attach 3c8e…", "replay its output, follow it, exit with its code"],
+        ["cc-executor jobs cancel 3c8e…", ""],
+      ]),
+    );
+
+  withTarget(
+    jobs.command("list").alias("ls").description("list running and recent jobs, newest first"),
+  )
+    .option(
+      "--status <status>",
+      `only jobs with this status (${JobStatus.options.join(", ")})`,
+      (value) => {
+        const parsed = JobStatus.safeParse(value);
+        if (!parsed.success) {
+          throw new InvalidArgumentError(`expected one of ${JobStatus.options.join(", ")}.`);
+        }
+        return parsed.data;
+      },
+    )
+    .option("--limit <n>", "at most this many", positiveInt)
+    .option("--json", "print the jobs as a JSON array")
+    .addHelpText(
+      "after",
+      examples([
+        ["cc-executor jobs list --status running", ""],
+        ["cc-executor jobs list --json | jq '.[].job_id'", ""],
+      ]),
+    )
+    .action(async (options) => {
+      await using client = await connectTo(resolveTarget(options));
+      const { jobs } = await rpc(() =>
+        client.request("jobs.list", { status: options.status, limit: options.limit })
+      );
+      if (options.json) return ctx.output.json(jobs);
+      if (jobs.length === 0) return ctx.output.err("no jobs");
+      const paint = ctx.output.paint("stdout");
+      ctx.output.table(
+        ["JOB", "STATUS", "EXIT", "DURATION", "STARTED", "COMMAND"],
+        jobs.map((job) => jobRow(job, paint)),
+      );
+    });
+
+  withTarget(
+    jobs.command("attach").description(
+      "replay a job's output, follow it until it ends, and exit with its exit code (Ctrl-C stops following; the job keeps running)",
+    ),
+  )
+    .argument("<job_id>")
+    .option("-q, --quiet", "print none of its output; wait and exit with its code")
+    .option("--json", "print one JSON object with the outcome and output at the end")
+    .addHelpText("after", examples([["cc-executor jobs attach 3c8e…", ""]]))
+    .action(async (jobId, options) => {
+      ctx.setExitCode(await attach(jobId, options, ctx.output));
+    });
+
+  for (const action of ["cancel", "pause", "resume"] as const) {
+    const what = {
+      cancel:
+        "cancel a job: SIGTERM to its process group, a grace period, SIGKILL; waits for its outcome",
+      pause: "pause a job (SIGSTOP to its whole process group)",
+      resume: "resume a paused job (SIGCONT)",
+    }[action];
+    const command = withTarget(jobs.command(action).description(what))
+      .argument("<job_id>")
+      .addHelpText("after", examples([[`cc-executor jobs ${action} 3c8e…`, ""]]));
+    if (action === "cancel") {
+      command.option(
+        "--no-wait",
+        "return once the cancel is sent, without waiting for the outcome",
+      );
+    }
+    command.action(async (jobId, options: TargetOptions & { wait?: boolean }) => {
+      await using client = await connectTo(resolveTarget(options));
+      if (action === "cancel" && options.wait !== false) {
+        const outcome = await cancelAndWait(client, jobId);
+        ctx.output.out(
+          `job ${jobId}: ${outcome.status}${outcome.error ? ` (${outcome.error})` : ""}`,
+        );
+        return;
+      }
+      const result = await rpc(() => client.request("control", { type: action, job_id: jobId }));
+      ctx.output.out(`job ${jobId}: ${result.status}`);
+    });
+  }
+  return jobs;
+}
+
+function jobRow(job: JobInfo, paint: Paint): string[] {
+  const status = job.status === "completed"
+    ? paint.green(job.status)
+    : job.status === "running" || job.status === "paused"
+    ? paint.yellow(job.status)
+    : paint.red(job.status);
+  const exit = job.exit_code !== null ? String(job.exit_code) : job.signal ?? "";
+  const duration = job.duration_ms !== null
+    ? formatDuration(job.duration_ms)
+    : formatDuration(Date.now() - Date.parse(job.started_at));
+  const command = job.command.replace(/\s+/g, " ");
+  return [
+    job.job_id,
+    // Padding counts characters, so pad before painting.
+    status + " ".repeat(Math.max(0, 9 - job.status.length)),
+    exit,
+    duration,
+    job.started_at.replace("T", " ").replace(/\.\d+Z$/, "Z"),
+    command.length > 60 ? command.slice(0, 59) + "…" : command,
+  ];
+}
+
+async function attach(
+  jobId: string,
+  options: TargetOptions & { quiet?: true; json?: true },
+  output: Output,
+): Promise<number> {
+  await using client = await connectTo(resolveTarget(options), {
+    exitCode: EXIT.EXECUTOR_ERROR,
+  });
+  const spinner = output.spinner(`waiting for output from job ${jobId}`);
+  let broken = false;
+  const write = (stream: "stdout" | "stderr") => (text: string) => {
+    spinner.stop();
+    if (options.quiet || options.json || broken) return;
+    try {
+      output.write(stream, text);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.BrokenPipe)) throw error;
+      broken = true;
+      stopFollowing.resolve(EXIT.BROKEN_PIPE);
+    }
+  };
+  // Ctrl-C stops following; the job was started elsewhere and keeps running.
+  const stopFollowing = Promise.withResolvers<number>();
+  const onSignal = () => {
+    spinner.stop();
+    if (!options.quiet) {
+      output.err(
+        `cc-executor: stopped following job ${jobId}; it keeps running (cc-executor jobs cancel ${jobId})`,
+      );
+    }
+    stopFollowing.resolve(EXIT.INTERRUPTED);
+  };
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+  for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+  try {
+    const outcome = client.subscribe(jobId, {
+      fromSeq: 0,
+      onStdout: write("stdout"),
+      onStderr: write("stderr"),
+      collect: Boolean(options.json),
+    });
+    const result = await Promise.race([
+      rpc(() => outcome, EXIT.EXECUTOR_ERROR),
+      stopFollowing.promise,
+    ]);
+    if (typeof result === "number") return result;
+    return finish(result, options, output);
+  } finally {
+    spinner.stop();
+    for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
+  }
+}
+
+function finish(outcome: ExecuteOutcome, options: { quiet?: true; json?: true }, output: Output) {
+  if (options.json) output.json(outcomeJson(outcome, true));
+  else if (!options.quiet) {
+    const summary = summarize(outcome);
+    if (summary) output.err(`cc-executor: ${summary}`);
+  }
+  return exitCodeFor(outcome);
+}
+
+/** Sends CANCEL and follows the job, from what it has already sent, until its outcome. */
+async function cancelAndWait(client: ExecutorClient, jobId: string): Promise<ExecuteOutcome> {
+  const info = await rpc(() => client.request("jobs.get", { job_id: jobId }));
+  const outcome = client.subscribe(jobId, { fromSeq: info.last_seq + 1, collect: false });
+  outcome.catch(() => {});
+  await rpc(() => client.request("control", { type: "CANCEL", job_id: jobId }));
+  return await rpc(() => outcome);
+}
+
+/** The server's refusals as CLI errors: they already say what is wrong ("Job "x" not found"). */
+async function rpc<T>(send: () => Promise<T>, exitCode = 1): Promise<T> {
+  try {
+    return await send();
+  } catch (error) {
+    if (error instanceof ExecutorRpcError || error instanceof ConnectionClosedError) {
+      throw new CliError(error.message, exitCode);
+    }
+    throw error;
+  }
+}

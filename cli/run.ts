@@ -1,0 +1,264 @@
+/**
+ * `cc-executor run "<command>"`: run one command on the server, stream its
+ * output to this terminal, exit with its exit code.
+ *
+ * @module
+ */
+import { isAbsolute, resolve } from "node:path";
+import { Command } from "@commander-js/extra-typings";
+import {
+  ConnectionClosedError,
+  type ExecuteOutcome,
+  type ExecutorClient,
+  ExecutorRpcError,
+} from "../server/client.ts";
+import { isLoopbackHost } from "../server/config.ts";
+import { ErrorCode, type ExecuteParams } from "../server/protocol.ts";
+import { keyValue, positiveInt, seconds } from "./args.ts";
+import type { CliContext } from "./context.ts";
+import { examples } from "./help.ts";
+import { startLocalServer } from "./local.ts";
+import { EXIT, exitCodeFor, outcomeJson, summarize } from "./outcome.ts";
+import { CliError, type Output, UsageError } from "./output.ts";
+import { connectTo, resolveTarget, START_HINT, type Target, withTarget } from "./target.ts";
+
+export interface RunOptions {
+  timeout?: number;
+  idleTimeout?: number;
+  cwd?: string;
+  env?: Record<string, string>;
+  stdinFile?: string;
+  maxOutput?: number;
+  id?: string;
+  detach?: true;
+  json?: true;
+  quiet?: true;
+  local?: true;
+  url?: string;
+  token?: string;
+}
+
+/** `run`. */
+export function runCommand(ctx: CliContext) {
+  return withTarget(
+    new Command("run")
+      .description(
+        "run a shell command on the server, streaming its stdout and stderr here; exits with its exit code",
+      )
+      .argument("<command...>", "the command line, run as <shell> -c <command>")
+      .option("--timeout <seconds>", "stop it after this long (exit 124)", seconds)
+      .option("--idle-timeout <seconds>", "stop it when it prints nothing for this long", seconds)
+      .option("--cwd <dir>", "working directory (default: this directory, on a local server)")
+      .option("-e, --env <KEY=value>", "set a variable for the command (repeatable)", keyValue)
+      .option("--stdin-file <path>", "feed this file to the command's stdin ('-': this stdin)")
+      .option("--max-output <bytes>", "deliver at most this many bytes of output", positiveInt)
+      .option("--id <job_id>", "choose the job id (a retry with the same id attaches instead)")
+      .option("-d, --detach", "start it, print the job id, and return; it keeps running")
+      .option("--json", "print one JSON object with the outcome and output, instead of streaming")
+      .option(
+        "-q, --quiet",
+        "print none of the command's output or cc-executor's notes; exit code only",
+      )
+      .option("--local", "run it in an in-process server (no server needed)"),
+  )
+    .passThroughOptions()
+    .addHelpText(
+      "after",
+      `
+Options go before the command; everything after it belongs to the command.
+Exit codes: the command's own; 128+N when signal N ended it; 124 on timeout;
+130 after Ctrl-C (which cancels the job); 125 when cc-executor could not run it.
+${
+        examples([
+          ['cc-executor run "npm test"', "run in this directory on the local server"],
+          ["cc-executor run -- ls -la /tmp", "words after -- are joined with spaces"],
+          ['cc-executor run --timeout 60 --env CI=1 "make check"', ""],
+          ['cc-executor run --json "git status --short" | jq .stdout', ""],
+          ['id=$(cc-executor run --detach "sleep 600")', "then: cc-executor jobs attach $id"],
+          ['cc-executor run --local "echo works without a server"', ""],
+        ])
+      }`,
+    )
+    .action(async (words, options) => {
+      ctx.setExitCode(await run(words.join(" "), options, ctx.output));
+    });
+}
+
+async function run(command: string, options: RunOptions, output: Output): Promise<number> {
+  if (command.trim() === "") throw new UsageError("run: the command is empty");
+  if (options.local && options.url !== undefined) {
+    throw new UsageError("run: --local and --url cannot be used together");
+  }
+  if (options.local && options.detach) {
+    throw new UsageError(
+      "run: --local and --detach cannot be used together (the server ends with this command)",
+    );
+  }
+  const local = options.local ? await startLocalServer(EXIT.EXECUTOR_ERROR) : undefined;
+  try {
+    const target = local?.target ?? resolveTarget(options);
+    const params = buildParams(command, options, target);
+    await using client = await connectTo(target, {
+      exitCode: EXIT.EXECUTOR_ERROR,
+      hint: `${START_HINT}, or run it in-process: cc-executor run --local ${
+        JSON.stringify(command)
+      }`,
+    });
+    if (options.detach) return await startDetachedJob(client, params, options, output);
+    return await follow(client, params, options, output);
+  } finally {
+    await local?.[Symbol.asyncDispose]();
+  }
+}
+
+function buildParams(command: string, options: RunOptions, target: Target): ExecuteParams {
+  const local = isLoopbackHost(new URL(target.url).hostname.replace(/^\[(.*)\]$/, "$1"));
+  let cwd = options.cwd;
+  // A local server shares this filesystem: run where the user is, as a shell would. A remote one
+  // has its own, so its default (and paths as given) apply.
+  if (local) cwd = cwd === undefined ? Deno.cwd() : isAbsolute(cwd) ? cwd : resolve(cwd);
+  return {
+    command,
+    timeout: options.timeout,
+    idle_timeout: options.idleTimeout,
+    cwd,
+    env: options.env,
+    max_output_bytes: options.maxOutput,
+    job_id: options.id ?? crypto.randomUUID(),
+    detach: options.detach,
+    keep_stdin_open: options.stdinFile !== undefined ? true : undefined,
+  };
+}
+
+async function startDetachedJob(
+  client: ExecutorClient,
+  params: ExecuteParams,
+  options: RunOptions,
+  output: Output,
+): Promise<number> {
+  const started = await request(() => client.request("execute", params));
+  if (options.stdinFile !== undefined) await feedStdin(client, started.job_id, options.stdinFile);
+  if (options.json) output.json(started);
+  else output.out(started.job_id);
+  return 0;
+}
+
+async function follow(
+  client: ExecutorClient,
+  params: ExecuteParams,
+  options: RunOptions,
+  output: Output,
+): Promise<number> {
+  const jobId = params.job_id!;
+  const quiet = options.quiet || options.json;
+  const cancel = new AbortController();
+  let exitOverride: number | undefined;
+  const write = (stream: "stdout" | "stderr") => (text: string) => {
+    if (quiet || exitOverride === EXIT.BROKEN_PIPE) return;
+    try {
+      output.write(stream, text);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.BrokenPipe)) throw error;
+      // Nobody reads any more (`| head`): stop the job, as SIGPIPE would have stopped it locally.
+      exitOverride = EXIT.BROKEN_PIPE;
+      cancel.abort();
+    }
+  };
+
+  // First Ctrl-C (or SIGTERM/SIGHUP): cancel the job and wait for its outcome. Second: leave now;
+  // the server cancels a job whose connection closes.
+  let interrupts = 0;
+  const leave = Promise.withResolvers<number>();
+  const onSignal = () => {
+    interrupts++;
+    if (interrupts === 1) {
+      exitOverride ??= EXIT.INTERRUPTED;
+      if (!options.quiet) {
+        output.err(`cc-executor: canceling job ${jobId} (Ctrl-C again to stop waiting)`);
+      }
+      cancel.abort();
+    } else {
+      leave.resolve(EXIT.INTERRUPTED);
+    }
+  };
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+  for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+  try {
+    let stdinDone: Promise<void> | undefined;
+    const outcome = client.execute({
+      ...params,
+      onStdout: write("stdout"),
+      onStderr: write("stderr"),
+      onEvent: (event) => {
+        if (event.method === "process.started" && options.stdinFile !== undefined) {
+          stdinDone = feedStdin(client, jobId, options.stdinFile);
+        }
+      },
+      signal: cancel.signal,
+      collect: Boolean(options.json),
+    });
+    const result = await Promise.race([request(() => outcome), leave.promise]);
+    if (typeof result === "number") return result;
+    await stdinDone?.catch(() => {});
+    return report(result, options, output, exitOverride);
+  } finally {
+    for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
+  }
+}
+
+function report(
+  outcome: ExecuteOutcome,
+  options: RunOptions,
+  output: Output,
+  exitOverride: number | undefined,
+): number {
+  if (options.json) output.json(outcomeJson(outcome, true));
+  else if (!options.quiet && exitOverride !== EXIT.BROKEN_PIPE) {
+    const summary = summarize(outcome);
+    if (summary) output.err(`cc-executor: ${summary}`);
+  }
+  return exitOverride ?? exitCodeFor(outcome);
+}
+
+/** Streams a file (or this process's stdin) into the job's stdin, then closes it. */
+async function feedStdin(client: ExecutorClient, jobId: string, path: string): Promise<void> {
+  let readable: ReadableStream<Uint8Array>;
+  if (path === "-") {
+    readable = Deno.stdin.readable;
+  } else {
+    try {
+      readable = (await Deno.open(path)).readable;
+    } catch (error) {
+      await client.cancel(jobId).catch(() => {});
+      throw new CliError(`--stdin-file ${path}: ${(error as Error).message}`, EXIT.EXECUTOR_ERROR);
+    }
+  }
+  try {
+    // The protocol carries text; the decoder never splits a character across writes.
+    for await (const text of readable.pipeThrough(new TextDecoderStream())) {
+      await client.input(jobId, text);
+    }
+    await client.input(jobId, "", { eof: true });
+  } catch (error) {
+    // The command closed its stdin or ended: what it did not read is its business, as with a pipe.
+    if (error instanceof ExecutorRpcError) return;
+    throw error;
+  }
+}
+
+/** Turns the server's refusals and a lost connection into messages and exit codes. */
+async function request<T>(send: () => Promise<T>): Promise<T> {
+  try {
+    return await send();
+  } catch (error) {
+    if (error instanceof ExecutorRpcError) {
+      throw error.code === ErrorCode.INVALID_PARAMS
+        ? new UsageError(error.message)
+        : new CliError(error.message, EXIT.EXECUTOR_ERROR);
+    }
+    if (error instanceof ConnectionClosedError) {
+      throw new CliError(`Lost the server: ${error.message}`, EXIT.EXECUTOR_ERROR);
+    }
+    throw error;
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * The state directory: where a detached server leaves its pid file and log,
+ * so later commands (`server status|stop`, `run`, `jobs`) can find it.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { z } from "zod";
+import { readEnv } from "./output.ts";
+
+/** `CC_EXECUTOR_STATE_DIR`, else `$XDG_STATE_HOME/cc-executor`, else `~/.local/state/cc-executor`. */
+export function stateDir(): string {
+  const explicit = readEnv("CC_EXECUTOR_STATE_DIR");
+  if (explicit) return explicit;
+  const xdg = readEnv("XDG_STATE_HOME");
+  if (xdg) return join(xdg, "cc-executor");
+  const home = readEnv("HOME");
+  if (!home) {
+    throw new Error("Cannot find a state directory: set CC_EXECUTOR_STATE_DIR or HOME");
+  }
+  return join(home, ".local", "state", "cc-executor");
+}
+
+/** What a detached server writes once it is listening. */
+export const PidFile = z.object({
+  pid: z.number().int().positive(),
+  url: z.string(),
+  log: z.string(),
+  started_at: z.string(),
+  version: z.string(),
+});
+export type PidFile = z.infer<typeof PidFile>;
+
+export function pidFilePath(dir = stateDir()): string {
+  return join(dir, "server.pid");
+}
+
+export function logFilePath(dir = stateDir()): string {
+  return join(dir, "server.log");
+}
+
+/** The pid file's contents; null when there is none or it is not one of ours. */
+export function readPidFile(path = pidFilePath()): PidFile | null {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return null;
+    throw error;
+  }
+  try {
+    const parsed = PidFile.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Written to a temporary name and renamed, so a reader never sees half a file. */
+export function writePidFile(path: string, content: PidFile): void {
+  const temporary = `${path}.${content.pid}.tmp`;
+  Deno.writeTextFileSync(temporary, JSON.stringify(content) + "\n");
+  Deno.renameSync(temporary, path);
+}
+
+/** Removes the pid file if it still names `pid` (a newer server may have replaced it). */
+export function removePidFile(path: string, pid: number): void {
+  if (readPidFile(path)?.pid !== pid) return;
+  try {
+    Deno.removeSync(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+}
+
+/** True while process `pid` exists and is not a zombie. */
+export function processAlive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // The state is the field after the parenthesised command name, which may contain spaces.
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X";
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return procMissing() ? signalProbe(pid) : false;
+    throw error;
+  }
+}
+
+let hasProc: boolean | undefined;
+function procMissing(): boolean {
+  if (hasProc === undefined) {
+    try {
+      Deno.statSync("/proc/self");
+      hasProc = true;
+    } catch {
+      hasProc = false;
+    }
+  }
+  return !hasProc;
+}
+
+/** Without /proc (macOS): SIGCONT is harmless to a running process and fails for a missing one. */
+function signalProbe(pid: number): boolean {
+  try {
+    Deno.kill(pid, "SIGCONT");
+    return true;
+  } catch {
+    return false;
+  }
+}

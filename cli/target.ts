@@ -1,0 +1,134 @@
+/**
+ * Which server a command talks to, and connecting to it with errors a person
+ * can act on. Every command that reaches a server takes `--url` and
+ * `--token`, falling back to CC_EXECUTOR_URL / CC_EXECUTOR_TOKEN, then to the
+ * detached server recorded in the state directory, then to the local default.
+ *
+ * @module
+ */
+import type { Command, OptionValues } from "@commander-js/extra-typings";
+import { ConnectionClosedError, ExecutorClient } from "../server/client.ts";
+import { CliError, readEnv, UsageError } from "./output.ts";
+import { readPidFile } from "./state.ts";
+
+export interface TargetOptions {
+  url?: string;
+  token?: string;
+}
+
+export interface Target {
+  /** ws://host:port/ws */
+  url: string;
+  token: string | undefined;
+  /** How the url was chosen, for messages. */
+  source: "--url" | "CC_EXECUTOR_URL" | "pid file" | "default";
+}
+
+/** Adds `--url` and `--token` to a command that talks to a server. */
+export function withTarget<
+  Args extends unknown[],
+  Opts extends OptionValues,
+  Globals extends OptionValues,
+>(command: Command<Args, Opts, Globals>) {
+  return command
+    .option(
+      "--url <url>",
+      "server to use (CC_EXECUTOR_URL; default: the detached server, else ws://127.0.0.1:8003/ws)",
+    )
+    .option("--token <token>", "bearer token for the server (CC_EXECUTOR_TOKEN)");
+}
+
+/** Resolves the server to talk to. */
+export function resolveTarget(options: TargetOptions): Target {
+  const token = options.token ?? (readEnv("CC_EXECUTOR_TOKEN") || undefined);
+  if (options.url !== undefined) return { url: normalizeUrl(options.url), token, source: "--url" };
+  const fromEnv = readEnv("CC_EXECUTOR_URL");
+  if (fromEnv) return { url: normalizeUrl(fromEnv), token, source: "CC_EXECUTOR_URL" };
+  const detached = readPidFile();
+  if (detached) return { url: detached.url, token, source: "pid file" };
+  const port = readEnv("CC_EXECUTOR_PORT") || "8003";
+  return { url: `ws://127.0.0.1:${port}/ws`, token, source: "default" };
+}
+
+/**
+ * Accepts what people type: `ws://host:port/ws`, `ws://host:port`, `http://host:port`,
+ * `host:port`. The path defaults to /ws.
+ */
+export function normalizeUrl(text: string): string {
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `ws://${text}`;
+  let url: URL;
+  try {
+    url = new URL(withScheme);
+  } catch {
+    throw new UsageError(`Invalid --url ${JSON.stringify(text)}: expected ws://host:port/ws`);
+  }
+  if (url.protocol === "http:") url.protocol = "ws:";
+  else if (url.protocol === "https:") url.protocol = "wss:";
+  if (url.protocol !== "ws:" && url.protocol !== "wss:") {
+    throw new UsageError(
+      `Invalid --url ${JSON.stringify(text)}: expected a ws:// or wss:// address`,
+    );
+  }
+  if (url.pathname === "/" || url.pathname === "") url.pathname = "/ws";
+  return url.href;
+}
+
+/** The HTTP address of `path` (e.g. /health) on the same server. */
+export function httpUrl(wsUrl: string, path: string): string {
+  const url = new URL(wsUrl);
+  url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+  url.pathname = path;
+  return url.href;
+}
+
+/** How to get a server, for "nothing is listening" messages. */
+export const START_HINT =
+  "Start one with `cc-executor server start --detach` (or `deno task start` in the foreground)";
+
+/**
+ * Connects, turning failures into messages that say what to do.
+ * @param exitCode the exit code when it cannot connect
+ */
+export async function connectTo(
+  target: Target,
+  options: { exitCode?: number; hint?: string } = {},
+): Promise<ExecutorClient> {
+  try {
+    return await ExecutorClient.connect(target.url, { token: target.token, timeoutMs: 10_000 });
+  } catch (error) {
+    if (!(error instanceof ConnectionClosedError)) throw error;
+    throw new CliError(await explainConnectFailure(target, error, options.hint), options.exitCode);
+  }
+}
+
+async function explainConnectFailure(
+  target: Target,
+  error: Error,
+  hint = START_HINT,
+): Promise<string> {
+  const health = await probeHealth(target.url);
+  if (health === "down") {
+    return `No cc-executor server at ${target.url}${
+      target.source === "pid file" ? " (the recorded background server is not answering)" : ""
+    }. ${hint}.`;
+  }
+  if (health === 401 || /401/.test(error.message)) {
+    return `The server at ${target.url} refused the connection: ${
+      target.token ? "the token was not accepted" : "it needs a token"
+    }. Pass --token or set CC_EXECUTOR_TOKEN.`;
+  }
+  return error.message;
+}
+
+/** "down" when nothing answers HTTP there; otherwise the status of GET /ws without upgrade. */
+async function probeHealth(wsUrl: string): Promise<"down" | number> {
+  try {
+    const response = await fetch(httpUrl(wsUrl, new URL(wsUrl).pathname), {
+      signal: AbortSignal.timeout(3000),
+    });
+    await response.body?.cancel();
+    return response.status;
+  } catch {
+    return "down";
+  }
+}
