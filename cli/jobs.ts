@@ -107,7 +107,10 @@ export function jobsCommand(ctx: CliContext) {
         return;
       }
       const result = await rpc(() => client.request("control", { type: action, job_id: jobId }));
-      ctx.output.out(`job ${jobId}: ${result.status}`);
+      // A cancel without waiting has only been asked for: the job is still stopping.
+      ctx.output.out(
+        action === "cancel" ? `job ${jobId}: cancel sent` : `job ${jobId}: ${result.status}`,
+      );
     });
   }
   return jobs;

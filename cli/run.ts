@@ -104,8 +104,9 @@ async function run(command: string, options: RunOptions, output: Output): Promis
         JSON.stringify(command)
       }`,
     });
-    if (options.detach) return await startDetachedJob(client, params, options, output);
-    return await follow(client, params, options, output);
+    const stdin = options.stdinFile !== undefined ? await openStdin(options.stdinFile) : undefined;
+    if (options.detach) return await startDetachedJob(client, params, stdin, options, output);
+    return await follow(client, params, stdin, options, output);
   } finally {
     await local?.[Symbol.asyncDispose]();
   }
@@ -133,11 +134,12 @@ function buildParams(command: string, options: RunOptions, target: Target): Exec
 async function startDetachedJob(
   client: ExecutorClient,
   params: ExecuteParams,
+  stdin: ReadableStream<Uint8Array> | undefined,
   options: RunOptions,
   output: Output,
 ): Promise<number> {
   const started = await request(() => client.request("execute", params));
-  if (options.stdinFile !== undefined) await feedStdin(client, started.job_id, options.stdinFile);
+  if (stdin) await feedStdin(client, started.job_id, stdin);
   if (options.json) output.json(started);
   else output.out(started.job_id);
   return 0;
@@ -146,6 +148,7 @@ async function startDetachedJob(
 async function follow(
   client: ExecutorClient,
   params: ExecuteParams,
+  stdin: ReadableStream<Uint8Array> | undefined,
   options: RunOptions,
   output: Output,
 ): Promise<number> {
@@ -190,8 +193,8 @@ async function follow(
       onStdout: write("stdout"),
       onStderr: write("stderr"),
       onEvent: (event) => {
-        if (event.method === "process.started" && options.stdinFile !== undefined) {
-          stdinDone = feedStdin(client, jobId, options.stdinFile);
+        if (event.method === "process.started" && stdin) {
+          stdinDone = feedStdin(client, jobId, stdin);
         }
       },
       signal: cancel.signal,
@@ -220,22 +223,25 @@ function report(
   return exitOverride ?? exitCodeFor(outcome);
 }
 
-/** Streams a file (or this process's stdin) into the job's stdin, then closes it. */
-async function feedStdin(client: ExecutorClient, jobId: string, path: string): Promise<void> {
-  let readable: ReadableStream<Uint8Array>;
-  if (path === "-") {
-    readable = Deno.stdin.readable;
-  } else {
-    try {
-      readable = (await Deno.open(path)).readable;
-    } catch (error) {
-      await client.cancel(jobId).catch(() => {});
-      throw new CliError(`--stdin-file ${path}: ${(error as Error).message}`, EXIT.EXECUTOR_ERROR);
-    }
+/** The file (or this process's stdin) for --stdin-file, opened before the job starts. */
+async function openStdin(path: string): Promise<ReadableStream<Uint8Array>> {
+  if (path === "-") return Deno.stdin.readable;
+  try {
+    return (await Deno.open(path)).readable;
+  } catch (error) {
+    throw new UsageError(`--stdin-file ${path}: ${(error as Error).message}`);
   }
+}
+
+/** Streams `input` into the job's stdin, then closes it. */
+async function feedStdin(
+  client: ExecutorClient,
+  jobId: string,
+  input: ReadableStream<Uint8Array>,
+): Promise<void> {
   try {
     // The protocol carries text; the decoder never splits a character across writes.
-    for await (const text of readable.pipeThrough(new TextDecoderStream())) {
+    for await (const text of input.pipeThrough(new TextDecoderStream())) {
       await client.input(jobId, text);
     }
     await client.input(jobId, "", { eof: true });

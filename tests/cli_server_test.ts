@@ -1,0 +1,255 @@
+import assert from "node:assert/strict";
+import { ExecutorClient } from "../server/client.ts";
+import { cliCommand, runCli, tempStateDir } from "./cli_util.ts";
+import { groupAlive, waitUntil } from "./test_util.ts";
+
+/** `cc-executor <args>` as a real subprocess, with `env` added. */
+function cli(args: string[], env: Record<string, string> = {}) {
+  return cliCommand(args, { env });
+}
+
+/** Starts `server start` on a free port and resolves once it is listening. */
+async function startCliServer(env: Record<string, string> = {}) {
+  const child = cli(["server", "start"], {
+    CC_EXECUTOR_PORT: "0",
+    CC_EXECUTOR_KILL_GRACE_MS: "300",
+    ...env,
+  })
+    .spawn();
+  const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let log = "";
+  while (true) {
+    const { value, done } = await lines.read();
+    if (done) throw new Error(`server exited before listening:\n${log}`);
+    log += value;
+    const match = /listening on (ws:\/\/\S+)/.exec(log);
+    if (match) {
+      // Keep draining stderr so the server never blocks on a full pipe.
+      const rest = (async () => {
+        while (true) {
+          const { value, done } = await lines.read();
+          if (done) return log;
+          log += value;
+        }
+      })();
+      return { child, url: match[1]!, log: () => rest };
+    }
+  }
+}
+
+Deno.test("cli server: server start stops every job on SIGTERM, reports them, and exits 0", async () => {
+  const { child, url, log } = await startCliServer();
+  const client = await ExecutorClient.connect(url);
+  let pgid = 0;
+  const outcome = client.execute({
+    command: "sleep 30 & sleep 30 & echo ready; wait",
+    onEvent: (e) => {
+      if (e.method === "process.started") pgid = e.params.pgid;
+    },
+    onStdout: () => child.kill("SIGTERM"),
+  });
+  const result = await outcome;
+  assert.equal(result.status, "canceled");
+  assert.equal(result.error, "server shutting down");
+  const status = await child.status;
+  assert.equal(status.code, 0);
+  assert.equal(groupAlive(pgid), false, "the server waited for the group before exiting");
+  await client.closed;
+  await child.stdout.cancel();
+  assert.match(await log(), /stopping: waiting for running jobs/);
+});
+
+Deno.test("cli server: Ctrl-C (SIGINT) stops the server cleanly too", async () => {
+  const { child, url, log } = await startCliServer();
+  const health = await fetch(url.replace("ws://", "http://").replace(/\/ws$/, "/health")).then((
+    r,
+  ) => r.json());
+  assert.equal(health.status, "ok");
+  child.kill("SIGINT");
+  assert.equal((await child.status).code, 0);
+  await child.stdout.cancel();
+  await log();
+});
+
+Deno.test("cli server: a second Ctrl-C kills every group at once and exits", async () => {
+  // A grace period far longer than the test: only the second signal can end the job in time.
+  const { child, url, log } = await startCliServer({ CC_EXECUTOR_KILL_GRACE_MS: "60000" });
+  const client = await ExecutorClient.connect(url);
+  let pgid = 0;
+  let interrupted = false;
+  const result = await client.execute({
+    command: "trap '' TERM; sleep 30 & echo ready; wait",
+    onEvent: (e) => {
+      if (e.method === "process.started") pgid = e.params.pgid;
+    },
+    onStdout: () => {
+      if (interrupted) return;
+      interrupted = true;
+      child.kill("SIGINT");
+      // The second one once the first has been taken in (the job is being stopped by then).
+      setTimeout(() => child.kill("SIGINT"), 300);
+    },
+  });
+  assert.equal(result.status, "canceled");
+  assert.equal(result.error, "server shutting down");
+  assert.equal(result.signal, "SIGKILL");
+  const status = await child.status;
+  assert.ok(status.code === 0 || status.code === 1, `exit code ${status.code}`);
+  assert.equal(groupAlive(pgid), false);
+  await client.closed;
+  await child.stdout.cancel();
+  assert.match(await log(), /killing every job now/);
+});
+
+Deno.test("cli server: a port already in use is reported and exits non-zero", async () => {
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const port = String((taken.addr as Deno.NetAddr).port);
+    const { code, stderr } = await cli(["server", "start", "--port", port]).output();
+    assert.equal(code, 1);
+    const message = new TextDecoder().decode(stderr);
+    assert.match(
+      message,
+      new RegExp(`Cannot listen on 127.0.0.1:${port}: the port is already in use`),
+    );
+    assert.doesNotMatch(message, /\n\s+at /, "no stack trace");
+  } finally {
+    taken.close();
+  }
+});
+
+Deno.test("cli server: a bad configuration value names the variable and exits non-zero", async () => {
+  const { code, stderr } = await cli(["server", "start"], { CC_EXECUTOR_MAX_JOBS: "lots" })
+    .output();
+  assert.equal(code, 1);
+  assert.equal(
+    new TextDecoder().decode(stderr).trim(),
+    'cc-executor: Invalid configuration: CC_EXECUTOR_MAX_JOBS="lots": expected a whole number between 1 and 100000',
+  );
+  const shell = await cli(["server", "start"], { CC_EXECUTOR_SHELL: "/no/such/shell" }).output();
+  assert.equal(shell.code, 1);
+  assert.match(
+    new TextDecoder().decode(shell.stderr),
+    /CC_EXECUTOR_SHELL=\/no\/such\/shell cannot be run/,
+  );
+});
+
+Deno.test("cli server: unknown commands and --help behave like a CLI should", async () => {
+  const unknown = await cli(["frobnicate"]).output();
+  assert.notEqual(unknown.code, 0);
+  assert.match(new TextDecoder().decode(unknown.stderr), /unknown command 'frobnicate'/);
+  const help = await cli(["server", "start", "--help"]).output();
+  assert.equal(help.code, 0);
+  assert.match(new TextDecoder().decode(help.stdout), /--port <port>/);
+});
+
+Deno.test("cli server: start --detach, status, run through it, stop; the pid file tracks it", async () => {
+  const state = tempStateDir();
+  const env = { CC_EXECUTOR_STATE_DIR: state, CC_EXECUTOR_KILL_GRACE_MS: "300" };
+  try {
+    const started = await runCli(["server", "start", "--detach", "--port", "0"], { env });
+    assert.equal(started.code, 0, started.stderr);
+    const url = /listening on (ws:\/\/\S+)/.exec(started.stdout)?.[1];
+    assert.ok(url, started.stdout);
+    const pidFile = JSON.parse(Deno.readTextFileSync(`${state}/server.pid`));
+    assert.equal(pidFile.url, url);
+    assert.match(Deno.readTextFileSync(`${state}/server.log`), /listening on/);
+
+    // The detached server outlives the command that started it, and is found without --url.
+    const status = await runCli(["server", "status", "--json"], { env });
+    assert.equal(status.code, 0, status.stderr);
+    const report = JSON.parse(status.stdout);
+    assert.equal(report.status, "up");
+    assert.equal(report.url, url);
+    assert.equal(report.pid, pidFile.pid);
+    assert.equal(report.store, "memory");
+    assert.equal(report.running_jobs, 0);
+
+    const again = await runCli(["server", "start", "--detach", "--port", "0"], { env });
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, new RegExp(`already running \\(pid ${pidFile.pid}`));
+
+    // A job left running is stopped and reported when the server stops.
+    const detachedJob = await runCli(["run", "--detach", "sleep 60"], { env });
+    assert.equal(detachedJob.code, 0, detachedJob.stderr);
+    const jobId = detachedJob.stdout.trim();
+    const client = await ExecutorClient.connect(url);
+    const { pgid } = await client.request("jobs.get", { job_id: jobId });
+    const outcome = client.subscribe(jobId, { collect: false });
+    assert.equal(groupAlive(pgid), true);
+
+    const stopped = await runCli(["server", "stop"], { env });
+    assert.equal(stopped.code, 0, stopped.stderr);
+    assert.match(stopped.stdout, new RegExp(`cc-executor stopped \\(pid ${pidFile.pid}\\)`));
+    const result = await outcome;
+    assert.equal(result.status, "canceled");
+    assert.equal(result.error, "server shutting down");
+    assert.equal(groupAlive(pgid), false, "no process is left behind");
+    await client.closed;
+    assert.throws(() => Deno.statSync(`${state}/server.pid`), Deno.errors.NotFound);
+
+    const down = await runCli(["server", "status"], { env });
+    assert.equal(down.code, 1);
+    assert.match(down.stdout, /down/);
+    assert.match(down.stderr, /server start --detach/);
+    const stopAgain = await runCli(["server", "stop"], { env });
+    assert.equal(stopAgain.code, 0);
+    assert.match(stopAgain.stdout, /no background server is running/);
+  } finally {
+    await stopLeftover(state);
+  }
+});
+
+Deno.test("cli server: restart keeps the address; a taken port fails a detached start with the reason", async () => {
+  const state = tempStateDir();
+  const env = { CC_EXECUTOR_STATE_DIR: state };
+  try {
+    const started = await runCli(["server", "start", "--detach", "--port", "0"], { env });
+    assert.equal(started.code, 0, started.stderr);
+    const before = JSON.parse(Deno.readTextFileSync(`${state}/server.pid`));
+    const restarted = await runCli(["server", "restart"], { env });
+    assert.equal(restarted.code, 0, restarted.stderr);
+    const after = JSON.parse(Deno.readTextFileSync(`${state}/server.pid`));
+    assert.notEqual(after.pid, before.pid);
+    assert.equal(after.url, before.url, "same host and port as before");
+    await waitUntil(() => !processExists(before.pid), "the old server to be gone");
+    assert.equal((await runCli(["server", "stop"], { env })).code, 0);
+
+    const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    try {
+      const port = String((taken.addr as Deno.NetAddr).port);
+      const failed = await runCli(["server", "start", "--detach", "--port", port], { env });
+      assert.equal(failed.code, 1);
+      assert.match(failed.stderr, /exited during start/);
+      assert.match(failed.stderr, new RegExp(`127.0.0.1:${port}: the port is already in use`));
+      assert.throws(() => Deno.statSync(`${state}/server.pid`), Deno.errors.NotFound);
+    } finally {
+      taken.close();
+    }
+  } finally {
+    await stopLeftover(state);
+  }
+});
+
+function processExists(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A failed test must not leave a background server running. */
+async function stopLeftover(state: string): Promise<void> {
+  try {
+    const { pid } = JSON.parse(Deno.readTextFileSync(`${state}/server.pid`));
+    if (processExists(pid)) {
+      Deno.kill(pid, "SIGTERM");
+      await waitUntil(() => !processExists(pid), "the leftover server to stop");
+    }
+  } catch {
+    // No pid file: nothing left.
+  }
+  Deno.removeSync(state, { recursive: true });
+}
