@@ -7,6 +7,7 @@
  */
 import { Command } from "@commander-js/extra-typings";
 import { ExecutorClient } from "../server/client.ts";
+import { measureCliRun } from "./cli_run.ts";
 import { type BenchResults, type BenchSettings, renderReport, verdicts } from "./report.ts";
 import { measureLatency, measureOutput, measureRate, measureSlowReader } from "./scenarios.ts";
 import { ServerProcess } from "./server_process.ts";
@@ -15,7 +16,7 @@ import { MiB } from "./stats.ts";
 /** The checkout this bench belongs to: its server is the default one to measure. */
 const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname);
 const DEFAULT_OUT = "docs/performance.md";
-const SCENARIOS = ["a", "b", "c", "d"] as const;
+const SCENARIOS = ["a", "b", "c", "d", "e"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 /** Sized to keep the whole run near a minute on 2 CPUs while p99 still rests on 5+ samples. */
@@ -29,6 +30,8 @@ const FULL: BenchSettings = {
   outputRuns: 3,
   outputWarmupBytes: 16 * MiB,
   slow: { bytes: 512 * MiB, chunkBytes: 64 * 1024, intervalMs: 10, seconds: 9 },
+  cliSamples: 40,
+  cliWarmup: 3,
 };
 
 /** For trying the bench out, not for the report. */
@@ -42,12 +45,14 @@ const QUICK: BenchSettings = {
   outputRuns: 1,
   outputWarmupBytes: 4 * MiB,
   slow: { ...FULL.slow, seconds: 3 },
+  cliSamples: 8,
+  cliWarmup: 1,
 };
 
 export async function bench(args: string[]): Promise<number> {
   const program = new Command("bench")
     .description("measure cc-executor against bare spawns and write docs/performance.md")
-    .option("--only <scenarios>", "comma-separated subset of a,b,c,d", "a,b,c,d")
+    .option("--only <scenarios>", "comma-separated subset of a,b,c,d,e", "a,b,c,d,e")
     .option("--quick", "fewer samples, for trying the bench out")
     .option(
       "--out <file>",
@@ -109,6 +114,7 @@ export async function bench(args: string[]): Promise<number> {
       rate: null,
       output: null,
       slow: null,
+      cli: null,
       rss: [{ after: "start (idle)", bytes: server.rss() }],
     };
     // (d) first, on the fresh server: every other scenario leaves the server's RSS grown (Deno keeps
@@ -144,6 +150,16 @@ export async function bench(args: string[]): Promise<number> {
         warmupBytes: settings.outputWarmupBytes,
       });
       results.rss.push({ after: "(c) output", bytes: server.rss() });
+    }
+    if (run("e")) {
+      log(`(e) cc-executor run "true": ${settings.cliSamples} samples per path`);
+      results.cli = await measureCliRun({
+        samples: settings.cliSamples,
+        warmup: settings.cliWarmup,
+        main: `${ROOT}main.ts`,
+        url: server.url,
+      });
+      results.rss.push({ after: "(e) cli run", bytes: server.rss() });
     }
   } catch (error) {
     log(`failed: ${(error as Error)?.stack ?? error}`);
