@@ -56,10 +56,16 @@ export function completionScript(shell: Shell, program: Command): string {
 
 function flatten(command: Command, path: string[]): Node[] {
   const visible = (command.commands as Command[]).filter((c) => !isHidden(c));
+  const subcommands = visible.map((c) => ({ name: c.name(), description: c.description() }));
+  const choices = (command.registeredArguments ?? []).flatMap((a) => a.argChoices ?? []);
   const node: Node = {
     path,
     description: command.description(),
-    subcommands: visible.map((c) => ({ name: c.name(), description: c.description() })),
+    subcommands: [
+      ...subcommands,
+      ...choices.map((name) => ({ name, description: "" })),
+      ...(path.length === 0 ? [{ name: "help", description: "show help for a command" }] : []),
+    ],
     options: [
       ...command.options.filter((o) => !o.hidden).map((o) => ({
         flags: [o.long, o.short].filter((f): f is string => Boolean(f)),
@@ -69,7 +75,17 @@ function flatten(command: Command, path: string[]): Node[] {
       { flags: ["--help", "-h"], description: "show help", takesValue: false },
     ],
   };
-  return [node, ...visible.flatMap((c) => flatten(c, [...path, c.name()]))];
+  // `help <command>` completes the command names; an alias (`jobs ls`) completes as its command.
+  const help: Node[] = path.length === 0
+    ? [{ path: ["help"], description: "", subcommands, options: [] }]
+    : [];
+  return [
+    node,
+    ...help,
+    ...visible.flatMap((c) =>
+      [c.name(), ...c.aliases()].flatMap((name) => flatten(c, [...path, name]))
+    ),
+  ];
 }
 
 function isHidden(command: Command): boolean {

@@ -13,6 +13,12 @@ import { examples } from "./help.ts";
 export function configCommand(ctx: CliContext) {
   const config = new Command("config").description(
     "show and check the configuration (environment, then the .env file, then defaults)",
+  ).addHelpText(
+    "after",
+    examples([
+      ["cc-executor config show", "every setting, its value and its source"],
+      ["cc-executor config validate", "exit 1 with one line per bad value"],
+    ]),
   );
 
   config

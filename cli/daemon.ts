@@ -13,6 +13,7 @@ import {
   pidFilePath,
   processAlive,
   readPidFile,
+  recordedServerAlive,
   removePidFile,
   stateDir,
 } from "./state.ts";
@@ -32,7 +33,7 @@ export async function startDetached(options: DetachOptions, output: Output): Pro
   const pidPath = pidFilePath(dir);
   const log = logFilePath(dir);
   const existing = readPidFile(pidPath);
-  if (existing && processAlive(existing.pid)) {
+  if (existing && recordedServerAlive(pidPath, existing)) {
     throw new CliError(
       `A detached server is already running (pid ${existing.pid}, ${existing.url}). ` +
         "Stop it with `cc-executor server stop`, or use `server restart`.",
@@ -99,7 +100,7 @@ export async function stopDetached(options: StopOptions, output: Output): Promis
   const pidPath = pidFilePath();
   const recorded = readPidFile(pidPath);
   if (!recorded) return null;
-  if (!processAlive(recorded.pid)) {
+  if (!recordedServerAlive(pidPath, recorded)) {
     removePidFile(pidPath, recorded.pid);
     return null;
   }

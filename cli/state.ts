@@ -73,6 +73,22 @@ export function removePidFile(path: string, pid: number): void {
   }
 }
 
+/**
+ * True when the pid file's process is alive and is the server that wrote it, not an unrelated
+ * process that was given the same pid after the server died without removing its file.
+ */
+export function recordedServerAlive(path: string, record: PidFile): boolean {
+  if (!processAlive(record.pid)) return false;
+  try {
+    const argv = Deno.readTextFileSync(`/proc/${record.pid}/cmdline`).split("\0");
+    return argv.includes("--pid-file") && argv.includes(path);
+  } catch (error) {
+    // Without /proc there is no way to tell; trust the file.
+    if (error instanceof Deno.errors.NotFound && procMissing()) return true;
+    return false;
+  }
+}
+
 /** True while process `pid` exists and is not a zombie. */
 export function processAlive(pid: number): boolean {
   try {

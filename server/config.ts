@@ -184,12 +184,14 @@ export function inspectConfig(options: LoadConfigOptions = {}): ConfigReport {
       const variable = String(issue.path[0]);
       if (seen.has(variable)) continue;
       seen.add(variable);
+      // A secret's text is never repeated, not even a wrong one: it may be a real secret mistyped.
+      const shown = SECRET_VARIABLES.has(variable)
+        ? "(hidden)"
+        : JSON.stringify(merged[variable] ?? "");
       problems.push({
         variable,
         value: merged[variable],
-        message: `Invalid configuration: ${variable}=${
-          JSON.stringify(merged[variable] ?? "")
-        }: ${issue.message}`,
+        message: `Invalid configuration: ${variable}=${shown}: ${issue.message}`,
       });
     }
   }

@@ -151,6 +151,7 @@ Deno.test("cli server: start --detach, status, run through it, stop; the pid fil
     assert.equal(started.code, 0, started.stderr);
     const url = /listening on (ws:\/\/\S+)/.exec(started.stdout)?.[1];
     assert.ok(url, started.stdout);
+    assert.doesNotMatch(started.stderr, /⠋|\r/, "no spinner when stderr is not a terminal");
     const pidFile = JSON.parse(Deno.readTextFileSync(`${state}/server.pid`));
     assert.equal(pidFile.url, url);
     assert.match(Deno.readTextFileSync(`${state}/server.log`), /listening on/);
@@ -229,6 +230,40 @@ Deno.test("cli server: restart keeps the address; a taken port fails a detached 
   } finally {
     await stopLeftover(state);
   }
+});
+
+const hasScript = (() => {
+  try {
+    return new Deno.Command("script", { args: ["--version"] }).outputSync().success;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test({
+  name: "cli server: on a terminal, a detached start shows a spinner while it waits",
+  ignore: !hasScript,
+  fn: async () => {
+    const state = tempStateDir();
+    try {
+      // util-linux `script` gives the CLI a real pseudo-terminal.
+      const main = new URL("../main.ts", import.meta.url).pathname;
+      const line = `'${Deno.execPath()}' run -A '${main}' server start --detach --port 0`;
+      const { stdout } = await new Deno.Command("script", {
+        args: ["-qec", line, "/dev/null"],
+        env: { CC_EXECUTOR_STATE_DIR: state, CC_EXECUTOR_ENV_FILE: "/nonexistent/.env" },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const screen = new TextDecoder().decode(stdout);
+      assert.match(screen, /⠋ starting cc-executor in the background/);
+      assert.ok(screen.includes("\r\x1b[2K"), "the spinner erases itself");
+      assert.match(screen, /started in the background/);
+    } finally {
+      await stopLeftover(state);
+    }
+  },
 });
 
 function processExists(pid: number): boolean {
