@@ -8,7 +8,6 @@
 import { join } from "node:path";
 import { Command } from "@commander-js/extra-typings";
 import { CONFIG_VARIABLES, inspectConfig } from "../server/config.ts";
-import { detectGroupMode, resolveShell } from "../server/process.ts";
 import type { CliContext } from "./context.ts";
 import { answersHealth } from "./daemon.ts";
 import { examples } from "./help.ts";
@@ -123,6 +122,7 @@ type Check = { ok: true; what: string } | { ok: false; what: string; fix: string
 
 /** Prints one line per check; resolves to how many failed. */
 async function runChecks(dir: string, output: Output): Promise<number> {
+  const { detectGroupMode, resolveShell } = await import("../server/process.ts");
   const paint = output.paint("stdout");
   output.out("");
   output.out("Checks:");

@@ -17,7 +17,6 @@ import { ErrorCode, type ExecuteParams } from "../server/protocol.ts";
 import { keyValue, positiveInt, seconds } from "./args.ts";
 import type { CliContext } from "./context.ts";
 import { examples } from "./help.ts";
-import { startLocalServer } from "./local.ts";
 import { EXIT, exitCodeFor, outcomeJson, summarize } from "./outcome.ts";
 import { CliError, type Output, UsageError } from "./output.ts";
 import { connectTo, resolveTarget, START_HINT, type Target, withTarget } from "./target.ts";
@@ -94,7 +93,10 @@ async function run(command: string, options: RunOptions, output: Output): Promis
       "run: --local and --detach cannot be used together (the server ends with this command)",
     );
   }
-  const local = options.local ? await startLocalServer(EXIT.EXECUTOR_ERROR) : undefined;
+  // Loaded only here: the server's modules are most of what the CLI would otherwise load at start.
+  const local = options.local
+    ? await (await import("./local.ts")).startLocalServer(EXIT.EXECUTOR_ERROR)
+    : undefined;
   try {
     const target = local?.target ?? resolveTarget(options);
     const params = buildParams(command, options, target);

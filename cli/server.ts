@@ -8,7 +8,6 @@ import { ExecutorRpcError } from "../server/client.ts";
 import { ConfigError, loadConfig } from "../server/config.ts";
 import { settlesWithin } from "../server/deadline.ts";
 import type { ServerInfoResult } from "../server/protocol.ts";
-import { ServerStartError, startServer } from "../server/server.ts";
 import { seconds } from "./args.ts";
 import type { CliContext } from "./context.ts";
 import { pidRecord, startDetached, stopDetached } from "./daemon.ts";
@@ -128,6 +127,8 @@ async function startForeground(
   const env = Deno.env.toObject();
   if (options.host !== undefined) env.CC_EXECUTOR_HOST = options.host;
   if (options.port !== undefined) env.CC_EXECUTOR_PORT = options.port;
+  // Loaded only here, so commands that only talk to a server start faster.
+  const { ServerStartError, startServer } = await import("../server/server.ts");
   let server;
   try {
     server = await startServer(loadConfig({ env }));
