@@ -36,3 +36,18 @@ export function keyValue(text: string, previous: Record<string, string> = {}) {
   if (key.includes("\0")) throw new InvalidArgumentError("the name must not contain NUL.");
   return { ...previous, [key]: text.slice(at + 1) };
 }
+
+/** A TCP port, 0..65535 (0: any free port); kept as text, as the environment would carry it. */
+export function port(text: string): string {
+  const value = Number(text);
+  if (!/^\d+$/.test(text.trim()) || value > 65535) {
+    throw new InvalidArgumentError("expected a port number between 0 and 65535.");
+  }
+  return String(value);
+}
+
+/** A listen address: not empty. */
+export function host(text: string): string {
+  if (text.trim() === "") throw new InvalidArgumentError("expected an address, e.g. 127.0.0.1.");
+  return text.trim();
+}

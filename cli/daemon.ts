@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import { VERSION } from "../server/version.ts";
 import { CliError, type Output } from "./output.ts";
 import {
@@ -29,7 +29,14 @@ export interface DetachOptions {
 /** Starts `server start` in its own session with output to the log; resolves once /health answers. */
 export async function startDetached(options: DetachOptions, output: Output): Promise<PidFile> {
   const dir = stateDir();
-  Deno.mkdirSync(dir, { recursive: true });
+  try {
+    Deno.mkdirSync(dir, { recursive: true });
+  } catch (error) {
+    throw new CliError(`Cannot create the state directory ${dir}: ${(error as Error).message}`);
+  }
+  // Two starts at once must not both pass the "already running" check: the second waits here
+  // until the first has its server answering (the kernel drops the lock if this process dies).
+  using _lock = await lockStateDir(dir);
   const pidPath = pidFilePath(dir);
   const log = logFilePath(dir);
   const existing = readPidFile(pidPath);
@@ -125,6 +132,19 @@ export async function stopDetached(options: StopOptions, output: Output): Promis
     spinner.stop();
     if (!processAlive(recorded.pid)) removePidFile(pidPath, recorded.pid);
   }
+}
+
+/** An exclusive lock on `<dir>/server.lock`, held until disposed. */
+async function lockStateDir(dir: string): Promise<Disposable> {
+  const path = join(dir, "server.lock");
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(path, { create: true, write: true });
+  } catch (error) {
+    throw new CliError(`Cannot write to the state directory ${dir}: ${(error as Error).message}`);
+  }
+  await file.lock(true);
+  return { [Symbol.dispose]: () => file.close() };
 }
 
 /** Whether something answers GET /health at the server of `wsUrl`. */

@@ -11,7 +11,7 @@ import { CONFIG_VARIABLES, inspectConfig } from "../server/config.ts";
 import type { CliContext } from "./context.ts";
 import { answersHealth } from "./daemon.ts";
 import { examples } from "./help.ts";
-import type { Output } from "./output.ts";
+import { CliError, type Output } from "./output.ts";
 
 export function initCommand(ctx: CliContext) {
   return new Command("init")
@@ -29,16 +29,16 @@ export function initCommand(ctx: CliContext) {
     )
     .action(async (options) => {
       const { dir, force } = options;
-      Deno.mkdirSync(dir, { recursive: true });
-      for (const file of initFiles()) {
-        ctx.output.out(writeFile(join(dir, file.path), file.content, Boolean(force)));
-      }
+      makeDir(dir);
       for (const folder of ["hooks", "templates"]) {
         const path = join(dir, folder);
         if (!exists(path)) {
-          Deno.mkdirSync(path, { recursive: true });
+          makeDir(path);
           ctx.output.out(`created  ${path}/`);
         }
+      }
+      for (const file of initFiles()) {
+        ctx.output.out(writeFile(join(dir, file.path), file.content, Boolean(force)));
       }
       const failed = await runChecks(dir, ctx.output);
       ctx.output.out("");
@@ -103,9 +103,20 @@ export const HOOKS = {
 function writeFile(path: string, content: string, force: boolean): string {
   const existed = exists(path);
   if (existed && !force) return `kept     ${path} (exists; --force overwrites it)`;
-  Deno.mkdirSync(join(path, ".."), { recursive: true });
-  Deno.writeTextFileSync(path, content);
+  try {
+    Deno.writeTextFileSync(path, content);
+  } catch (error) {
+    throw new CliError(`Cannot write ${path}: ${(error as Error).message}`);
+  }
   return `${existed ? "replaced" : "created "} ${path}`;
+}
+
+function makeDir(path: string): void {
+  try {
+    Deno.mkdirSync(path, { recursive: true });
+  } catch (error) {
+    throw new CliError(`Cannot create the directory ${path}: ${(error as Error).message}`);
+  }
 }
 
 function exists(path: string): boolean {

@@ -15,8 +15,9 @@ import { type JobInfo, JobStatus } from "../server/protocol.ts";
 import { positiveInt } from "./args.ts";
 import type { CliContext } from "./context.ts";
 import { examples } from "./help.ts";
+import { Interrupts } from "./interrupts.ts";
 import { EXIT, exitCodeFor, outcomeJson, summarize } from "./outcome.ts";
-import { CliError, formatDuration, type Output, type Paint } from "./output.ts";
+import { CliError, formatDuration, type Output, type Paint, type Spinner } from "./output.ts";
 import { connectTo, resolveTarget, type TargetOptions, withTarget } from "./target.ts";
 
 /** `jobs` and its subcommands. */
@@ -143,10 +144,24 @@ async function attach(
   options: TargetOptions & { quiet?: true; json?: true },
   output: Output,
 ): Promise<number> {
+  // Ctrl-C stops following; the job was started elsewhere and keeps running.
+  const stopFollowing = Promise.withResolvers<number>();
+  // Set once connected; the interrupt handler may run before that.
+  const waiting: { spinner?: Spinner } = {};
+  using interrupts = new Interrupts(() => {
+    waiting.spinner?.stop();
+    if (!options.quiet) {
+      output.err(
+        `cc-executor: stopped following job ${jobId}; it keeps running (cc-executor jobs cancel ${jobId})`,
+      );
+    }
+    stopFollowing.resolve(interrupts.exitCode!);
+  });
   await using client = await connectTo(resolveTarget(options), {
     exitCode: EXIT.EXECUTOR_ERROR,
   });
-  const spinner = output.spinner(`waiting for output from job ${jobId}`);
+  if (interrupts.exitCode !== null) return interrupts.exitCode;
+  const spinner = waiting.spinner = output.spinner(`waiting for output from job ${jobId}`);
   let broken = false;
   const write = (stream: "stdout" | "stderr") => (text: string) => {
     spinner.stop();
@@ -159,25 +174,24 @@ async function attach(
       stopFollowing.resolve(EXIT.BROKEN_PIPE);
     }
   };
-  // Ctrl-C stops following; the job was started elsewhere and keeps running.
-  const stopFollowing = Promise.withResolvers<number>();
-  const onSignal = () => {
-    spinner.stop();
-    if (!options.quiet) {
-      output.err(
-        `cc-executor: stopped following job ${jobId}; it keeps running (cc-executor jobs cancel ${jobId})`,
-      );
-    }
-    stopFollowing.resolve(EXIT.INTERRUPTED);
-  };
-  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
-  for (const signal of signals) Deno.addSignalListener(signal, onSignal);
   try {
     const outcome = client.subscribe(jobId, {
       fromSeq: 0,
       onStdout: write("stdout"),
       onStderr: write("stderr"),
       collect: Boolean(options.json),
+      onSubscribed: ({ missed, replay_from_seq }) => {
+        // The replay buffer is bounded: say so rather than pass off a tail as the whole output.
+        if (missed > 0 && !options.quiet && !options.json) {
+          spinner.stop();
+          output.err(
+            `cc-executor: the server no longer holds the start of job ${jobId}'s output; ` +
+              `replaying from notification ${
+                replay_from_seq ?? "(none)"
+              } (${missed} earlier ones dropped)`,
+          );
+        }
+      },
     });
     const result = await Promise.race([
       rpc(() => outcome, EXIT.EXECUTOR_ERROR),
@@ -187,7 +201,6 @@ async function attach(
     return finish(result, options, output);
   } finally {
     spinner.stop();
-    for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
   }
 }
 

@@ -10,15 +10,19 @@ import { type ExecutorServer, ServerStartError, startServer } from "../server/se
 import { CliError } from "./output.ts";
 import type { Target } from "./target.ts";
 
+/** A server inside this process; disposing of it stops it and every job it runs. */
+export type LocalServer = { server: ExecutorServer; target: Target } & AsyncDisposable;
+
 /** Starts it; `await using` stops it (and any job still running). */
-export async function startLocalServer(
-  exitCode: number,
-): Promise<{ server: ExecutorServer; target: Target } & AsyncDisposable> {
+export async function startLocalServer(exitCode: number): Promise<LocalServer> {
   const token = crypto.randomUUID();
   let server: ExecutorServer;
   try {
-    // The user's settings (shell, limits, ...) apply; the address is private to this process.
-    const config = loadConfig();
+    // The user's settings (shell, limits, ...) apply; the address is private to this process, so
+    // the configured one is neither used nor checked.
+    const config = loadConfig({
+      env: { ...Deno.env.toObject(), CC_EXECUTOR_HOST: "127.0.0.1", CC_EXECUTOR_PORT: "0" },
+    });
     server = await startServer(
       { ...config, host: "127.0.0.1", port: 0, token },
       { logger: createLogger(config.logLevel === "debug" ? "debug" : "warn") },

@@ -17,6 +17,8 @@ import { ErrorCode, type ExecuteParams } from "../server/protocol.ts";
 import { keyValue, positiveInt, seconds } from "./args.ts";
 import type { CliContext } from "./context.ts";
 import { examples } from "./help.ts";
+import { Interrupts } from "./interrupts.ts";
+import type { LocalServer } from "./local.ts";
 import { EXIT, exitCodeFor, outcomeJson, summarize } from "./outcome.ts";
 import { CliError, type Output, UsageError } from "./output.ts";
 import { connectTo, resolveTarget, START_HINT, type Target, withTarget } from "./target.ts";
@@ -93,25 +95,62 @@ async function run(command: string, options: RunOptions, output: Output): Promis
       "run: --local and --detach cannot be used together (the server ends with this command)",
     );
   }
+  // First signal: cancel the job and wait for its outcome. Second: stop waiting (the server
+  // cancels a job whose connection closes; an in-process server's jobs are killed at once).
+  // Later ones are ignored while the in-process server, if any, winds down.
+  const state: FollowState = {
+    cancel: new AbortController(),
+    leave: Promise.withResolvers<void>(),
+    jobId: undefined,
+    brokenPipe: false,
+    interrupts: undefined!,
+  };
+  using interrupts = new Interrupts((count) => {
+    if (count === 1) {
+      if (!options.quiet && state.jobId && !options.detach) {
+        output.err(`cc-executor: canceling job ${state.jobId} (Ctrl-C again to stop waiting)`);
+      }
+      state.cancel.abort();
+    } else if (count === 2) {
+      state.local?.server.jobs.killAll();
+      state.leave.resolve();
+    }
+  });
+  state.interrupts = interrupts;
   // Loaded only here: the server's modules are most of what the CLI would otherwise load at start.
-  const local = options.local
+  const local = state.local = options.local
     ? await (await import("./local.ts")).startLocalServer(EXIT.EXECUTOR_ERROR)
     : undefined;
   try {
     const target = local?.target ?? resolveTarget(options);
     const params = buildParams(command, options, target);
+    const stdin = options.stdinFile !== undefined ? await openStdin(options.stdinFile) : undefined;
     await using client = await connectTo(target, {
       exitCode: EXIT.EXECUTOR_ERROR,
       hint: `${START_HINT}, or run it in-process: cc-executor run --local ${
         JSON.stringify(command)
       }`,
     });
-    const stdin = options.stdinFile !== undefined ? await openStdin(options.stdinFile) : undefined;
+    // Interrupted before anything started: nothing to cancel.
+    if (interrupts.exitCode !== null) return interrupts.exitCode;
+    state.jobId = params.job_id;
     if (options.detach) return await startDetachedJob(client, params, stdin, options, output);
-    return await follow(client, params, stdin, options, output);
+    return await follow(client, params, stdin, state, options, output);
   } finally {
     await local?.[Symbol.asyncDispose]();
   }
+}
+
+interface FollowState {
+  /** Aborted to cancel the job. */
+  cancel: AbortController;
+  /** Resolved to stop waiting for the outcome. */
+  leave: PromiseWithResolvers<void>;
+  jobId: string | undefined;
+  brokenPipe: boolean;
+  interrupts: Interrupts;
+  /** The in-process server of --local. */
+  local?: LocalServer;
 }
 
 function buildParams(command: string, options: RunOptions, target: Target): ExecuteParams {
@@ -141,7 +180,18 @@ async function startDetachedJob(
   output: Output,
 ): Promise<number> {
   const started = await request(() => client.request("execute", params));
-  if (stdin) await feedStdin(client, started.job_id, stdin);
+  if (stdin) {
+    try {
+      await feedStdin(client, started.job_id, stdin, options.stdinFile!);
+    } catch (error) {
+      // Half an input is worse than none: the job must not run on with it.
+      await client.cancel(started.job_id).catch(() => {});
+      if (error instanceof CliError) {
+        throw new CliError(`${error.message}; job ${started.job_id} was canceled`, error.exitCode);
+      }
+      throw error;
+    }
+  }
   if (options.json) output.json(started);
   else output.out(started.job_id);
   return 0;
@@ -151,105 +201,105 @@ async function follow(
   client: ExecutorClient,
   params: ExecuteParams,
   stdin: ReadableStream<Uint8Array> | undefined,
+  state: FollowState,
   options: RunOptions,
   output: Output,
 ): Promise<number> {
   const jobId = params.job_id!;
   const quiet = options.quiet || options.json;
-  const cancel = new AbortController();
-  let exitOverride: number | undefined;
   const write = (stream: "stdout" | "stderr") => (text: string) => {
-    if (quiet || exitOverride === EXIT.BROKEN_PIPE) return;
+    if (quiet || state.brokenPipe) return;
     try {
       output.write(stream, text);
     } catch (error) {
       if (!(error instanceof Deno.errors.BrokenPipe)) throw error;
       // Nobody reads any more (`| head`): stop the job, as SIGPIPE would have stopped it locally.
-      exitOverride = EXIT.BROKEN_PIPE;
-      cancel.abort();
+      state.brokenPipe = true;
+      state.cancel.abort();
     }
   };
-
-  // First Ctrl-C (or SIGTERM/SIGHUP): cancel the job and wait for its outcome. Second: leave now;
-  // the server cancels a job whose connection closes.
-  let interrupts = 0;
-  const leave = Promise.withResolvers<number>();
-  const onSignal = () => {
-    interrupts++;
-    if (interrupts === 1) {
-      exitOverride ??= EXIT.INTERRUPTED;
-      if (!options.quiet) {
-        output.err(`cc-executor: canceling job ${jobId} (Ctrl-C again to stop waiting)`);
-      }
-      cancel.abort();
-    } else {
-      leave.resolve(EXIT.INTERRUPTED);
-    }
-  };
-  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
-  for (const signal of signals) Deno.addSignalListener(signal, onSignal);
-  try {
-    let stdinDone: Promise<void> | undefined;
-    const outcome = client.execute({
-      ...params,
-      onStdout: write("stdout"),
-      onStderr: write("stderr"),
-      onEvent: (event) => {
-        if (event.method === "process.started" && stdin) {
-          stdinDone = feedStdin(client, jobId, stdin);
-        }
-      },
-      signal: cancel.signal,
-      collect: Boolean(options.json),
-    });
-    const result = await Promise.race([request(() => outcome), leave.promise]);
-    if (typeof result === "number") return result;
-    await stdinDone?.catch(() => {});
-    return report(result, options, output, exitOverride);
-  } finally {
-    for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
+  let stdinFailure: CliError | undefined;
+  const outcome = client.execute({
+    ...params,
+    onStdout: write("stdout"),
+    onStderr: write("stderr"),
+    onEvent: (event) => {
+      if (event.method !== "process.started" || !stdin) return;
+      feedStdin(client, jobId, stdin, options.stdinFile!).catch((error) => {
+        // Reading the input failed: the job must not run on with half of it.
+        stdinFailure = error instanceof CliError
+          ? error
+          : new CliError(`--stdin-file ${options.stdinFile}: ${error?.message ?? error}`, 2);
+        state.cancel.abort();
+      });
+    },
+    signal: state.cancel.signal,
+    collect: Boolean(options.json),
+  });
+  const result = await Promise.race([request(() => outcome), state.leave.promise]);
+  if (result === undefined) return state.interrupts.exitCode ?? EXIT.INTERRUPTED;
+  if (stdinFailure) {
+    throw new CliError(`${stdinFailure.message}; job ${jobId} was canceled`, stdinFailure.exitCode);
   }
+  return report(result, options, output, state);
 }
 
 function report(
   outcome: ExecuteOutcome,
   options: RunOptions,
   output: Output,
-  exitOverride: number | undefined,
+  state: FollowState,
 ): number {
   if (options.json) output.json(outcomeJson(outcome, true));
-  else if (!options.quiet && exitOverride !== EXIT.BROKEN_PIPE) {
+  else if (!options.quiet && !state.brokenPipe) {
     const summary = summarize(outcome);
     if (summary) output.err(`cc-executor: ${summary}`);
   }
-  return exitOverride ?? exitCodeFor(outcome);
+  if (state.brokenPipe) return EXIT.BROKEN_PIPE;
+  return state.interrupts.exitCode ?? exitCodeFor(outcome);
 }
 
 /** The file (or this process's stdin) for --stdin-file, opened before the job starts. */
 async function openStdin(path: string): Promise<ReadableStream<Uint8Array>> {
   if (path === "-") return Deno.stdin.readable;
   try {
-    return (await Deno.open(path)).readable;
+    const file = await Deno.open(path);
+    if ((await file.stat()).isDirectory) {
+      file.close();
+      throw new UsageError(`--stdin-file ${path}: is a directory`);
+    }
+    return file.readable;
   } catch (error) {
+    if (error instanceof UsageError) throw error;
     throw new UsageError(`--stdin-file ${path}: ${(error as Error).message}`);
   }
 }
 
-/** Streams `input` into the job's stdin, then closes it. */
+/**
+ * Streams `input` into the job's stdin, then closes it. Input that is not UTF-8 is refused rather
+ * than altered: the protocol carries text, and replacing bytes would change the data silently.
+ */
 async function feedStdin(
   client: ExecutorClient,
   jobId: string,
   input: ReadableStream<Uint8Array>,
+  path: string,
 ): Promise<void> {
   try {
-    // The protocol carries text; the decoder never splits a character across writes.
-    for await (const text of input.pipeThrough(new TextDecoderStream())) {
+    // The decoder never splits a character across writes.
+    for await (const text of input.pipeThrough(new TextDecoderStream("utf-8", { fatal: true }))) {
       await client.input(jobId, text);
     }
     await client.input(jobId, "", { eof: true });
   } catch (error) {
     // The command closed its stdin or ended: what it did not read is its business, as with a pipe.
-    if (error instanceof ExecutorRpcError) return;
+    if (error instanceof ExecutorRpcError || error instanceof ConnectionClosedError) return;
+    if (error instanceof TypeError) {
+      throw new UsageError(
+        `--stdin-file ${path} is not UTF-8 text; the protocol carries text, so binary input ` +
+          "cannot be passed (encode it, e.g. with base64)",
+      );
+    }
     throw error;
   }
 }

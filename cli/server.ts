@@ -5,10 +5,10 @@
  */
 import { Command, Option } from "@commander-js/extra-typings";
 import { ExecutorRpcError } from "../server/client.ts";
-import { ConfigError, loadConfig } from "../server/config.ts";
+import { ConfigError, inspectConfig, loadConfig } from "../server/config.ts";
 import { settlesWithin } from "../server/deadline.ts";
 import type { ServerInfoResult } from "../server/protocol.ts";
-import { seconds } from "./args.ts";
+import { host, port, seconds } from "./args.ts";
 import type { CliContext } from "./context.ts";
 import { pidRecord, startDetached, stopDetached } from "./daemon.ts";
 import { examples } from "./help.ts";
@@ -34,8 +34,12 @@ export function serverCommand(ctx: CliContext) {
     .description(
       "start the server: in the foreground (Ctrl-C stops it and every job it runs), or in the background with --detach",
     )
-    .option("--host <host>", "address to listen on (CC_EXECUTOR_HOST, default 127.0.0.1)")
-    .option("--port <port>", "port to listen on (CC_EXECUTOR_PORT, default 8003; 0: any free port)")
+    .option("--host <host>", "address to listen on (CC_EXECUTOR_HOST, default 127.0.0.1)", host)
+    .option(
+      "--port <port>",
+      "port to listen on (CC_EXECUTOR_PORT, default 8003; 0: any free port)",
+      port,
+    )
     .option(
       "--detach",
       "run in the background: pid file and log in the state directory; returns once it answers",
@@ -101,18 +105,25 @@ export function serverCommand(ctx: CliContext) {
   server
     .command("restart")
     .description("stop the background server (if running) and start it again, on the same address")
-    .option("--host <host>", "address to listen on (default: as before)")
-    .option("--port <port>", "port to listen on (default: as before)")
+    .option("--host <host>", "address to listen on (default: as before)", host)
+    .option("--port <port>", "port to listen on (default: as before)", port)
     .option("--timeout <seconds>", "how long the stop may take before jobs are killed", seconds, 30)
     .addHelpText("after", examples([["cc-executor server restart", ""]]))
     .action(async (options) => {
       const before = readPidFile();
-      await stopDetached({ timeoutMs: options.timeout * 1000 }, ctx.output);
       const previous = before ? new URL(before.url) : undefined;
-      const started = await startDetached({
+      const address = {
         host: options.host ?? previous?.hostname.replace(/^\[(.*)\]$/, "$1"),
         port: options.port ?? previous?.port,
-      }, ctx.output);
+      };
+      // Refuse before stopping anything: a restart that cannot start must not leave no server.
+      const env = Deno.env.toObject();
+      if (address.host !== undefined) env.CC_EXECUTOR_HOST = address.host;
+      if (address.port !== undefined) env.CC_EXECUTOR_PORT = address.port;
+      const problem = inspectConfig({ env }).problems[0];
+      if (problem) throw new CliError(`Not restarting: ${problem.message}`);
+      await stopDetached({ timeoutMs: options.timeout * 1000 }, ctx.output);
+      const started = await startDetached(address, ctx.output);
       ctx.output.out(
         `cc-executor ${started.version} restarted (pid ${started.pid}), listening on ${started.url}`,
       );
@@ -157,7 +168,8 @@ async function startForeground(
       forced.resolve();
     }
   };
-  const stopSignals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  // SIGHUP too: closing the terminal must stop the jobs, not orphan them.
+  const stopSignals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
   for (const signal of stopSignals) Deno.addSignalListener(signal, onSignal);
   const stopped = server.finished.then(() => server.shutdown());
   // Killed groups end within moments; whatever still holds up shutdown after that (a peer that
@@ -199,8 +211,13 @@ async function status(options: { url?: string; token?: string; json?: true }, ou
     const response = await fetch(httpUrl(target.url, "/health"), {
       signal: AbortSignal.timeout(3000),
     });
-    if (response.ok) health = await response.json();
-    else await response.body?.cancel();
+    const body = response.ok ? await response.json().catch(() => null) : null;
+    if (body?.status === "ok" && typeof body.version === "string") health = body;
+    else {
+      if (!response.bodyUsed) await response.body?.cancel();
+      report.note = `something answers at ${target.url} (HTTP ${response.status} for /health) ` +
+        "but it is not a cc-executor server";
+    }
   } catch {
     // Nothing answers: down.
   }
@@ -233,7 +250,9 @@ async function status(options: { url?: string; token?: string; json?: true }, ou
     output.json(report);
   } else if (report.status === "down") {
     const paint = output.paint("stdout");
-    output.out(`cc-executor: ${paint.red("down")} (nothing answers at ${report.url})`);
+    output.out(
+      `cc-executor: ${paint.red("down")} (${report.note ?? `nothing answers at ${report.url}`})`,
+    );
     output.err(`${START_HINT}.`);
   } else {
     const paint = output.paint("stdout");

@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import { z } from "zod";
-import { readEnv } from "./output.ts";
+import { CliError, readEnv } from "./output.ts";
 
 /** `CC_EXECUTOR_STATE_DIR`, else `$XDG_STATE_HOME/cc-executor`, else `~/.local/state/cc-executor`. */
 export function stateDir(): string {
@@ -16,7 +16,7 @@ export function stateDir(): string {
   if (xdg) return join(xdg, "cc-executor");
   const home = readEnv("HOME");
   if (!home) {
-    throw new Error("Cannot find a state directory: set CC_EXECUTOR_STATE_DIR or HOME");
+    throw new CliError("Cannot find a state directory: set CC_EXECUTOR_STATE_DIR or HOME");
   }
   return join(home, ".local", "state", "cc-executor");
 }
@@ -46,7 +46,7 @@ export function readPidFile(path = pidFilePath()): PidFile | null {
     text = Deno.readTextFileSync(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return null;
-    throw error;
+    throw new CliError(`Cannot read the pid file ${path}: ${(error as Error).message}`);
   }
   try {
     const parsed = PidFile.safeParse(JSON.parse(text));

@@ -9,7 +9,7 @@
 import type { Command, OptionValues } from "@commander-js/extra-typings";
 import { ConnectionClosedError, ExecutorClient } from "../server/client.ts";
 import { CliError, readEnv, UsageError } from "./output.ts";
-import { readPidFile } from "./state.ts";
+import { type PidFile, pidFilePath, readPidFile, recordedServerAlive } from "./state.ts";
 
 export interface TargetOptions {
   url?: string;
@@ -41,10 +41,14 @@ export function withTarget<
 /** Resolves the server to talk to. */
 export function resolveTarget(options: TargetOptions): Target {
   const token = options.token ?? (readEnv("CC_EXECUTOR_TOKEN") || undefined);
-  if (options.url !== undefined) return { url: normalizeUrl(options.url), token, source: "--url" };
+  if (options.url !== undefined) {
+    return { url: normalizeUrl(options.url, "--url"), token, source: "--url" };
+  }
   const fromEnv = readEnv("CC_EXECUTOR_URL");
-  if (fromEnv) return { url: normalizeUrl(fromEnv), token, source: "CC_EXECUTOR_URL" };
-  const detached = readPidFile();
+  if (fromEnv) {
+    return { url: normalizeUrl(fromEnv, "CC_EXECUTOR_URL"), token, source: "CC_EXECUTOR_URL" };
+  }
+  const detached = liveDetachedServer();
   if (detached) return { url: detached.url, token, source: "pid file" };
   const port = readEnv("CC_EXECUTOR_PORT") || "8003";
   return { url: `ws://127.0.0.1:${port}/ws`, token, source: "default" };
@@ -54,19 +58,19 @@ export function resolveTarget(options: TargetOptions): Target {
  * Accepts what people type: `ws://host:port/ws`, `ws://host:port`, `http://host:port`,
  * `host:port`. The path defaults to /ws.
  */
-export function normalizeUrl(text: string): string {
+export function normalizeUrl(text: string, from = "--url"): string {
   const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `ws://${text}`;
   let url: URL;
   try {
     url = new URL(withScheme);
   } catch {
-    throw new UsageError(`Invalid --url ${JSON.stringify(text)}: expected ws://host:port/ws`);
+    throw new UsageError(`Invalid ${from} ${JSON.stringify(text)}: expected ws://host:port/ws`);
   }
   if (url.protocol === "http:") url.protocol = "ws:";
   else if (url.protocol === "https:") url.protocol = "wss:";
   if (url.protocol !== "ws:" && url.protocol !== "wss:") {
     throw new UsageError(
-      `Invalid --url ${JSON.stringify(text)}: expected a ws:// or wss:// address`,
+      `Invalid ${from} ${JSON.stringify(text)}: expected a ws:// or wss:// address`,
     );
   }
   if (url.pathname === "/" || url.pathname === "") url.pathname = "/ws";
@@ -79,6 +83,21 @@ export function httpUrl(wsUrl: string, path: string): string {
   url.protocol = url.protocol === "wss:" ? "https:" : "http:";
   url.pathname = path;
   return url.href;
+}
+
+/**
+ * The background server the state directory records, if it is still that server: a record left
+ * by one that died (or an unreadable state directory) must not hide the default address.
+ */
+function liveDetachedServer(): PidFile | null {
+  try {
+    const path = pidFilePath();
+    const record = readPidFile(path);
+    return record && recordedServerAlive(path, record) ? record : null;
+  } catch (error) {
+    if (error instanceof CliError) return null;
+    throw error;
+  }
 }
 
 /** How to get a server, for "nothing is listening" messages. */

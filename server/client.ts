@@ -93,6 +93,11 @@ export interface ExecuteOutcome {
 export interface SubscribeOptions {
   /** Replay from this sequence number; 0 replays everything the server still holds. @default 0 */
   fromSeq?: number;
+  /**
+   * The server's answer, before any replayed notification: where the replay starts and how many
+   * notifications asked for it no longer holds (`missed`).
+   */
+  onSubscribed?: (result: MethodResult<"jobs.subscribe">) => void;
   onEvent?: (event: JobEvent) => void;
   onStdout?: (text: string) => void;
   onStderr?: (text: string) => void;
@@ -263,7 +268,11 @@ export class ExecutorClient implements AsyncDisposable {
   async subscribe(jobId: string, options: SubscribeOptions = {}): Promise<ExecuteOutcome> {
     const watch = this.#watch(jobId, options);
     try {
-      await this.request("jobs.subscribe", { job_id: jobId, from_seq: options.fromSeq ?? 0 });
+      const subscribed = await this.request("jobs.subscribe", {
+        job_id: jobId,
+        from_seq: options.fromSeq ?? 0,
+      });
+      options.onSubscribed?.(subscribed);
       return await watch.outcome;
     } finally {
       watch.stop();

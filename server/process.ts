@@ -84,8 +84,10 @@ export class ProcessGroup implements AsyncDisposable {
    */
   static spawn(spec: SpawnSpec, mode: GroupMode): ProcessGroup {
     const args = ["-c", spec.command];
+    // Found on the server's PATH, not the job's: a job that sets its own PATH still gets its shell.
+    const shell = onServerPath(spec.shell);
     const options: Deno.CommandOptions = {
-      args: mode === "setsid" ? [spec.shell, ...args] : args,
+      args: mode === "setsid" ? [shell, ...args] : args,
       cwd: spec.cwd,
       env: spec.env,
       stdin: spec.pipeStdin ? "piped" : "null",
@@ -93,7 +95,7 @@ export class ProcessGroup implements AsyncDisposable {
       stderr: "piped",
       detached: mode === "detached",
     };
-    const program = mode === "setsid" ? "setsid" : spec.shell;
+    const program = mode === "setsid" ? onServerPath("setsid") : shell;
     let child: Deno.ChildProcess;
     try {
       child = new Deno.Command(program, options).spawn();
@@ -214,6 +216,36 @@ export function liveMembers(pgid: number): number | undefined {
   }
   procReadable = true;
   return count;
+}
+
+const resolvedPrograms = new Map<string, string>();
+
+/**
+ * A bare program name as an absolute path on this process's PATH (the name itself when it is not
+ * found there, or is already a path). Deno looks a name up on the child's PATH, which a job may set
+ * to anything.
+ */
+function onServerPath(program: string): string {
+  if (program.includes("/")) return program;
+  let path = resolvedPrograms.get(program);
+  if (path === undefined) {
+    path = program;
+    for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+      if (!dir) continue;
+      try {
+        const candidate = `${dir}/${program}`;
+        const info = Deno.statSync(candidate);
+        if (info.isFile && info.mode !== null && (info.mode & 0o111) !== 0) {
+          path = candidate;
+          break;
+        }
+      } catch {
+        // Not in this directory.
+      }
+    }
+    resolvedPrograms.set(program, path);
+  }
+  return path;
 }
 
 /** Whether a `setsid` binary can be run here; decides the group mode once per server. */

@@ -62,10 +62,12 @@ Deno.test("cli jobs: pause, resume and cancel reach the whole group; cancel wait
 });
 
 Deno.test("cli jobs: cancel --no-wait returns once the cancel is sent", async () => {
-  await using server = await startTestServer({ killGraceMs: 5000 });
+  await using server = await startTestServer({ killGraceMs: 60_000 });
   await using client = await ExecutorClient.connect(server.url);
+  const flag = `${Deno.makeTempDirSync()}/go`;
+  // On SIGTERM it waits for the test's go-ahead, so "still stopping" does not depend on timing.
   await client.request("execute", {
-    command: "trap 'sleep 2; exit 0' TERM; echo ready; sleep 30 & wait",
+    command: `trap 'while [ ! -e "${flag}" ]; do sleep 0.02; done; exit 0' TERM; sleep 30 & wait`,
     job_id: "slow-to-stop",
     detach: true,
   });
@@ -73,9 +75,28 @@ Deno.test("cli jobs: cancel --no-wait returns once the cancel is sent", async ()
   assert.equal(result.code, 0, result.stderr);
   assert.equal(result.stdout, "job slow-to-stop: cancel sent\n");
   const job = server.jobs.get("slow-to-stop");
-  assert.equal(job.status, "running", "still in its grace period when the command returned");
+  assert.equal(job.status, "running", "still stopping when the command returned");
+  Deno.writeTextFileSync(flag, "");
   await job.done;
   assert.equal(job.status, "canceled");
+});
+
+Deno.test("cli jobs: attach says when the start of the output is no longer held", async () => {
+  await using server = await startTestServer({
+    replayBufferBytes: 64 * 1024,
+    finishedReplayBytes: 64 * 1024,
+    chunkBytes: 4096,
+  });
+  await using client = await ExecutorClient.connect(server.url);
+  await client.execute({ command: "seq 1 100000", job_id: "chatty", collect: false });
+  const result = await runCli(["jobs", "attach", "--url", server.url, "chatty"]);
+  assert.equal(result.code, 0);
+  assert.match(
+    result.stderr,
+    /no longer holds the start of job chatty's output; replaying from notification \d+ \(\d+ earlier ones dropped\)/,
+  );
+  assert.ok(result.stdout.endsWith("99999\n100000\n"));
+  assert.ok(!result.stdout.startsWith("1\n"));
 });
 
 Deno.test("cli jobs: attach to an unknown job fails with 125; Ctrl-C stops following, the job runs on", async () => {

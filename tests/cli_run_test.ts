@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { cliCommand, runCli } from "./cli_util.ts";
+import { cliCommand, runCli, startCliServer } from "./cli_util.ts";
 import { groupAlive, startTestServer, waitUntil } from "./test_util.ts";
 
 Deno.test("cli run: exit codes are the command's, 128+signal, 124 on timeout", async () => {
@@ -136,26 +136,33 @@ Deno.test("cli run: --json prints one object with the outcome; --quiet prints no
 
 Deno.test("cli run: --detach prints the job id; jobs attach replays, follows and exits with its code", async () => {
   await using server = await startTestServer();
+  const flag = `${Deno.makeTempDirSync()}/go`;
   const started = await runCli([
     "run",
     "--url",
     server.url,
     "--detach",
-    "echo first; sleep 0.5; echo second >&2; exit 7",
+    // Waits for the test, not for a time: a loaded machine cannot make it finish early.
+    `echo first; while [ ! -e '${flag}' ]; do sleep 0.02; done; echo second >&2; exit 7`,
   ]);
   assert.equal(started.code, 0, started.stderr);
   const jobId = started.stdout.trim();
   assert.match(jobId, /^[0-9a-f-]{36}$/);
   // The starting connection is gone; the job runs on.
   assert.equal(server.jobs.get(jobId).status, "running");
-  const attached = await runCli(["jobs", "attach", "--url", server.url, jobId]);
-  assert.equal(attached.code, 7);
-  assert.equal(attached.stdout, "first\n");
-  assert.equal(attached.stderr, "second\n");
+  const attach = cliCommand(["jobs", "attach", "--url", server.url, jobId]).spawn();
+  const stdout = attach.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  assert.equal((await stdout.read()).value, "first\n", "the replay comes first");
+  Deno.writeTextFileSync(flag, "");
+  const stderr = new Response(attach.stderr).text();
+  assert.equal((await stdout.read()).done, true);
+  assert.equal((await attach.status).code, 7);
+  assert.equal(await stderr, "second\n", "then the live output");
   // Attaching to a finished job replays it.
   const later = await runCli(["jobs", "attach", "--url", server.url, jobId]);
   assert.equal(later.code, 7);
   assert.equal(later.stdout, "first\n");
+  assert.equal(later.stderr, "second\n");
 });
 
 Deno.test("cli run: Ctrl-C cancels the remote job, waits for its outcome, exits 130", async () => {
@@ -227,4 +234,104 @@ Deno.test("cli run: a server that needs a token says so", async () => {
   });
   assert.equal(right.code, 0);
   assert.equal(right.stdout, "ok\n");
+});
+
+Deno.test("cli run: --stdin-file refuses a directory and input that is not UTF-8", async () => {
+  await using server = await startTestServer();
+  const dir = Deno.makeTempDirSync();
+  try {
+    const directory = await runCli(["run", "--url", server.url, "--stdin-file", dir, "cat"]);
+    assert.equal(directory.code, 2);
+    assert.equal(directory.stderr, `cc-executor: --stdin-file ${dir}: is a directory\n`);
+    const binary = `${dir}/binary`;
+    Deno.writeFileSync(binary, new Uint8Array([0x68, 0x69, 0xff, 0xfe, 0x0a]));
+    const result = await runCli(["run", "--url", server.url, "--stdin-file", binary, "cat"]);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /is not UTF-8 text; .*job \S+ was canceled/);
+    assert.doesNotMatch(result.stdout, /\ufffd/, "nothing was altered and passed on");
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli run: a server that dies mid-run ends run with 125 and a clear message", async () => {
+  const { child, url, log } = await startCliServer();
+  const run = cliCommand(["run", "--url", url, "echo $$; sleep 30"]).spawn();
+  const stdout = run.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const pgid = Number((await stdout.read()).value);
+  child.kill("SIGKILL");
+  await child.status;
+  const stderr = new Response(run.stderr).text();
+  while (!(await stdout.read()).done);
+  assert.equal((await run.status).code, 125);
+  assert.match(await stderr, /^cc-executor: Lost the server: connection to .* closed/);
+  await child.stdout.cancel();
+  await log();
+  // The SIGKILLed server could not stop its job; this test does.
+  Deno.kill(-pgid, "SIGKILL");
+});
+
+Deno.test("cli run: SIGTERM cancels the job too, and the exit code says which signal (143)", async () => {
+  await using server = await startTestServer();
+  const child = cliCommand(["run", "--url", server.url, "echo ready; sleep 30"]).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  assert.equal((await reader.read()).value, "ready\n");
+  child.kill("SIGTERM");
+  const stderr = new Response(child.stderr).text();
+  while (!(await reader.read()).done);
+  assert.equal((await child.status).code, 143);
+  await stderr;
+  const [job] = server.jobs.list();
+  assert.equal(job!.status, "canceled");
+  assert.equal(groupAlive(job!.group.pgid), false);
+});
+
+Deno.test("cli run: --local, repeated Ctrl-C while a job ignores SIGTERM: exits, nothing left behind", async () => {
+  const child = cliCommand([
+    "run",
+    "--local",
+    "trap '' TERM INT; echo $$; sleep 30 & wait; sleep 30",
+  ], { env: { CC_EXECUTOR_KILL_GRACE_MS: "60000" } }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const pgid = Number((await reader.read()).value);
+  assert.ok(pgid > 1);
+  assert.equal(groupAlive(pgid), true);
+  // The third would kill a CLI that stopped listening for signals before its server stopped.
+  for (let i = 0; i < 3; i++) {
+    try {
+      child.kill("SIGINT");
+    } catch {
+      break; // Already gone: the second one ended it.
+    }
+    await new Promise((resolve) => setTimeout(resolve, 150));
+  }
+  const stderr = new Response(child.stderr).text();
+  while (!(await reader.read()).done);
+  assert.equal((await child.status).code, 130);
+  await stderr;
+  assert.equal(groupAlive(pgid), false, "the in-process server killed the job before leaving");
+});
+
+Deno.test("cli run: a pid file left by a dead server does not hide the server on the default port", async () => {
+  await using server = await startTestServer();
+  const state = Deno.makeTempDirSync();
+  try {
+    Deno.writeTextFileSync(
+      `${state}/server.pid`,
+      JSON.stringify({
+        pid: 999_999_9,
+        url: "ws://127.0.0.1:1/ws",
+        log: `${state}/server.log`,
+        started_at: new Date().toISOString(),
+        version: "0.0.0",
+      }),
+    );
+    const result = await runCli(["run", "echo reached"], {
+      env: { CC_EXECUTOR_STATE_DIR: state, CC_EXECUTOR_PORT: String(server.addr.port) },
+    });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, "reached\n");
+  } finally {
+    Deno.removeSync(state, { recursive: true });
+  }
 });

@@ -1,40 +1,12 @@
 import assert from "node:assert/strict";
 import { ExecutorClient } from "../server/client.ts";
-import { cliCommand, runCli, tempStateDir } from "./cli_util.ts";
+import { processAlive } from "../cli/state.ts";
+import { cliCommand, runCli, startCliServer, tempStateDir } from "./cli_util.ts";
 import { groupAlive, waitUntil } from "./test_util.ts";
 
 /** `cc-executor <args>` as a real subprocess, with `env` added. */
 function cli(args: string[], env: Record<string, string> = {}) {
   return cliCommand(args, { env });
-}
-
-/** Starts `server start` on a free port and resolves once it is listening. */
-async function startCliServer(env: Record<string, string> = {}) {
-  const child = cli(["server", "start"], {
-    CC_EXECUTOR_PORT: "0",
-    CC_EXECUTOR_KILL_GRACE_MS: "300",
-    ...env,
-  })
-    .spawn();
-  const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let log = "";
-  while (true) {
-    const { value, done } = await lines.read();
-    if (done) throw new Error(`server exited before listening:\n${log}`);
-    log += value;
-    const match = /listening on (ws:\/\/\S+)/.exec(log);
-    if (match) {
-      // Keep draining stderr so the server never blocks on a full pipe.
-      const rest = (async () => {
-        while (true) {
-          const { value, done } = await lines.read();
-          if (done) return log;
-          log += value;
-        }
-      })();
-      return { child, url: match[1]!, log: () => rest };
-    }
-  }
 }
 
 Deno.test("cli server: server start stops every job on SIGTERM, reports them, and exits 0", async () => {
@@ -136,7 +108,7 @@ Deno.test("cli server: a bad configuration value names the variable and exits no
 
 Deno.test("cli server: unknown commands and --help behave like a CLI should", async () => {
   const unknown = await cli(["frobnicate"]).output();
-  assert.notEqual(unknown.code, 0);
+  assert.equal(unknown.code, 2);
   assert.match(new TextDecoder().decode(unknown.stderr), /unknown command 'frobnicate'/);
   const help = await cli(["server", "start", "--help"]).output();
   assert.equal(help.code, 0);
@@ -232,6 +204,99 @@ Deno.test("cli server: restart keeps the address; a taken port fails a detached 
   }
 });
 
+Deno.test("cli server: a hangup (terminal closed) stops a foreground server and its jobs", async () => {
+  const { child, url, log } = await startCliServer();
+  const client = await ExecutorClient.connect(url);
+  const { pgid } = await client.request("execute", { command: "sleep 30", detach: true });
+  child.kill("SIGHUP");
+  assert.equal((await child.status).code, 0);
+  assert.equal(groupAlive(pgid), false, "no job outlives the terminal");
+  await client.closed;
+  await child.stdout.cancel();
+  await log();
+});
+
+Deno.test("cli server: two detached starts at once give one server; the other says it is running", async () => {
+  const state = tempStateDir();
+  const env = { CC_EXECUTOR_STATE_DIR: state };
+  try {
+    const [first, second] = await Promise.all([
+      runCli(["server", "start", "--detach", "--port", "0"], { env }),
+      runCli(["server", "start", "--detach", "--port", "0"], { env }),
+    ]);
+    assert.deepEqual([first.code, second.code].sort(), [0, 1], first.stderr + second.stderr);
+    assert.match(first.stderr + second.stderr, /already running/);
+    const { pid } = JSON.parse(Deno.readTextFileSync(`${state}/server.pid`));
+    assert.equal((await runCli(["server", "stop"], { env })).code, 0);
+    assert.equal(processExists(pid), false);
+    const servers = new TextDecoder().decode(
+      (await new Deno.Command("pgrep", { args: ["-f", `--pid-file ${state}/`] }).output()).stdout,
+    );
+    assert.equal(servers.trim(), "", "no second server left running");
+  } finally {
+    await stopLeftover(state);
+  }
+});
+
+Deno.test("cli server: bad --port is a usage error; a restart that could not start stops nothing", async () => {
+  const state = tempStateDir();
+  const env = { CC_EXECUTOR_STATE_DIR: state };
+  try {
+    const badPort = await runCli(["server", "start", "--port", "70000"], { env });
+    assert.equal(badPort.code, 2);
+    assert.match(badPort.stderr, /--port <port>.*expected a port number between 0 and 65535/);
+
+    assert.equal((await runCli(["server", "start", "--detach", "--port", "0"], { env })).code, 0);
+    const { pid } = JSON.parse(Deno.readTextFileSync(`${state}/server.pid`));
+    const badRestart = await runCli(["server", "restart", "--port", "abc"], { env });
+    assert.equal(badRestart.code, 2);
+    const unsafe = await runCli(["server", "restart", "--host", "0.0.0.0"], { env });
+    assert.equal(unsafe.code, 1);
+    assert.match(unsafe.stderr, /Not restarting: Refusing to listen on 0\.0\.0\.0 without a token/);
+    assert.equal(processExists(pid), true, "the running server was left alone");
+    assert.equal((await runCli(["server", "status"], { env })).code, 0);
+  } finally {
+    await stopLeftover(state);
+  }
+});
+
+Deno.test("cli server: status tells a stale pid file and a foreign HTTP server from a live server", async () => {
+  const state = tempStateDir();
+  const foreign = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => new Response("nope", { status: 404 }),
+  );
+  try {
+    // A record left by a server that died, naming an address where something else now listens.
+    Deno.writeTextFileSync(
+      `${state}/server.pid`,
+      JSON.stringify({
+        pid: 999_999_9,
+        url: `ws://127.0.0.1:${foreign.addr.port}/ws`,
+        log: `${state}/server.log`,
+        started_at: new Date().toISOString(),
+        version: "0.0.0",
+      }),
+    );
+    const env = { CC_EXECUTOR_STATE_DIR: state };
+    const viaDefault = await runCli(["server", "status", "--json"], {
+      env: { ...env, CC_EXECUTOR_PORT: String(foreign.addr.port + 0) },
+    });
+    const report = JSON.parse(viaDefault.stdout);
+    assert.equal(viaDefault.code, 1);
+    assert.equal(report.status, "down");
+    assert.match(report.note, /HTTP 404 for \/health\) but it is not a cc-executor server/);
+    assert.equal(
+      (await runCli(["server", "stop"], { env })).stdout,
+      "no background server is running\n",
+    );
+    assert.throws(() => Deno.statSync(`${state}/server.pid`), Deno.errors.NotFound);
+  } finally {
+    await foreign.shutdown();
+    await stopLeftover(state);
+  }
+});
+
 const hasScript = (() => {
   try {
     return new Deno.Command("script", { args: ["--version"] }).outputSync().success;
@@ -266,13 +331,9 @@ Deno.test({
   },
 });
 
+/** Alive and not a zombie waiting to be reaped. */
 function processExists(pid: number): boolean {
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
+  return processAlive(pid);
 }
 
 /** A failed test must not leave a background server running. */

@@ -617,3 +617,15 @@ Deno.test("cli setup: bad flags and unknown commands are usage errors (exit 2) w
     assert.ok(!result.stderr.includes(STACK_FRAME), where);
   });
 });
+
+Deno.test("cli setup: init into a path that is a file says so, without a stack", async () => {
+  const file = Deno.makeTempFileSync();
+  try {
+    const result = await runCli(["init", "--dir", file]);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, new RegExp(`^cc-executor: Cannot create the directory ${file}: `));
+    assert.ok(!result.stderr.includes(STACK_FRAME), result.stderr);
+  } finally {
+    Deno.removeSync(file);
+  }
+});

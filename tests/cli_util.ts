@@ -58,3 +58,29 @@ export async function runCli(args: string[], options: CliOptions = {}): Promise<
   const decoder = new TextDecoder();
   return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
 }
+
+/** Starts `server start` on a free port and resolves once it is listening. */
+export async function startCliServer(env: Record<string, string> = {}) {
+  const child = cliCommand(["server", "start"], {
+    env: { CC_EXECUTOR_PORT: "0", CC_EXECUTOR_KILL_GRACE_MS: "300", ...env },
+  }).spawn();
+  const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let log = "";
+  while (true) {
+    const { value, done } = await lines.read();
+    if (done) throw new Error(`server exited before listening:\n${log}`);
+    log += value;
+    const match = /listening on (ws:\/\/\S+)/.exec(log);
+    if (match) {
+      // Keep draining stderr so the server never blocks on a full pipe.
+      const rest = (async () => {
+        while (true) {
+          const { value, done } = await lines.read();
+          if (done) return log;
+          log += value;
+        }
+      })();
+      return { child, url: match[1]!, log: () => rest };
+    }
+  }
+}

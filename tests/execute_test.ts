@@ -80,6 +80,17 @@ Deno.test("execute: cwd and env are honoured, env merged over the server's", asy
   }
 });
 
+Deno.test("execute: a job that sets its own PATH still gets the server's shell and setsid", async () => {
+  await using server = await startTestServer();
+  await using client = await RawClient.connect(server.url);
+  const { jobId, done } = await runJob(client, {
+    command: 'echo "$PATH"',
+    env: { PATH: "/nonexistent/bin" },
+  });
+  assert.equal(done.status, "completed", JSON.stringify(done));
+  assert.equal(client.output(jobId), "/nonexistent/bin\n");
+});
+
 Deno.test("execute: a bad cwd is a clear error, not a job", async () => {
   await using server = await startTestServer();
   await using client = await RawClient.connect(server.url);
