@@ -6,7 +6,8 @@
  */
 import { CommanderError } from "@commander-js/extra-typings";
 import { EXIT } from "./cli/outcome.ts";
-import { CliError, createOutput, readEnv } from "./cli/output.ts";
+import { CliError, createOutput } from "./cli/output.ts";
+import { readEnv } from "./server/env.ts";
 import { buildProgram } from "./cli/program.ts";
 
 /** Commander's codes for help and version, which are successes. */

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { readEnv } from "../server/env.ts";
 
 const encoder = new TextEncoder();
 
@@ -190,17 +191,5 @@ class TerminalSpinner implements Spinner {
     this.#stopped = true;
     clearInterval(this.#timer);
     this.onStop();
-  }
-}
-
-/** The variable when env access is already granted; never prompts, never throws. */
-export function readEnv(name: string): string | undefined {
-  try {
-    if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") {
-      return undefined;
-    }
-    return Deno.env.get(name);
-  } catch {
-    return undefined;
   }
 }

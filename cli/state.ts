@@ -6,7 +6,8 @@
  */
 import { join } from "node:path";
 import { z } from "zod";
-import { CliError, readEnv } from "./output.ts";
+import { readEnv } from "../server/env.ts";
+import { CliError } from "./output.ts";
 
 /** `CC_EXECUTOR_STATE_DIR`, else `$XDG_STATE_HOME/cc-executor`, else `~/.local/state/cc-executor`. */
 export function stateDir(): string {

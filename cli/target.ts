@@ -8,7 +8,8 @@
  */
 import type { Command, OptionValues } from "@commander-js/extra-typings";
 import { ConnectionClosedError, ExecutorClient } from "../server/client.ts";
-import { CliError, readEnv, UsageError } from "./output.ts";
+import { readEnv } from "../server/env.ts";
+import { CliError, UsageError } from "./output.ts";
 import { type PidFile, pidFilePath, readPidFile, recordedServerAlive } from "./state.ts";
 
 export interface TargetOptions {

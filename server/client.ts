@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { readEnv } from "./env.ts";
 import {
   type ExecuteParams,
   invalidParamsError,
@@ -441,18 +442,6 @@ function toOutcome(
     truncated: done.truncated,
     bytes: done.bytes,
   };
-}
-
-/** The variable when env access is already granted; never prompts, never throws. */
-function readEnv(name: string): string | undefined {
-  try {
-    if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") {
-      return undefined;
-    }
-    return Deno.env.get(name);
-  } catch {
-    return undefined;
-  }
 }
 
 /** A push-to-pull queue: events pushed by the socket, pulled by `for await`. */
