@@ -448,6 +448,30 @@ Deno.test({
   fn: () => syntaxCheck("fish", "fish"),
 });
 
+Deno.test({
+  name: "cli setup: completions fish completes commands and options in a real fish",
+  ignore: !HAS_FISH,
+  fn: async () => {
+    const generated = await runCli(["completions", "fish"]);
+    const script = Deno.makeTempFileSync({ suffix: ".fish" });
+    try {
+      Deno.writeTextFileSync(script, generated.stdout);
+      const complete = async (line: string) => {
+        const { stdout } = await new Deno.Command("fish", {
+          args: ["--no-config", "-c", `source ${script}; complete -C '${line}'`],
+        }).output();
+        return new TextDecoder().decode(stdout).split("\n").map((l) => l.split("\t")[0]);
+      };
+      assert.deepEqual((await complete("cc-executor ser")).filter(Boolean), ["server"]);
+      const server = await complete("cc-executor server st");
+      for (const word of ["start", "status", "stop"]) assert.ok(server.includes(word), word);
+      assert.ok((await complete("cc-executor run --std")).includes("--stdin-file"));
+    } finally {
+      Deno.removeSync(script);
+    }
+  },
+});
+
 Deno.test("cli setup: completions for an unknown shell is a usage error listing the shells", async () => {
   const result = await runCli(["completions", "powershell"]);
   assert.equal(result.code, 2, show(result));
