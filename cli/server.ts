@@ -196,7 +196,9 @@ interface StatusReport {
   pid?: number;
   sessions?: number;
   running_jobs?: number;
-  store?: string;
+  store?: { backend: string; status: string; pending_writes: number; location?: string };
+  /** Up, but its store is unreachable: jobs run, their records wait. */
+  degraded?: boolean;
   /** Set when the server is the detached one recorded in the state directory. */
   log?: string;
   /** Why the details are partial (no token, ...). */
@@ -212,7 +214,9 @@ async function status(options: { url?: string; token?: string; json?: true }, ou
       signal: AbortSignal.timeout(3000),
     });
     const body = response.ok ? await response.json().catch(() => null) : null;
-    if (body?.status === "ok" && typeof body.version === "string") health = body;
+    const ours = (body?.status === "ok" || body?.status === "degraded") &&
+      typeof body.version === "string";
+    if (ours) health = body;
     else {
       if (!response.bodyUsed) await response.body?.cancel();
       report.note = `something answers at ${target.url} (HTTP ${response.status} for /health) ` +
@@ -227,7 +231,8 @@ async function status(options: { url?: string; token?: string; json?: true }, ou
     report.uptime_ms = health.uptime_ms as number;
     report.sessions = health.sessions as number;
     report.running_jobs = health.running_jobs as number;
-    report.store = health.store as string | undefined;
+    report.store = health.store as StatusReport["store"];
+    report.degraded = health.status === "degraded";
     try {
       await using client = await connectTo(target);
       const info: ServerInfoResult = await client.request("server.info", {});
@@ -263,14 +268,28 @@ async function status(options: { url?: string; token?: string; json?: true }, ou
       ["pid", report.pid?.toString()],
       ["sessions", report.sessions?.toString()],
       ["running jobs", report.running_jobs?.toString()],
-      ["store", report.store],
+      ["store", report.store && describeStore(report.store)],
       ["log", report.log],
     ];
-    output.out(`cc-executor: ${paint.green("up")}`);
+    output.out(
+      `cc-executor: ${
+        report.degraded
+          ? paint.yellow("up, degraded (the store is unreachable)")
+          : paint.green("up")
+      }`,
+    );
     for (const [name, value] of rows) {
       if (value !== undefined) output.out(`  ${(name + ":").padEnd(14)}${value}`);
     }
     if (report.note) output.err(`note: ${report.note}`);
   }
   return report.status === "up" ? 0 : 1;
+}
+
+function describeStore(store: NonNullable<StatusReport["store"]>): string {
+  const where = store.location ? ` ${store.location}` : "";
+  const waiting = store.status === "ok"
+    ? ""
+    : `, ${store.status}: ${store.pending_writes} writes waiting`;
+  return `${store.backend}${where}${waiting}`;
 }

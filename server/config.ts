@@ -5,7 +5,9 @@
  *
  * @module
  */
+import { join } from "node:path";
 import { parseEnv } from "node:util";
+import type { TimeoutPolicy } from "./store/shape.ts";
 import { z } from "zod";
 
 const int = (min: number, max: number) =>
@@ -48,6 +50,30 @@ const ConfigSchema = z.object({
     .describe("Largest output chunk sent in one notification."),
   CC_EXECUTOR_WS_IDLE_TIMEOUT: int(0, 3600).default(30)
     .describe("Seconds between WebSocket pings; a peer that does not answer is dropped (0: off)."),
+  CC_EXECUTOR_HISTORY: z.string().trim().toLowerCase().pipe(z.enum(["on", "off"])).default("on")
+    .describe("off: record no history (jobs still run; history methods say it is off)."),
+  CC_EXECUTOR_DB: z.string().trim().min(1).optional()
+    .describe("The SQLite history file; default ~/.local/share/cc-executor/history.db (XDG)."),
+  REDIS_URL: z.string().trim().regex(/^rediss?:\/\//, "expected redis://host:port or rediss://...")
+    .optional()
+    .describe("Keep history, timing and sessions in this Redis instead of SQLite."),
+  CC_EXECUTOR_REDIS_PREFIX: z.string().min(1).default("cc-executor:")
+    .describe("Prefix of every Redis key, so several deployments can share one Redis."),
+  CC_EXECUTOR_NODE_ID: z.string().trim().min(1).optional()
+    .describe("This server's name in job records; default the host name."),
+  CC_EXECUTOR_ADAPTIVE_TIMEOUT: z.string().trim().toLowerCase().pipe(z.enum(["on", "off"]))
+    .default("on")
+    .describe("on: a request without a timeout gets one estimated from history; off: none."),
+  CC_EXECUTOR_DEFAULT_TIMEOUT: int(1, 2_147_483).default(600)
+    .describe("Seconds, for a command with fewer than 3 successful runs in history."),
+  CC_EXECUTOR_TIMEOUT_FLOOR: int(1, 2_147_483).default(30)
+    .describe("Least timeout, in seconds, that history can estimate."),
+  CC_EXECUTOR_TIMEOUT_CEILING: int(1, 2_147_483).default(3600)
+    .describe("Largest timeout, in seconds, that history can estimate."),
+  CC_EXECUTOR_HISTORY_OUTPUT_BYTES: int(0, 1024 * 1024).default(8192)
+    .describe("Characters of each job's output kept in history, at the start and at the end."),
+  CC_EXECUTOR_HISTORY_RETENTION_DAYS: int(0, 36_500).default(30)
+    .describe("Finished jobs older than this are pruned from history (0: kept forever)."),
 });
 
 /** A variable the server reads, for templates and `config show`. */
@@ -60,7 +86,7 @@ export interface ConfigVariable {
   secret: boolean;
 }
 
-const SECRET_VARIABLES = new Set(["CC_EXECUTOR_TOKEN"]);
+const SECRET_VARIABLES = new Set(["CC_EXECUTOR_TOKEN", "REDIS_URL"]);
 
 /** Every variable the server reads, in a stable order. */
 export const CONFIG_VARIABLES: readonly ConfigVariable[] = Object.entries(ConfigSchema.shape).map(
@@ -90,6 +116,18 @@ export interface ServerConfig {
   coalesceMs: number;
   chunkBytes: number;
   wsIdleTimeoutSeconds: number;
+  /** False: no store at all (CC_EXECUTOR_HISTORY=off). */
+  history: boolean;
+  /** The SQLite file; ":memory:" keeps history in memory (tests). */
+  db: string;
+  /** When set, the store is Redis. */
+  redisUrl: string | undefined;
+  redisPrefix: string;
+  nodeId: string;
+  timeouts: TimeoutPolicy;
+  historyOutputChars: number;
+  /** 0: never prune. */
+  historyRetentionDays: number;
 }
 
 /** A configuration problem, with the variable it concerns. */
@@ -212,6 +250,21 @@ export function inspectConfig(options: LoadConfigOptions = {}): ConfigReport {
       coalesceMs: c.CC_EXECUTOR_COALESCE_MS,
       chunkBytes: c.CC_EXECUTOR_CHUNK_BYTES,
       wsIdleTimeoutSeconds: c.CC_EXECUTOR_WS_IDLE_TIMEOUT,
+      history: c.CC_EXECUTOR_HISTORY === "on",
+      db: c.CC_EXECUTOR_DB ?? defaultDbPath(env),
+      redisUrl: c.REDIS_URL,
+      redisPrefix: c.CC_EXECUTOR_REDIS_PREFIX,
+      nodeId: c.CC_EXECUTOR_NODE_ID ?? hostname(),
+      timeouts: {
+        adaptive: c.CC_EXECUTOR_ADAPTIVE_TIMEOUT === "on",
+        defaultSeconds: c.CC_EXECUTOR_DEFAULT_TIMEOUT,
+        floorSeconds: c.CC_EXECUTOR_TIMEOUT_FLOOR,
+        ceilingSeconds: c.CC_EXECUTOR_TIMEOUT_CEILING,
+        multiplier: 3,
+        minSamples: 3,
+      },
+      historyOutputChars: c.CC_EXECUTOR_HISTORY_OUTPUT_BYTES,
+      historyRetentionDays: c.CC_EXECUTOR_HISTORY_RETENTION_DAYS,
     };
     try {
       validateConfig(candidate);
@@ -237,8 +290,28 @@ export function loadConfig(options: LoadConfigOptions = {}): ServerConfig {
   return report.config!;
 }
 
+/** `$XDG_DATA_HOME/cc-executor/history.db`, else `~/.local/share/cc-executor/history.db`. */
+function defaultDbPath(env: Record<string, string>): string {
+  const base = env.XDG_DATA_HOME || (env.HOME ? join(env.HOME, ".local", "share") : ".");
+  return join(base, "cc-executor", "history.db");
+}
+
+function hostname(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return "localhost";
+  }
+}
+
 /** Cross-field rules, also applied to configurations built in code. */
 export function validateConfig(config: ServerConfig): void {
+  if (config.timeouts.floorSeconds > config.timeouts.ceilingSeconds) {
+    throw new ConfigError(
+      `Invalid configuration: CC_EXECUTOR_TIMEOUT_FLOOR (${config.timeouts.floorSeconds}) must not exceed CC_EXECUTOR_TIMEOUT_CEILING (${config.timeouts.ceilingSeconds})`,
+      "CC_EXECUTOR_TIMEOUT_FLOOR",
+    );
+  }
   if (config.chunkBytes > config.replayBufferBytes) {
     throw new ConfigError(
       `Invalid configuration: CC_EXECUTOR_CHUNK_BYTES (${config.chunkBytes}) must not exceed CC_EXECUTOR_REPLAY_BUFFER_BYTES (${config.replayBufferBytes})`,
@@ -254,9 +327,12 @@ export function validateConfig(config: ServerConfig): void {
   }
 }
 
-/** The defaults, for tests and embedders; `overrides` win. */
+/**
+ * The defaults, for tests and embedders, with history in memory (`db: ":memory:"`) unless
+ * `overrides` says otherwise; `overrides` win.
+ */
 export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConfig {
-  const config = { ...loadConfig({ env: {}, envFile: null }), ...overrides };
+  const config = { ...loadConfig({ env: {}, envFile: null }), db: ":memory:", ...overrides };
   validateConfig(config);
   return config;
 }

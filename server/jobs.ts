@@ -17,6 +17,7 @@ import {
   type ControlType,
   ErrorCode,
   type ExecuteParams,
+  type ExecuteResult,
   type JobInfo,
   type JobStatus,
   type NotificationName,
@@ -26,6 +27,8 @@ import {
   TERMINAL_STATUSES,
 } from "./protocol.ts";
 import { ReplayBuffer, type ReplaySlice } from "./replay.ts";
+import { commandShape, estimateTimeout } from "./store/shape.ts";
+import type { Store } from "./store/store.ts";
 
 /** Someone who receives a job's notifications: in practice a WebSocket session. */
 export interface Subscriber {
@@ -41,6 +44,9 @@ export interface Subscriber {
 
 export type JobManagerConfig = Pick<
   ServerConfig,
+  | "nodeId"
+  | "timeouts"
+  | "historyOutputChars"
   | "maxJobs"
   | "replayBufferBytes"
   | "finishedReplayBytes"
@@ -57,9 +63,14 @@ export interface JobManagerOptions {
   logger: Logger;
   /** @default ProcessGroup.spawn */
   spawn?: (spec: SpawnSpec, mode: GroupMode) => ProcessGroup;
+  /** Where every job is recorded; without one, jobs live in memory only. */
+  store?: Store;
   /** Milliseconds since the epoch. @default Date.now */
   now?: () => number;
 }
+
+/** Past durations of a command shape the timeout estimate looks at. */
+const TIMING_SAMPLES = 200;
 
 /** Most a pipe read returns at once (Linux's default pipe capacity). */
 const READ_BUFFER_BYTES = 64 * 1024;
@@ -98,6 +109,11 @@ export class Job {
   reason: string | null = null;
   truncated = false;
   readonly bytes: ByteCounts = { stdout: 0, stderr: 0 };
+  /** The effective wall-clock limit and where it came from. */
+  readonly timeout: ExecuteResult["timeout"];
+  /** The start and the end of the output (both streams, in order), bounded, for history. */
+  outputHead = "";
+  outputTail = "";
 
   #seq = 0;
   /** Set once `process.completed` has been emitted. */
@@ -129,8 +145,10 @@ export class Job {
     owner: string,
     group: ProcessGroup,
     replayBufferBytes: number,
+    timeout: ExecuteResult["timeout"],
   ) {
     this.#manager = manager;
+    this.timeout = timeout;
     this.id = id;
     this.command = params.command;
     this.cwd = params.cwd ?? null;
@@ -244,10 +262,16 @@ export class Job {
       cwd: this.cwd,
     });
     if (this.group.stdin) this.#openStdin(params);
-    if (params.timeout !== undefined) {
+    const { seconds, source } = this.timeout;
+    if (seconds !== null) {
+      const why = source === "history"
+        ? " (estimated from this command's history)"
+        : source === "default"
+        ? " (the default timeout: no timeout was given)"
+        : "";
       this.#wallTimer = setTimeout(
-        () => this.terminate("timed_out", `timed out after ${params.timeout}s`),
-        params.timeout * 1000,
+        () => this.terminate("timed_out", `timed out after ${seconds}s${why}`),
+        seconds * 1000,
       );
     }
     if (params.idle_timeout !== undefined) this.#armIdleTimer(params.idle_timeout * 1000);
@@ -359,13 +383,31 @@ export class Job {
     }
     this.#outputBudget -= bytes.length;
     if (cut) this.truncated = true;
+    const data = decoder.decode(bytes);
+    this.#keepForHistory(data);
     this.#emit("process.output", {
       stream,
       type: stream,
       offset,
-      data: decoder.decode(bytes),
+      data,
       ...(cut ? { truncated: true } : {}),
     });
+  }
+
+  /** The first and last `historyOutputChars` characters of the output, for the job's record. */
+  #keepForHistory(data: string): void {
+    const limit = this.#manager.config.historyOutputChars;
+    if (limit === 0) return;
+    if (this.outputHead.length < limit) {
+      const room = limit - this.outputHead.length;
+      this.outputHead += data.slice(0, room);
+      data = data.slice(room);
+      if (data.length === 0) return;
+    }
+    // Past the head: the tail is what follows it, last `limit` characters of it.
+    this.outputTail = data.length >= limit
+      ? data.slice(-limit)
+      : (this.outputTail + data).slice(-limit);
   }
 
   async #run(graceMs: number): Promise<void> {
@@ -630,6 +672,11 @@ export class JobManager {
   #running = new Set<Job>();
   #finishedOrder: string[] = [];
   #shuttingDown = false;
+  /** Jobs being recorded and spawned, by id: they hold a slot and a retry waits for them. */
+  #starting = new Map<string, Promise<Job>>();
+  /** Record writes of finished jobs not yet acknowledged by the store. */
+  #pendingRecords = new Set<Promise<void>>();
+  readonly #store: Store | undefined;
 
   constructor(options: JobManagerOptions) {
     this.config = options.config;
@@ -638,6 +685,7 @@ export class JobManager {
     this.shell = options.shell;
     this.groupMode = options.groupMode;
     this.#spawn = options.spawn ?? ProcessGroup.spawn;
+    this.#store = options.store;
   }
 
   get runningCount(): number {
@@ -661,15 +709,18 @@ export class JobManager {
 
   /**
    * Starts a job, or returns the existing one when `job_id` names a job with
-   * the same command (a retried execute must not run the command twice).
+   * the same command (a retried execute must not run the command twice). The
+   * job's record is in the store before its process is spawned.
    *
    * @throws {RpcError} SHUTTING_DOWN, JOB_ID_CONFLICT, TOO_MANY_JOBS, INVALID_CWD, SPAWN_FAILED
    */
-  start(params: ExecuteParams, owner: string): { job: Job; existing: boolean } {
+  async start(params: ExecuteParams, owner: string): Promise<{ job: Job; existing: boolean }> {
     if (this.#shuttingDown) {
       throw new RpcError(ErrorCode.SHUTTING_DOWN, "Cannot execute: the server is shutting down");
     }
     if (params.job_id !== undefined) {
+      // A retry racing the first attempt waits for it, then follows the same job.
+      await this.#starting.get(params.job_id)?.catch(() => {});
       const existing = this.#jobs.get(params.job_id);
       if (existing) {
         if (existing.command !== params.command) {
@@ -682,16 +733,48 @@ export class JobManager {
         return { job: existing, existing: true };
       }
     }
-    if (this.#running.size >= this.config.maxJobs) {
+    // Jobs still being recorded hold their slot, so the limit holds across the awaits below.
+    const busy = this.#running.size + this.#starting.size;
+    if (busy >= this.config.maxJobs) {
       throw new RpcError(
         ErrorCode.TOO_MANY_JOBS,
-        `Cannot execute: ${this.#running.size} jobs are running, the limit (CC_EXECUTOR_MAX_JOBS) is ${this.config.maxJobs}`,
-        { running: this.#running.size, limit: this.config.maxJobs },
+        `Cannot execute: ${busy} jobs are running, the limit (CC_EXECUTOR_MAX_JOBS) is ${this.config.maxJobs}`,
+        { running: busy, limit: this.config.maxJobs },
       );
     }
     if (params.cwd !== undefined) checkCwd(params.cwd);
+    const id = params.job_id ?? crypto.randomUUID();
+    const starting = this.#launch(id, params, owner);
+    this.#starting.set(id, starting);
+    try {
+      return { job: await starting, existing: false };
+    } finally {
+      this.#starting.delete(id);
+    }
+  }
+
+  async #launch(id: string, params: ExecuteParams, owner: string): Promise<Job> {
+    const shape = commandShape(params.command);
+    const timeout = await this.#timeoutFor(params, shape);
+    const startedAt = this.now();
+    await this.#record("jobStarted", () =>
+      this.#store?.jobStarted({
+        job_id: id,
+        command: params.command,
+        shape,
+        cwd: params.cwd ?? null,
+        session_id: owner,
+        node_id: this.config.nodeId,
+        server_pid: Deno.pid,
+        started_at: startedAt,
+        timeout_s: timeout.seconds,
+        timeout_source: timeout.source,
+      }));
     let group: ProcessGroup;
     try {
+      if (this.#shuttingDown) {
+        throw new RpcError(ErrorCode.SHUTTING_DOWN, "Cannot execute: the server is shutting down");
+      }
       group = this.#spawn({
         shell: this.shell,
         command: params.command,
@@ -700,29 +783,96 @@ export class JobManager {
         pipeStdin: params.stdin !== undefined || params.keep_stdin_open === true,
       }, this.groupMode);
     } catch (error) {
-      throw new RpcError(ErrorCode.SPAWN_FAILED, `Cannot execute: ${(error as Error).message}`, {
-        shell: this.shell,
-        group_mode: this.groupMode,
-      });
+      const refusal = error instanceof RpcError ? error : new RpcError(
+        ErrorCode.SPAWN_FAILED,
+        `Cannot execute: ${(error as Error).message}`,
+        { shell: this.shell, group_mode: this.groupMode },
+      );
+      // The record says what happened to the job that never ran.
+      const now = this.now();
+      await this.#record("jobEnded", () =>
+        this.#store?.jobEnded(id, {
+          status: "error",
+          ended_at: now,
+          duration_ms: now - startedAt,
+          exit_code: null,
+          signal: null,
+          reason: refusal.message,
+          bytes_stdout: 0,
+          bytes_stderr: 0,
+          truncated: false,
+          output_head: "",
+          output_tail: "",
+          hooks: null,
+        }));
+      throw refusal;
     }
-    const job = new Job(
-      this,
-      params.job_id ?? crypto.randomUUID(),
-      params,
-      owner,
-      group,
-      this.config.replayBufferBytes,
-    );
+    const job = new Job(this, id, params, owner, group, this.config.replayBufferBytes, timeout);
     this.#jobs.set(job.id, job);
     this.#running.add(job);
     this.logger.debug("job started", { job_id: job.id, pid: group.pid, owner });
     job.start(params, this.config);
-    return { job, existing: false };
+    // The pgid lets a later start stop this group if the server dies before the job ends.
+    await this.#record(
+      "jobSpawned",
+      () => this.#store?.jobSpawned(id, { pid: group.pid, pgid: group.pgid }),
+    );
+    return job;
+  }
+
+  /** The request's timeout, or one estimated from the command shape's history. */
+  async #timeoutFor(params: ExecuteParams, shape: string): Promise<ExecuteResult["timeout"]> {
+    if (params.timeout !== undefined) {
+      return { seconds: params.timeout, source: "request", samples: 0 };
+    }
+    let durations: number[] = [];
+    if (this.config.timeouts.adaptive && this.#store) {
+      try {
+        durations = await this.#store.durations(shape, TIMING_SAMPLES);
+      } catch (error) {
+        // No history to hand (the store is unreachable): the default applies.
+        this.logger.warn("cannot read timing history; using the default timeout", {
+          shape,
+          error: (error as Error).message,
+        });
+      }
+    }
+    const estimate = estimateTimeout(durations, this.config.timeouts);
+    return { seconds: estimate.seconds, source: estimate.source, samples: estimate.samples };
+  }
+
+  /**
+   * Runs one store write. A store that fails does not stop jobs: the failure is logged with the
+   * job it concerns (a backend that queues writes during an outage never fails here).
+   */
+  async #record(what: string, write: () => Promise<void> | undefined): Promise<void> {
+    try {
+      await write();
+    } catch (error) {
+      this.logger.error(`store: ${what} failed`, { error: (error as Error).message });
+    }
   }
 
   /** Called by a job once it has sent its terminal notification. */
   finished(job: Job): void {
     this.#running.delete(job);
+    const record = this.#record("jobEnded", () =>
+      this.#store?.jobEnded(job.id, {
+        status: job.status,
+        ended_at: job.endedAt!,
+        duration_ms: job.endedAt! - job.startedAt,
+        exit_code: job.exitCode,
+        signal: job.signal,
+        reason: job.reason,
+        bytes_stdout: job.bytes.stdout,
+        bytes_stderr: job.bytes.stderr,
+        truncated: job.truncated,
+        output_head: job.outputHead,
+        output_tail: job.outputTail,
+        hooks: null,
+      }));
+    this.#pendingRecords.add(record);
+    record.finally(() => this.#pendingRecords.delete(record));
     this.logger.debug("job finished", {
       job_id: job.id,
       status: job.status,
@@ -742,12 +892,17 @@ export class JobManager {
     }
   }
 
-  /** Stops every job (SIGTERM, grace, SIGKILL) and waits until each has completed. */
+  /**
+   * Stops every job (SIGTERM, grace, SIGKILL) and waits until each has completed and its record
+   * has been written.
+   */
   async shutdown(reason = "server shutting down"): Promise<void> {
     this.#shuttingDown = true;
+    await Promise.all([...this.#starting.values()].map((p) => p.catch(() => {})));
     const running = [...this.#running];
     for (const job of running) job.terminate("canceled", reason);
     await Promise.all(running.map((job) => job.done));
+    await Promise.all(this.#pendingRecords);
   }
 
   /** SIGKILL to every running group, for a second Ctrl-C. */

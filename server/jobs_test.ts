@@ -32,7 +32,7 @@ Deno.test("jobs: a job that fails on our side stops reading, even when held back
       return group;
     },
   });
-  const { job } = jobs.start({ command: "echo hi; sleep 0.2" }, "owner");
+  const { job } = await jobs.start({ command: "echo hi; sleep 0.2" }, "owner");
   job.subscribe(stalled("slow"));
   await job.done;
   assert.equal(job.status, "error");
@@ -65,7 +65,7 @@ Deno.test("jobs: finished jobs keep neither read nor chunk buffers", async () =>
   await settle();
   const before = Deno.memoryUsage().external;
   for (let i = 0; i < 40; i++) {
-    const { job } = jobs.start({ command: "echo out; echo err >&2" }, "owner");
+    const { job } = await jobs.start({ command: "echo out; echo err >&2" }, "owner");
     await job.done;
     assert.equal(job.status, "completed");
   }

@@ -11,6 +11,10 @@ import {
   EmptyParams,
   ErrorCode,
   ExecuteParams,
+  HistoryGetParams,
+  HistoryListParams,
+  HistoryPruneParams,
+  HistoryStatsParams,
   JobsGetParams,
   JobsInputParams,
   JobsListParams,
@@ -22,11 +26,14 @@ import {
   RpcError,
   type ServerInfoResult,
 } from "./protocol.ts";
+import { getHistory, historyStats, listHistory, pruneHistory } from "./history.ts";
 import type { MethodDefinition } from "./rpc.ts";
+import type { Store } from "./store/store.ts";
 import type { MethodContext } from "./session.ts";
 
 export interface MethodDeps {
   jobs: JobManager;
+  store: Store;
   /** Everything `server.info` reports that the job manager does not know. */
   info: () => Omit<ServerInfoResult, "running_jobs">;
 }
@@ -46,12 +53,12 @@ type Table = {
 };
 
 /** The method table the dispatcher serves; `Methods` in protocol.ts lists the same names. */
-export function createMethods({ jobs, info }: MethodDeps): Table {
+export function createMethods({ jobs, store, info }: MethodDeps): Table {
   return {
     execute: {
       params: ExecuteParams,
-      handler: (params, { session, afterResponse }) => {
-        const { job, existing } = jobs.start(params, session.id);
+      handler: async (params, { session, afterResponse }) => {
+        const { job, existing } = await jobs.start(params, session.id);
         session.lastJobId = job.id;
         // The response goes first, then the replay of what the job has sent so far, then live output.
         afterResponse(() => {
@@ -64,6 +71,7 @@ export function createMethods({ jobs, info }: MethodDeps): Table {
           pgid: job.group.pgid,
           status: job.status,
           existing,
+          timeout: job.timeout,
         };
       },
     },
@@ -128,6 +136,26 @@ export function createMethods({ jobs, info }: MethodDeps): Table {
         const written = await job.input(params.data, params.eof ?? false);
         return { job_id: job.id, bytes_written: written, stdin_open: job.stdinOpen };
       },
+    },
+
+    "history.list": {
+      params: HistoryListParams,
+      handler: (params) => listHistory(store, params),
+    },
+
+    "history.get": {
+      params: HistoryGetParams,
+      handler: (params) => getHistory(store, params.job_id, params.include_output ?? false),
+    },
+
+    "history.stats": {
+      params: HistoryStatsParams,
+      handler: (params) => historyStats(store, params.shapes ?? 20),
+    },
+
+    "history.prune": {
+      params: HistoryPruneParams,
+      handler: (params) => pruneHistory(store, params.older_than_seconds, jobs.now()),
     },
 
     "server.info": {

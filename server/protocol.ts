@@ -31,6 +31,8 @@ export const ErrorCode = {
   STDIN_CLOSED: -32007,
   /** The server is stopping and accepts no new jobs. */
   SHUTTING_DOWN: -32008,
+  /** The history store cannot answer (Redis unreachable); jobs still run and are recorded later. */
+  STORE_UNAVAILABLE: -32009,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -108,6 +110,13 @@ export const ExecuteResult = z.object({
   status: JobStatus,
   /** True when `job_id` named a job that already existed, which this connection now follows. */
   existing: z.boolean(),
+  /** The job's wall-clock limit and where it came from (see docs/protocol.md#adaptive-timeouts). */
+  timeout: z.object({
+    seconds: z.number().nullable(),
+    source: z.enum(["request", "history", "default", "none"]),
+    /** Past runs of the same command shape the estimate rests on (0 unless source is history). */
+    samples: z.number().int(),
+  }),
 });
 export type ExecuteResult = z.infer<typeof ExecuteResult>;
 
@@ -192,6 +201,99 @@ export const JobsInputResult = z.object({
   stdin_open: z.boolean(),
 });
 
+// ---------------------------------------------------------------------------
+// History: every job's record, from the store (it outlives the jobs held in memory)
+
+/** A record's status: a job's, or `interrupted` when the server running it died. */
+export const HistoryStatus = z.enum([...JobStatus.options, "interrupted"]);
+export type HistoryStatus = z.infer<typeof HistoryStatus>;
+
+export const HistoryRecord = z.object({
+  job_id: z.string(),
+  command: z.string(),
+  /** The normalised command its timing is kept under, e.g. "npm test". */
+  shape: z.string(),
+  cwd: z.string().nullable(),
+  session_id: z.string().nullable(),
+  node_id: z.string(),
+  status: HistoryStatus,
+  pid: z.number().int().nullable(),
+  pgid: z.number().int().nullable(),
+  started_at: z.string(),
+  ended_at: z.string().nullable(),
+  duration_ms: z.number().nullable(),
+  exit_code: z.number().int().nullable(),
+  signal: z.string().nullable(),
+  reason: z.string().nullable(),
+  bytes: ByteCounts,
+  truncated: z.boolean(),
+  timeout: z.object({
+    seconds: z.number().nullable(),
+    source: z.enum(["request", "history", "default", "none"]),
+  }),
+  hooks: z.unknown(),
+  /** With include_output: the first and last bytes of the output (interleaved), bounded. */
+  output: z.object({ head: z.string(), tail: z.string() }).optional(),
+});
+export type HistoryRecord = z.infer<typeof HistoryRecord>;
+
+export const HistoryListParams = z.strictObject({
+  /** @default 50 */
+  limit: z.number().int().positive().max(1000).optional(),
+  /** `next_cursor` from the previous page. */
+  cursor: z.string().min(1).optional(),
+  status: HistoryStatus.optional(),
+  /** Case-insensitive substring of the command. */
+  search: z.string().min(1).optional(),
+  /** Only jobs started at or after this time (ISO 8601). */
+  since: z.iso.datetime({ offset: true }).optional(),
+});
+export const HistoryListResult = z.object({
+  jobs: z.array(HistoryRecord),
+  next_cursor: z.string().nullable(),
+});
+
+export const HistoryGetParams = z.strictObject({
+  job_id: z.string(),
+  include_output: z.boolean().optional(),
+});
+
+export const HistoryStatsParams = z.strictObject({
+  /** How many command shapes to report, most frequent first. @default 20 */
+  shapes: z.number().int().positive().max(1000).optional(),
+});
+export const HistoryStatsResult = z.object({
+  by_status: z.record(z.string(), z.number().int()),
+  by_shape: z.array(z.object({
+    shape: z.string(),
+    count: z.number().int(),
+    p50_ms: z.number(),
+    p95_ms: z.number(),
+  })),
+});
+export type HistoryStatsResult = z.infer<typeof HistoryStatsResult>;
+
+export const HistoryPruneParams = z.strictObject({
+  /** Delete finished jobs that ended more than this many seconds ago. */
+  older_than_seconds: z.number().positive(),
+});
+export const HistoryPruneResult = z.object({
+  deleted: z.number().int(),
+  /** The cut-off: jobs that ended before it were deleted. */
+  before: z.string(),
+});
+
+export const StoreInfo = z.object({
+  /** "none": history is off (CC_EXECUTOR_HISTORY=off). */
+  backend: z.enum(["sqlite", "redis", "none"]),
+  /** "degraded": the backend is unreachable; writes wait in a queue and are retried. */
+  status: z.enum(["ok", "degraded"]),
+  pending_writes: z.number().int(),
+  dropped_writes: z.number().int(),
+  location: z.string(),
+});
+export type StoreInfo = z.infer<typeof StoreInfo>;
+
 export const EmptyParams = z.strictObject({});
 
 export const ServerInfoResult = z.object({
@@ -202,8 +304,8 @@ export const ServerInfoResult = z.object({
   pid: z.number().int(),
   sessions: z.number().int(),
   running_jobs: z.number().int(),
-  /** Where job records live: "memory" (this process only, lost on restart) until a store is set. */
-  store: z.string(),
+  /** Where job records live, and whether it is reachable. */
+  store: StoreInfo,
   shell: z.string(),
   process_groups: z.enum(["setsid", "detached"]),
   limits: z.object({
@@ -225,6 +327,10 @@ export const Methods = {
   "jobs.subscribe": { params: JobsSubscribeParams, result: JobsSubscribeResult },
   "jobs.unsubscribe": { params: JobsUnsubscribeParams, result: JobsUnsubscribeResult },
   "jobs.input": { params: JobsInputParams, result: JobsInputResult },
+  "history.list": { params: HistoryListParams, result: HistoryListResult },
+  "history.get": { params: HistoryGetParams, result: HistoryRecord },
+  "history.stats": { params: HistoryStatsParams, result: HistoryStatsResult },
+  "history.prune": { params: HistoryPruneParams, result: HistoryPruneResult },
   "server.info": { params: EmptyParams, result: ServerInfoResult },
   ping: { params: EmptyParams, result: PingResult },
   /** Accepted from clients of the earlier cc_executor, which answered pings with `pong`. */

@@ -14,6 +14,10 @@ import { detectGroupMode, type GroupMode, resolveShell } from "./process.ts";
 import { Methods, Notifications } from "./protocol.ts";
 import { createRpcHandler } from "./rpc.ts";
 import { type MethodContext, Session } from "./session.ts";
+import { openStore } from "./store/open.ts";
+import type { Store } from "./store/store.ts";
+import { StoreUpkeep } from "./store/upkeep.ts";
+import { sweepOrphans } from "./sweep.ts";
 import { VERSION } from "./version.ts";
 
 export interface StartServerOptions {
@@ -23,6 +27,8 @@ export interface StartServerOptions {
   shell?: string;
   /** @default detected: "setsid" where the binary exists, else "detached" */
   groupMode?: GroupMode;
+  /** Where jobs are recorded. @default opened from the config (Redis with REDIS_URL, else SQLite); closed at shutdown */
+  store?: Store;
 }
 
 /** A running server. `await using` shuts it down at the end of the block. */
@@ -72,20 +78,53 @@ export async function startServer(
       "no setsid binary found; process groups use Deno's detached spawn, which is slower",
     );
   }
+  let store: Store;
+  try {
+    store = options.store ?? await openStore(config, logger);
+  } catch (error) {
+    throw new ServerStartError(`Cannot start: ${(error as Error).message}`, error);
+  }
+  const ownStore = options.store === undefined;
+  try {
+    return await listen(config, logger, shell, groupMode, store, ownStore);
+  } catch (error) {
+    if (ownStore) await store[Symbol.asyncDispose]();
+    throw error;
+  }
+}
+
+async function listen(
+  config: ServerConfig,
+  logger: Logger,
+  shell: string,
+  groupMode: GroupMode,
+  store: Store,
+  ownStore: boolean,
+): Promise<ExecutorServer> {
+  const swept = await sweepOrphans(store, {
+    nodeId: config.nodeId,
+    killGraceMs: config.killGraceMs,
+    logger,
+  });
+  if (swept.length > 0) {
+    logger.warn("marked jobs of a server that died as interrupted", { jobs: swept.length });
+  }
   const startedAt = performance.now();
-  const jobs = new JobManager({ config, shell, groupMode, logger });
+  const jobs = new JobManager({ config, shell, groupMode, logger, store });
   const sessions = new Set<Session>();
+  const background = new StoreUpkeep(store, config, logger, () => [...sessions].map((s) => s.id));
 
   const handle = createRpcHandler<MethodContext>(
     createMethods({
       jobs,
+      store,
       info: () => ({
         name: "cc-executor",
         version: VERSION,
         uptime_ms: Math.round(performance.now() - startedAt),
         pid: Deno.pid,
         sessions: sessions.size,
-        store: STORE,
+        store: store.health(),
         shell,
         process_groups: groupMode,
         limits: {
@@ -106,14 +145,18 @@ export async function startServer(
     notifications: Object.keys(Notifications),
   };
 
-  const health = () => ({
-    status: "ok",
-    version: VERSION,
-    uptime_ms: Math.round(performance.now() - startedAt),
-    sessions: sessions.size,
-    running_jobs: jobs.runningCount,
-    store: STORE,
-  });
+  const health = () => {
+    const { backend, status, pending_writes } = store.health();
+    return {
+      // Jobs run either way; "degraded" says their records are waiting for the store.
+      status: status === "ok" ? "ok" : "degraded",
+      version: VERSION,
+      uptime_ms: Math.round(performance.now() - startedAt),
+      sessions: sessions.size,
+      running_jobs: jobs.runningCount,
+      store: { backend, status, pending_writes },
+    };
+  };
 
   const onRequest = (request: Request): Response => {
     const { pathname } = new URL(request.url);
@@ -152,11 +195,13 @@ export async function startServer(
       connected: (s) => ({ session_id: s.id, version: VERSION, capabilities }),
       onClose: (s) => {
         sessions.delete(s);
+        background.sessionClosed(s.id);
         jobs.sessionClosed(s.id);
         logger.debug("session closed", { session: s.id });
       },
     });
     sessions.add(session);
+    background.sessionOpened(session.id);
     logger.debug("session opened", { session: session.id });
     return response;
   };
@@ -199,6 +244,8 @@ export async function startServer(
       await jobs.shutdown();
       await Promise.all([...sessions].map((s) => s.close(1001, "server shutting down")));
       await listening.shutdown();
+      await background.stop();
+      if (ownStore) await store[Symbol.asyncDispose]();
       logger.info("stopped");
     })();
 
@@ -211,9 +258,6 @@ export async function startServer(
     [Symbol.asyncDispose]: shutdown,
   };
 }
-
-/** Job records are kept in this process's memory only; the [store] issue adds SQLite and Redis. */
-const STORE = "memory";
 
 /**
  * Deno.kill, which stops process groups, needs an unscoped --allow-run. Without it every cancel

@@ -135,7 +135,8 @@ Deno.test("cli server: start --detach, status, run through it, stop; the pid fil
     assert.equal(report.status, "up");
     assert.equal(report.url, url);
     assert.equal(report.pid, pidFile.pid);
-    assert.equal(report.store, "memory");
+    assert.equal(report.store.backend, "sqlite");
+    assert.equal(report.store.status, "ok");
     assert.equal(report.running_jobs, 0);
 
     const again = await runCli(["server", "start", "--detach", "--port", "0"], { env });

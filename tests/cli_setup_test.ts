@@ -43,7 +43,8 @@ function isolated(
   env: Record<string, string> = {},
   fromFile: string[] = [],
 ): Record<string, string> {
-  const blanks: Record<string, string> = { REDIS_URL: "" };
+  // cli_util sets CC_EXECUTOR_DB for servers the CLI starts; these tests want every default.
+  const blanks: Record<string, string> = { REDIS_URL: "", CC_EXECUTOR_DB: "" };
   for (const { name } of CONFIG_VARIABLES) {
     if (Deno.env.get(name) !== undefined && !fromFile.includes(name)) blanks[name] = "";
   }

@@ -37,6 +37,8 @@ export function cliCommand(
     env: {
       CC_EXECUTOR_ENV_FILE: "/nonexistent/.env",
       CC_EXECUTOR_STATE_DIR: "/nonexistent/state",
+      // Servers started by the CLI keep history in memory unless a test names a file.
+      CC_EXECUTOR_DB: ":memory:",
       NO_COLOR: "1",
       ...options.env,
     },

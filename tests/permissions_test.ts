@@ -13,19 +13,35 @@ function freePort(): number {
   return port;
 }
 
-/** The `deno run` flags of `deno task start:locked`, listening on `port` instead of 8003. */
+/** A home of its own, so the locked server's history file lands in a temporary directory. */
+const home = Deno.makeTempDirSync({ prefix: "cc-executor-home-" });
+
+/**
+ * The `deno run` flags of `deno task start:locked`, listening on `port` instead of 8003, with
+ * `$HOME` expanded as deno task's shell does.
+ */
 function lockedFlags(port: number): string[] {
   const words = lockedTask.split(/\s+/);
   assert.deepEqual(words.slice(0, 2), ["deno", "run"]);
   assert.deepEqual(words.slice(-3), ["main.ts", "server", "start"]);
-  return words.slice(2, -3).map((flag) => flag.replace("127.0.0.1:8003", `127.0.0.1:${port}`));
+  return words.slice(2, -3).map((flag) =>
+    flag.replace("127.0.0.1:8003", `127.0.0.1:${port}`).replaceAll("$HOME", home)
+  );
 }
 
-function server(flags: string[], port: number) {
+function server(flags: string[], port: number, env: Record<string, string> = {}) {
   return new Deno.Command(Deno.execPath(), {
     args: ["run", ...flags, "main.ts", "server", "start"],
     cwd: root.pathname,
-    env: { CC_EXECUTOR_PORT: String(port), CC_EXECUTOR_KILL_GRACE_MS: "300", NO_COLOR: "1" },
+    env: {
+      CC_EXECUTOR_PORT: String(port),
+      CC_EXECUTOR_KILL_GRACE_MS: "300",
+      NO_COLOR: "1",
+      HOME: home,
+      XDG_DATA_HOME: "",
+      CC_EXECUTOR_DB: "",
+      ...env,
+    },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -34,8 +50,11 @@ function server(flags: string[], port: number) {
 
 Deno.test("permissions: the locked-down task runs, streams, cancels and stops groups with nothing more", async () => {
   const flags = lockedFlags(freePort());
-  assert.ok(
-    !flags.some((f) => f === "-A" || f.startsWith("--allow-all") || f.startsWith("--allow-write")),
+  assert.ok(!flags.some((f) => f === "-A" || f.startsWith("--allow-all")));
+  assert.deepEqual(
+    flags.filter((f) => f.startsWith("--allow-write")),
+    [`--allow-write=${home}/.local/share/cc-executor`],
+    "writes only the history database's directory",
   );
   assert.ok(!flags.some((f) => f.startsWith("--allow-ffi") || f.startsWith("--allow-sys")));
   assert.ok(
@@ -67,6 +86,10 @@ Deno.test("permissions: the locked-down task runs, streams, cancels and stops gr
     assert.equal(groupAlive(pgid), false, "signals reach the group under the locked permissions");
     const info = await connected.request("server.info", {});
     assert.equal(info.process_groups, "setsid");
+    assert.equal(info.store.location, `${home}/.local/share/cc-executor/history.db`);
+    assert.equal(info.store.status, "ok");
+    const record = await connected.request("history.get", { job_id: echo.jobId });
+    assert.equal(record.status, "completed", "history is written under the locked permissions");
   } finally {
     child.kill("SIGTERM");
     assert.equal((await child.status).code, 0, await stderr);
@@ -95,7 +118,7 @@ Deno.test("permissions: a listen address outside --allow-net is a clear error", 
     "--allow-net=127.0.0.1:1",
     "--allow-env",
     "--allow-read",
-  ], port).output();
+  ], port, { CC_EXECUTOR_DB: ":memory:" }).output();
   assert.equal(code, 1);
   assert.match(
     new TextDecoder().decode(stderr),

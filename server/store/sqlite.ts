@@ -1,0 +1,354 @@
+/**
+ * The embedded store: one SQLite file (node:sqlite, built into Deno) in WAL
+ * mode, its schema versioned by the migrations below. Writes are synchronous
+ * and cheap (WAL with synchronous=NORMAL: no fsync per commit), so a job's
+ * record is on disk before its process is spawned.
+ *
+ * @module
+ */
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { dirname } from "node:path";
+import { percentile } from "./shape.ts";
+import type {
+  JobEnd,
+  JobRecord,
+  JobSpawned,
+  JobStart,
+  ListPage,
+  ListQuery,
+  RecordStatus,
+  Store,
+  StoreHealth,
+  StoreStats,
+} from "./store.ts";
+import { decodeCursor, encodeCursor } from "./cursor.ts";
+
+/**
+ * Each entry moves the schema one version up; the database records its version in
+ * `PRAGMA user_version`. Never edit an entry that has shipped: add one.
+ */
+const MIGRATIONS: string[] = [
+  `CREATE TABLE jobs (
+     job_id TEXT PRIMARY KEY,
+     command TEXT NOT NULL,
+     shape TEXT NOT NULL,
+     cwd TEXT,
+     session_id TEXT,
+     node_id TEXT NOT NULL,
+     server_pid INTEGER NOT NULL,
+     started_at INTEGER NOT NULL,
+     timeout_s REAL,
+     timeout_source TEXT NOT NULL,
+     status TEXT NOT NULL,
+     pid INTEGER,
+     pgid INTEGER,
+     ended_at INTEGER,
+     duration_ms REAL,
+     exit_code INTEGER,
+     signal TEXT,
+     reason TEXT,
+     bytes_stdout INTEGER NOT NULL DEFAULT 0,
+     bytes_stderr INTEGER NOT NULL DEFAULT 0,
+     truncated INTEGER NOT NULL DEFAULT 0,
+     output_head TEXT NOT NULL DEFAULT '',
+     output_tail TEXT NOT NULL DEFAULT '',
+     hooks TEXT
+   );
+   CREATE INDEX jobs_by_start ON jobs (started_at DESC, job_id DESC);
+   CREATE INDEX jobs_by_status ON jobs (status, started_at DESC);
+   CREATE INDEX jobs_by_shape ON jobs (shape, status, ended_at DESC);
+   CREATE INDEX jobs_running ON jobs (node_id, status) WHERE status = 'running';
+   CREATE TABLE sessions (
+     session_id TEXT PRIMARY KEY,
+     node_id TEXT NOT NULL,
+     expires_at INTEGER NOT NULL
+   );`,
+];
+
+export interface SqliteStoreOptions {
+  /** @default Date.now */
+  now?: () => number;
+}
+
+/** Columns of a listed job (no output). */
+const LIST_COLUMNS = `job_id, command, shape, cwd, session_id, node_id, server_pid, started_at,
+  timeout_s, timeout_source, status, pid, pgid, ended_at, duration_ms, exit_code, signal, reason,
+  bytes_stdout, bytes_stderr, truncated, '' AS output_head, '' AS output_tail, hooks`;
+
+export class SqliteStore implements Store {
+  readonly backend = "sqlite" as const;
+  readonly path: string;
+  #db: DatabaseSync;
+  #now: () => number;
+  #statements = new Map<string, StatementSync>();
+
+  /**
+   * Opens (creating) the database at `path` and brings its schema up to date.
+   * @throws {Error} when the file cannot be opened or its schema is newer than this version knows.
+   */
+  constructor(path: string, options: SqliteStoreOptions = {}) {
+    this.path = path;
+    this.#now = options.now ?? Date.now;
+    if (path !== ":memory:") Deno.mkdirSync(dirname(path), { recursive: true });
+    this.#db = new DatabaseSync(path);
+    // WAL: readers (history) never block the writer; NORMAL: durable across a process crash,
+    // which is what a SIGKILLed server needs, without an fsync per job.
+    this.#db.exec(
+      "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+    );
+    this.#migrate();
+  }
+
+  #migrate(): void {
+    const { user_version: version } = this.#db.prepare("PRAGMA user_version").get() as {
+      user_version: number;
+    };
+    if (version > MIGRATIONS.length) {
+      throw new Error(
+        `${this.path} has schema version ${version}, newer than this cc-executor knows (${MIGRATIONS.length})`,
+      );
+    }
+    for (let next = version; next < MIGRATIONS.length; next++) {
+      this.#db.exec("BEGIN IMMEDIATE");
+      try {
+        this.#db.exec(MIGRATIONS[next]!);
+        this.#db.exec(`PRAGMA user_version = ${next + 1}`);
+        this.#db.exec("COMMIT");
+      } catch (error) {
+        this.#db.exec("ROLLBACK");
+        throw error;
+      }
+    }
+  }
+
+  #statement(sql: string): StatementSync {
+    let statement = this.#statements.get(sql);
+    if (!statement) this.#statements.set(sql, statement = this.#db.prepare(sql));
+    return statement;
+  }
+
+  jobStarted(s: JobStart): Promise<void> {
+    this.#statement(
+      `INSERT OR REPLACE INTO jobs (job_id, command, shape, cwd, session_id, node_id, server_pid,
+         started_at, timeout_s, timeout_source, status)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')`,
+    ).run(
+      s.job_id,
+      s.command,
+      s.shape,
+      s.cwd,
+      s.session_id,
+      s.node_id,
+      s.server_pid,
+      s.started_at,
+      s.timeout_s,
+      s.timeout_source,
+    );
+    return Promise.resolve();
+  }
+
+  jobSpawned(jobId: string, spawned: JobSpawned): Promise<void> {
+    this.#statement("UPDATE jobs SET pid = ?, pgid = ? WHERE job_id = ?").run(
+      spawned.pid,
+      spawned.pgid,
+      jobId,
+    );
+    return Promise.resolve();
+  }
+
+  jobEnded(jobId: string, e: JobEnd): Promise<void> {
+    this.#statement(
+      `UPDATE jobs SET status = ?, ended_at = ?, duration_ms = ?, exit_code = ?, signal = ?,
+         reason = ?, bytes_stdout = ?, bytes_stderr = ?, truncated = ?, output_head = ?,
+         output_tail = ?, hooks = ?
+       WHERE job_id = ?`,
+    ).run(
+      e.status,
+      e.ended_at,
+      e.duration_ms,
+      e.exit_code,
+      e.signal,
+      e.reason,
+      e.bytes_stdout,
+      e.bytes_stderr,
+      e.truncated ? 1 : 0,
+      e.output_head,
+      e.output_tail,
+      e.hooks === null || e.hooks === undefined ? null : JSON.stringify(e.hooks),
+      jobId,
+    );
+    return Promise.resolve();
+  }
+
+  get(jobId: string): Promise<JobRecord | null> {
+    const row = this.#statement("SELECT * FROM jobs WHERE job_id = ?").get(jobId);
+    return Promise.resolve(row ? toRecord(row) : null);
+  }
+
+  list(query: ListQuery): Promise<ListPage> {
+    const where: string[] = [];
+    const args: (string | number)[] = [];
+    if (query.cursor) {
+      const { startedAt, jobId } = decodeCursor(query.cursor);
+      where.push("(started_at < ? OR (started_at = ? AND job_id < ?))");
+      args.push(startedAt, startedAt, jobId);
+    }
+    if (query.status) {
+      where.push("status = ?");
+      args.push(query.status);
+    }
+    if (query.since !== undefined) {
+      where.push("started_at >= ?");
+      args.push(query.since);
+    }
+    if (query.search) {
+      where.push("instr(lower(command), lower(?)) > 0");
+      args.push(query.search);
+    }
+    const rows = this.#db.prepare(
+      `SELECT ${LIST_COLUMNS} FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+       ORDER BY started_at DESC, job_id DESC LIMIT ?`,
+    ).all(...args, query.limit + 1);
+    const jobs = rows.slice(0, query.limit).map(toRecord);
+    const last = jobs.at(-1);
+    return Promise.resolve({
+      jobs,
+      next_cursor: rows.length > query.limit && last
+        ? encodeCursor(last.started_at, last.job_id)
+        : null,
+    });
+  }
+
+  orphans(nodeId: string, serverPid: number): Promise<JobRecord[]> {
+    const rows = this.#statement(
+      "SELECT * FROM jobs WHERE status = 'running' AND node_id = ? AND server_pid != ?",
+    ).all(nodeId, serverPid);
+    return Promise.resolve(rows.map(toRecord));
+  }
+
+  markInterrupted(jobId: string, endedAt: number, reason: string): Promise<void> {
+    this.#statement(
+      `UPDATE jobs SET status = 'interrupted', ended_at = ?, duration_ms = ? - started_at,
+         reason = ? WHERE job_id = ? AND status = 'running'`,
+    ).run(endedAt, endedAt, reason, jobId);
+    return Promise.resolve();
+  }
+
+  durations(shape: string, limit: number): Promise<number[]> {
+    const rows = this.#statement(
+      `SELECT duration_ms FROM jobs WHERE shape = ? AND status = 'completed'
+       ORDER BY ended_at DESC LIMIT ?`,
+    ).all(shape, limit) as { duration_ms: number }[];
+    return Promise.resolve(rows.map((row) => row.duration_ms));
+  }
+
+  stats(options: { shapes: number }): Promise<StoreStats> {
+    const byStatus: StoreStats["by_status"] = {};
+    const statusRows = this.#statement("SELECT status, count(*) AS n FROM jobs GROUP BY status")
+      .all() as { status: RecordStatus; n: number }[];
+    for (const row of statusRows) byStatus[row.status] = row.n;
+    const shapeRows = this.#statement(
+      `SELECT shape, count(*) AS n FROM jobs WHERE status = 'completed'
+       GROUP BY shape ORDER BY n DESC, shape LIMIT ?`,
+    ).all(options.shapes) as { shape: string; n: number }[];
+    const by_shape = shapeRows.map((row) => {
+      // Percentiles over the recent runs, as the adaptive timeout sees them.
+      const durations = (this.#statement(
+        `SELECT duration_ms FROM jobs WHERE shape = ? AND status = 'completed'
+         ORDER BY ended_at DESC LIMIT 1000`,
+      ).all(row.shape) as { duration_ms: number }[]).map((r) => r.duration_ms);
+      return {
+        shape: row.shape,
+        count: row.n,
+        p50_ms: percentile(durations, 50),
+        p95_ms: percentile(durations, 95),
+      };
+    });
+    return Promise.resolve({ by_status: byStatus, by_shape });
+  }
+
+  prune(before: number): Promise<number> {
+    const result = this.#statement(
+      "DELETE FROM jobs WHERE status != 'running' AND ended_at < ?",
+    ).run(before);
+    return Promise.resolve(Number(result.changes));
+  }
+
+  sessionOpened(sessionId: string, nodeId: string, ttlMs: number): Promise<void> {
+    this.#statement(
+      "INSERT OR REPLACE INTO sessions (session_id, node_id, expires_at) VALUES (?, ?, ?)",
+    ).run(sessionId, nodeId, this.#now() + ttlMs);
+    return Promise.resolve();
+  }
+
+  heartbeat(sessionIds: string[], ttlMs: number): Promise<void> {
+    const expires = this.#now() + ttlMs;
+    const update = this.#statement("UPDATE sessions SET expires_at = ? WHERE session_id = ?");
+    this.#db.exec("BEGIN");
+    try {
+      for (const id of sessionIds) update.run(expires, id);
+      // Expired sessions (of a server that died) are dropped here rather than by a scan.
+      this.#statement("DELETE FROM sessions WHERE expires_at < ?").run(this.#now());
+      this.#db.exec("COMMIT");
+    } catch (error) {
+      this.#db.exec("ROLLBACK");
+      throw error;
+    }
+    return Promise.resolve();
+  }
+
+  sessionClosed(sessionId: string): Promise<void> {
+    this.#statement("DELETE FROM sessions WHERE session_id = ?").run(sessionId);
+    return Promise.resolve();
+  }
+
+  liveSessions(): Promise<number> {
+    const row = this.#statement("SELECT count(*) AS n FROM sessions WHERE expires_at >= ?")
+      .get(this.#now()) as { n: number };
+    return Promise.resolve(row.n);
+  }
+
+  health(): StoreHealth {
+    return {
+      backend: "sqlite",
+      status: "ok",
+      pending_writes: 0,
+      dropped_writes: 0,
+      location: this.path,
+    };
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    if (this.#db.isOpen) this.#db.close();
+    return Promise.resolve();
+  }
+}
+
+function toRecord(row: Record<string, unknown>): JobRecord {
+  return {
+    job_id: row.job_id as string,
+    command: row.command as string,
+    shape: row.shape as string,
+    cwd: (row.cwd as string | null) ?? null,
+    session_id: (row.session_id as string | null) ?? null,
+    node_id: row.node_id as string,
+    server_pid: Number(row.server_pid),
+    started_at: Number(row.started_at),
+    timeout_s: row.timeout_s === null ? null : Number(row.timeout_s),
+    timeout_source: row.timeout_source as JobRecord["timeout_source"],
+    status: row.status as RecordStatus,
+    pid: row.pid === null ? null : Number(row.pid),
+    pgid: row.pgid === null ? null : Number(row.pgid),
+    ended_at: row.ended_at === null ? null : Number(row.ended_at),
+    duration_ms: row.duration_ms === null ? null : Number(row.duration_ms),
+    exit_code: row.exit_code === null ? null : Number(row.exit_code),
+    signal: (row.signal as string | null) ?? null,
+    reason: (row.reason as string | null) ?? null,
+    bytes_stdout: Number(row.bytes_stdout),
+    bytes_stderr: Number(row.bytes_stderr),
+    truncated: Boolean(row.truncated),
+    output_head: row.output_head as string,
+    output_tail: row.output_tail as string,
+    hooks: row.hooks === null || row.hooks === undefined ? null : JSON.parse(row.hooks as string),
+  };
+}

@@ -1,0 +1,166 @@
+/**
+ * The store: the durable record of every job (history), the timing
+ * statistics behind adaptive timeouts, and the sessions a server holds. Two
+ * backends implement it, SQLite (embedded, the default) and Redis (shared by
+ * several servers); tests/store_contract_test.ts runs the same suite against
+ * both.
+ *
+ * @module
+ */
+import type { JobStatus } from "../protocol.ts";
+
+/** A job's record status: a job's own status, or `interrupted` when its server died under it. */
+export type RecordStatus = JobStatus | "interrupted";
+
+/** Where an `execute`'s effective timeout came from. */
+export type TimeoutSource = "request" | "history" | "default" | "none";
+
+/** What is known when a job is about to start; written before its process is spawned. */
+export interface JobStart {
+  job_id: string;
+  command: string;
+  /** The normalised command (see shape.ts), the key of the timing statistics. */
+  shape: string;
+  cwd: string | null;
+  session_id: string | null;
+  /** Which server runs it (CC_EXECUTOR_NODE_ID, default the host name). */
+  node_id: string;
+  /** That server's process id: a record whose server process is gone is swept as interrupted. */
+  server_pid: number;
+  /** Epoch milliseconds. */
+  started_at: number;
+  /** The effective wall-clock limit in seconds, null for none. */
+  timeout_s: number | null;
+  timeout_source: TimeoutSource;
+}
+
+/** Written once the process exists, so a sweep after a crash can stop its group. */
+export interface JobSpawned {
+  pid: number;
+  pgid: number;
+}
+
+/** Written when the job has ended. */
+export interface JobEnd {
+  status: JobStatus;
+  /** Epoch milliseconds. */
+  ended_at: number;
+  duration_ms: number;
+  exit_code: number | null;
+  signal: string | null;
+  reason: string | null;
+  bytes_stdout: number;
+  bytes_stderr: number;
+  truncated: boolean;
+  /** The first bytes of the output (stdout and stderr interleaved), bounded. */
+  output_head: string;
+  /** The last bytes of the output, bounded; empty when the head already holds all of it. */
+  output_tail: string;
+  /** What hooks attached to the job (JSON), null when none ran. */
+  hooks: unknown;
+}
+
+/** A job's record as the store returns it. */
+export interface JobRecord extends JobStart {
+  status: RecordStatus;
+  pid: number | null;
+  pgid: number | null;
+  ended_at: number | null;
+  duration_ms: number | null;
+  exit_code: number | null;
+  signal: string | null;
+  reason: string | null;
+  bytes_stdout: number;
+  bytes_stderr: number;
+  truncated: boolean;
+  output_head: string;
+  output_tail: string;
+  hooks: unknown;
+}
+
+export interface ListQuery {
+  /** At most this many, newest first. */
+  limit: number;
+  /** From `next_cursor` of the previous page. */
+  cursor?: string;
+  status?: RecordStatus;
+  /** Case-insensitive substring of the command. */
+  search?: string;
+  /** Only jobs started at or after this epoch-millisecond time. */
+  since?: number;
+}
+
+export interface ListPage {
+  /** Newest first, without output_head/output_tail (empty strings). */
+  jobs: JobRecord[];
+  /** Pass back as `cursor` for the next page; null on the last page. */
+  next_cursor: string | null;
+}
+
+/** Timing of one command shape. */
+export interface ShapeStats {
+  shape: string;
+  count: number;
+  p50_ms: number;
+  p95_ms: number;
+}
+
+export interface StoreStats {
+  /** Jobs per status. */
+  by_status: Partial<Record<RecordStatus, number>>;
+  /** The most frequent shapes, most frequent first. */
+  by_shape: ShapeStats[];
+}
+
+/** "none": CC_EXECUTOR_HISTORY=off. */
+export type StoreBackend = "sqlite" | "redis" | "none";
+
+/** The health of the store, for /health and server.info. */
+export interface StoreHealth {
+  backend: StoreBackend;
+  /** "degraded": the backend is unreachable; writes are queued (see the backend) and retried. */
+  status: "ok" | "degraded";
+  /** Writes waiting for the backend to come back. */
+  pending_writes: number;
+  /** Writes given up on (the queue overflowed); each is also logged. */
+  dropped_writes: number;
+  /** Where: the database file, or the Redis URL without its password. */
+  location: string;
+}
+
+export interface Store extends AsyncDisposable {
+  readonly backend: StoreBackend;
+
+  /** Records a job about to start (status running). */
+  jobStarted(start: JobStart): Promise<void>;
+  /** Adds the process ids once spawned. */
+  jobSpawned(jobId: string, spawned: JobSpawned): Promise<void>;
+  /** Completes the record and feeds the shape's timing statistics. */
+  jobEnded(jobId: string, end: JobEnd): Promise<void>;
+
+  get(jobId: string): Promise<JobRecord | null>;
+  list(query: ListQuery): Promise<ListPage>;
+  /**
+   * Records still `running` that belong to `nodeId` but to a server process other than
+   * `serverPid`: left behind by a server that died. The caller stops their groups and calls
+   * `markInterrupted`.
+   */
+  orphans(nodeId: string, serverPid: number): Promise<JobRecord[]>;
+  markInterrupted(jobId: string, endedAt: number, reason: string): Promise<void>;
+
+  /** The most recent durations (ms) of successful jobs of `shape`, newest first, at most `limit`. */
+  durations(shape: string, limit: number): Promise<number[]>;
+  stats(options: { shapes: number }): Promise<StoreStats>;
+  /** Deletes finished jobs that ended before `before` (epoch ms); resolves to how many. */
+  prune(before: number): Promise<number>;
+
+  /** A session opened on this server; it expires `ttlMs` after the last heartbeat. */
+  sessionOpened(sessionId: string, nodeId: string, ttlMs: number): Promise<void>;
+  /** Extends every given session's expiry (called periodically by the server). */
+  heartbeat(sessionIds: string[], ttlMs: number): Promise<void>;
+  sessionClosed(sessionId: string): Promise<void>;
+  /** Sessions not yet expired, across every server sharing the store. */
+  liveSessions(): Promise<number>;
+
+  health(): StoreHealth;
+}

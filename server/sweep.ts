@@ -1,0 +1,105 @@
+/**
+ * The start-up sweep: a server killed with SIGKILL leaves `running` records
+ * behind, and maybe their process groups. The next server on the same node
+ * marks those records `interrupted` and stops any group still alive from them.
+ *
+ * @module
+ */
+import type { Logger } from "./log.ts";
+import { liveMembers } from "./process.ts";
+import type { JobRecord, Store } from "./store/store.ts";
+
+export interface SweepOptions {
+  nodeId: string;
+  /** Between SIGTERM and SIGKILL. */
+  killGraceMs: number;
+  logger: Logger;
+}
+
+/** Sweeps what dead servers of this node left; resolves to the records it marked. */
+export async function sweepOrphans(store: Store, options: SweepOptions): Promise<JobRecord[]> {
+  let orphans: JobRecord[];
+  try {
+    orphans = await store.orphans(options.nodeId, Deno.pid);
+  } catch (error) {
+    options.logger.warn("cannot look for jobs left by a previous server", {
+      error: (error as Error).message,
+    });
+    return [];
+  }
+  // Another server on this node sharing the store is alive: its jobs are its own business.
+  const dead = orphans.filter((record) => !processRunning(record.server_pid));
+  await Promise.all(dead.map(async (record) => {
+    const stopped = record.pgid !== null && ownsGroup(record)
+      ? await stopGroup(record.pgid, options.killGraceMs)
+      : false;
+    const reason = `the server (pid ${record.server_pid}) stopped without ending the job; ${
+      stopped ? "its process group was stopped at the next start" : "no process of it was left"
+    }`;
+    await store.markInterrupted(record.job_id, Date.now(), reason);
+    options.logger.warn("job interrupted by a server crash", {
+      job_id: record.job_id,
+      pgid: record.pgid,
+      stopped,
+    });
+  }));
+  return dead;
+}
+
+/**
+ * Whether group `pgid` is still the job's: its leader (pid = pgid) started when the job did. A
+ * pgid can be reused after a reboot or a long time; a group whose leader is gone but whose
+ * members live on can only be the job's (a new group needs a leader with that pid).
+ */
+function ownsGroup(record: JobRecord): boolean {
+  const pgid = record.pgid!;
+  const started = processStartedAt(pgid);
+  if (started !== null) return Math.abs(started - record.started_at) < 5_000;
+  return (liveMembers(pgid) ?? 0) > 0;
+}
+
+/** SIGTERM to the group, the grace period, SIGKILL; true when something was signalled. */
+async function stopGroup(pgid: number, graceMs: number): Promise<boolean> {
+  if (!signal(pgid, "SIGTERM")) return false;
+  const deadline = performance.now() + graceMs;
+  while ((liveMembers(pgid) ?? 0) > 0 && performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  if ((liveMembers(pgid) ?? 0) > 0) signal(pgid, "SIGKILL");
+  return true;
+}
+
+function signal(pgid: number, name: Deno.Signal): boolean {
+  try {
+    Deno.kill(-pgid, name);
+    return true;
+  } catch {
+    return false; // no such group any more
+  }
+}
+
+function processRunning(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const state = stat.slice(stat.lastIndexOf(")") + 2)[0];
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}
+
+/** When process `pid` started (epoch ms, to within a clock tick), from /proc; null if none. */
+function processStartedAt(pid: number): number | null {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // Field 22 of stat, the start time in clock ticks after boot; 20th after the command name.
+    const ticks = Number(fields[19]);
+    const bootSeconds = Number(/^btime (\d+)$/m.exec(Deno.readTextFileSync("/proc/stat"))?.[1]);
+    if (!Number.isFinite(ticks) || !Number.isFinite(bootSeconds)) return null;
+    // USER_HZ is 100 on every Linux architecture Deno runs on.
+    return bootSeconds * 1000 + ticks * 10;
+  } catch {
+    return null;
+  }
+}

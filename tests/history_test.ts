@@ -1,0 +1,204 @@
+import assert from "node:assert/strict";
+import { ExecutorClient, ExecutorRpcError } from "../server/client.ts";
+import { defaultConfig } from "../server/config.ts";
+import { ErrorCode } from "../server/protocol.ts";
+import { SqliteStore } from "../server/store/sqlite.ts";
+import { startCliServer } from "./cli_util.ts";
+import { groupAlive, startTestServer, waitUntil } from "./test_util.ts";
+
+const policy = defaultConfig().timeouts;
+
+Deno.test("history: a job's record is written as it starts and completed when it ends", async () => {
+  await using server = await startTestServer({ historyOutputChars: 10 });
+  await using client = await ExecutorClient.connect(server.url);
+  const result = await client.execute({
+    command: "printf 0123456789abcdefghijklmnopqrstuvwxyz; echo ERR >&2; exit 3",
+    job_id: "recorded",
+    timeout: 60,
+  });
+  assert.equal(result.exitCode, 3);
+  const record = await client.request("history.get", { job_id: "recorded", include_output: true });
+  assert.equal(record.status, "failed");
+  assert.equal(record.exit_code, 3);
+  assert.equal(record.shape, "printf 0123456789abcdefghijklmnopqrstuvwxyz;".slice(0, 6));
+  assert.equal(record.session_id, client.sessionId);
+  assert.equal(record.node_id, defaultConfig().nodeId);
+  assert.ok(record.pgid! > 0 && record.pid === record.pgid);
+  assert.deepEqual(record.bytes, { stdout: 36, stderr: 4 });
+  assert.deepEqual(record.timeout, { seconds: 60, source: "request" });
+  assert.ok(record.duration_ms! >= 0 && record.ended_at !== null);
+  // The head and tail are bounded (10 characters each here) and together in arrival order.
+  assert.equal(record.output!.head, "0123456789");
+  assert.equal(record.output!.tail, "stuvwxyzERR\n".slice(-10));
+  const listed = await client.request("history.list", { limit: 5 });
+  assert.equal(listed.jobs[0]!.job_id, "recorded");
+  assert.equal(listed.jobs[0]!.output, undefined, "lists carry no output");
+});
+
+Deno.test("history: jobs outlive the in-memory job table, and history.list pages through them", async () => {
+  await using server = await startTestServer({ keepFinishedJobs: 1 });
+  await using client = await ExecutorClient.connect(server.url);
+  for (let i = 0; i < 5; i++) await client.execute({ command: `echo ${i}`, job_id: `job-${i}` });
+  await assert.rejects(client.request("jobs.get", { job_id: "job-0" }), /not found/);
+  assert.equal((await client.request("history.get", { job_id: "job-0" })).status, "completed");
+  const seen: string[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await client.request("history.list", { limit: 2, cursor });
+    seen.push(...page.jobs.map((job) => job.job_id));
+    cursor = page.next_cursor ?? undefined;
+  } while (cursor);
+  assert.deepEqual(seen, ["job-4", "job-3", "job-2", "job-1", "job-0"]);
+  const searched = await client.request("history.list", { search: "ECHO 3" });
+  assert.deepEqual(searched.jobs.map((job) => job.job_id), ["job-3"]);
+  await assert.rejects(client.request("history.list", { cursor: "garbage!" }), (error) => {
+    assert.ok(error instanceof ExecutorRpcError);
+    assert.equal(error.code, ErrorCode.INVALID_PARAMS);
+    return true;
+  });
+  await assert.rejects(client.request("history.get", { job_id: "never" }), (error) => {
+    assert.ok(error instanceof ExecutorRpcError);
+    assert.equal(error.code, ErrorCode.JOB_NOT_FOUND);
+    return true;
+  });
+});
+
+Deno.test("history: without a timeout, a command gets one estimated from its history", async () => {
+  await using server = await startTestServer({
+    timeouts: { ...policy, defaultSeconds: 7, floorSeconds: 1, ceilingSeconds: 5 },
+  });
+  await using client = await ExecutorClient.connect(server.url);
+  const first = await client.request("execute", { command: "sleep 0.05" });
+  assert.deepEqual(first.timeout, { seconds: 7, source: "default", samples: 0 });
+  await server.jobs.get(first.job_id).done;
+  for (let i = 0; i < 2; i++) await client.execute({ command: "sleep 0.05" });
+  // Three successful runs of the shape "sleep": 3 x p95 (about 0.15 s) is below the floor (1 s).
+  const estimated = await client.request("execute", { command: "sleep 0.05" });
+  assert.deepEqual(estimated.timeout, { seconds: 1, source: "history", samples: 3 });
+  await server.jobs.get(estimated.job_id).done;
+  // The estimate is enforced, and the reason says where it came from.
+  const slow = await client.execute({ command: "sleep 0.05; sleep 5" });
+  assert.equal(slow.status, "timed_out");
+  assert.equal(slow.error, "timed out after 1s (estimated from this command's history)");
+  const given = await client.request("execute", { command: "sleep 0.01", timeout: 2 });
+  assert.deepEqual(given.timeout, { seconds: 2, source: "request", samples: 0 });
+  await server.jobs.get(given.job_id).done;
+});
+
+Deno.test("history: with adaptive timeouts off, a request without a timeout has none", async () => {
+  await using server = await startTestServer({ timeouts: { ...policy, adaptive: false } });
+  await using client = await ExecutorClient.connect(server.url);
+  const started = await client.request("execute", { command: "true" });
+  assert.deepEqual(started.timeout, { seconds: null, source: "none", samples: 0 });
+  await server.jobs.get(started.job_id).done;
+});
+
+Deno.test("history: CC_EXECUTOR_HISTORY=off records nothing and says so", async () => {
+  await using server = await startTestServer({ history: false });
+  await using client = await ExecutorClient.connect(server.url);
+  const result = await client.execute({ command: "echo still runs" });
+  assert.equal(result.stdout, "still runs\n");
+  await assert.rejects(client.request("history.list", {}), (error) => {
+    assert.ok(error instanceof ExecutorRpcError);
+    assert.equal(error.code, ErrorCode.STORE_UNAVAILABLE);
+    assert.match(error.message, /history is off/);
+    return true;
+  });
+  assert.equal((await client.request("server.info", {})).store.backend, "none");
+});
+
+Deno.test("history: prune deletes what ended before the cut-off; retention prunes at start", async () => {
+  const dir = Deno.makeTempDirSync();
+  const db = `${dir}/history.db`;
+  try {
+    {
+      await using server = await startTestServer({ db, historyRetentionDays: 0 });
+      await using client = await ExecutorClient.connect(server.url);
+      await client.execute({ command: "echo old", job_id: "old" });
+      const pruned = await client.request("history.prune", { older_than_seconds: 3600 });
+      assert.equal(pruned.deleted, 0, "it ended moments ago");
+    }
+    // Age the record by 40 days, as if the server had been idle since.
+    {
+      await using store = new SqliteStore(db);
+      const record = (await store.get("old"))!;
+      const aged = Date.now() - 40 * 86_400_000;
+      await store.jobStarted({ ...record, started_at: aged - 1000 });
+      await store.jobEnded("old", {
+        status: "completed",
+        ended_at: aged,
+        duration_ms: 1000,
+        exit_code: 0,
+        signal: null,
+        reason: null,
+        bytes_stdout: 4,
+        bytes_stderr: 0,
+        truncated: false,
+        output_head: "old\n",
+        output_tail: "",
+        hooks: null,
+      });
+    }
+    await using server = await startTestServer({ db, historyRetentionDays: 30 });
+    await using client = await ExecutorClient.connect(server.url);
+    await waitUntil(
+      async () => (await client.request("history.list", {})).jobs.length === 0,
+      "the 40-day-old record to be pruned at start",
+    );
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("history: a server killed with SIGKILL leaves its job interrupted at the next start, group stopped", async () => {
+  const dir = Deno.makeTempDirSync();
+  const env = { CC_EXECUTOR_DB: `${dir}/history.db`, CC_EXECUTOR_NODE_ID: "sweep-test" };
+  try {
+    const first = await startCliServer(env);
+    const client = await ExecutorClient.connect(first.url);
+    const started = await client.request("execute", {
+      command: "sleep 60 & sleep 60; wait",
+      job_id: "orphan",
+      detach: true,
+    });
+    first.child.kill("SIGKILL");
+    await first.child.status;
+    await client.closed;
+    await first.child.stdout.cancel();
+    await first.log();
+    assert.equal(groupAlive(started.pgid), true, "a SIGKILLed server cannot stop its groups");
+
+    const second = await startCliServer(env);
+    try {
+      await using again = await ExecutorClient.connect(second.url);
+      const record = await again.request("history.get", { job_id: "orphan" });
+      assert.equal(record.status, "interrupted");
+      assert.match(record.reason!, /stopped without ending the job; its process group was stopped/);
+      assert.equal(groupAlive(started.pgid), false, "the sweep stopped the group");
+    } finally {
+      second.child.kill("SIGTERM");
+      await second.child.status;
+      await second.child.stdout.cancel();
+      await second.log();
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("history: server.info and /health report the store", async () => {
+  await using server = await startTestServer();
+  await using client = await ExecutorClient.connect(server.url);
+  const info = await client.request("server.info", {});
+  assert.deepEqual(info.store, {
+    backend: "sqlite",
+    status: "ok",
+    pending_writes: 0,
+    dropped_writes: 0,
+    location: ":memory:",
+  });
+  const health = await (await fetch(server.url.replace("ws:", "http:").replace(/ws$/, "health")))
+    .json();
+  assert.equal(health.status, "ok");
+  assert.deepEqual(health.store, { backend: "sqlite", status: "ok", pending_writes: 0 });
+});
