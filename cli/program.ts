@@ -10,6 +10,7 @@ import { completionsCommand } from "./completions.ts";
 import { configCommand } from "./config.ts";
 import type { CliContext } from "./context.ts";
 import { examples } from "./help.ts";
+import { historyCommand } from "./history.ts";
 import { initCommand } from "./init.ts";
 import { jobsCommand } from "./jobs.ts";
 import { runCommand } from "./run.ts";
@@ -46,6 +47,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addCommand(serverCommand(ctx))
     .addCommand(runCommand(ctx))
     .addCommand(jobsCommand(ctx))
+    .addCommand(historyCommand(ctx))
     .addCommand(initCommand(ctx))
     .addCommand(configCommand(ctx))
     .addCommand(versionCommand(ctx))
