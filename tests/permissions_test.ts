@@ -113,12 +113,16 @@ Deno.test("permissions: a scoped --allow-run is refused at start with the reason
 
 Deno.test("permissions: a listen address outside --allow-net is a clear error", async () => {
   const port = freePort();
-  const { code, stderr } = await server([
-    "--allow-run",
-    "--allow-net=127.0.0.1:1",
-    "--allow-env",
-    "--allow-read",
-  ], port, { CC_EXECUTOR_DB: ":memory:" }).output();
+  const { code, stderr } = await server(
+    [
+      "--allow-run",
+      "--allow-net=127.0.0.1:1",
+      "--allow-env",
+      "--allow-read",
+    ],
+    port,
+    { CC_EXECUTOR_DB: ":memory:" },
+  ).output();
   assert.equal(code, 1);
   assert.match(
     new TextDecoder().decode(stderr),
