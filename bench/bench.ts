@@ -8,6 +8,7 @@
 import { Command } from "@commander-js/extra-typings";
 import { ExecutorClient } from "../server/client.ts";
 import { measureCliRun } from "./cli_run.ts";
+import { measureStoreCost } from "./store_cost.ts";
 import { type BenchResults, type BenchSettings, renderReport, verdicts } from "./report.ts";
 import { measureLatency, measureOutput, measureRate, measureSlowReader } from "./scenarios.ts";
 import { ServerProcess } from "./server_process.ts";
@@ -16,7 +17,7 @@ import { MiB } from "./stats.ts";
 /** The checkout this bench belongs to: its server is the default one to measure. */
 const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname);
 const DEFAULT_OUT = "docs/performance.md";
-const SCENARIOS = ["a", "b", "c", "d", "e"] as const;
+const SCENARIOS = ["a", "b", "c", "d", "e", "f"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 /** Sized to keep the whole run near a minute on 2 CPUs while p99 still rests on 5+ samples. */
@@ -32,6 +33,8 @@ const FULL: BenchSettings = {
   slow: { bytes: 512 * MiB, chunkBytes: 64 * 1024, intervalMs: 10, seconds: 9 },
   cliSamples: 40,
   cliWarmup: 3,
+  storeRounds: 2,
+  storeSeconds: 4,
 };
 
 /** For trying the bench out, not for the report. */
@@ -47,12 +50,14 @@ const QUICK: BenchSettings = {
   slow: { ...FULL.slow, seconds: 3 },
   cliSamples: 8,
   cliWarmup: 1,
+  storeRounds: 1,
+  storeSeconds: 1,
 };
 
 export async function bench(args: string[]): Promise<number> {
   const program = new Command("bench")
     .description("measure cc-executor against bare spawns and write docs/performance.md")
-    .option("--only <scenarios>", "comma-separated subset of a,b,c,d,e", "a,b,c,d,e")
+    .option("--only <scenarios>", "comma-separated subset of a,b,c,d,e,f", "a,b,c,d,e,f")
     .option("--quick", "fewer samples, for trying the bench out")
     .option(
       "--out <file>",
@@ -83,7 +88,12 @@ export async function bench(args: string[]): Promise<number> {
   log(`starting the server (deno run -A main.ts server start)${describe(overrides)}`);
   if (options.serverDir) log(`server from ${options.serverDir}`);
   const serverDir = options.serverDir ?? ROOT;
-  const server = await ServerProcess.start({ cwd: serverDir });
+  // History goes to a file of the run's own, not the user's.
+  const historyDir = await Deno.makeTempDir({ prefix: "cc-executor-bench-" });
+  const server = await ServerProcess.start({
+    cwd: serverDir,
+    env: { CC_EXECUTOR_DB: `${historyDir}/history.db` },
+  });
   // Ctrl-C during the run: still stop the server (and with it every job) before leaving.
   const onInterrupt = () => {
     log("interrupted: stopping the server");
@@ -115,6 +125,7 @@ export async function bench(args: string[]): Promise<number> {
       output: null,
       slow: null,
       cli: null,
+      store: null,
       rss: [{ after: "start (idle)", bytes: server.rss() }],
     };
     // (d) first, on the fresh server: every other scenario leaves the server's RSS grown (Deno keeps
@@ -161,12 +172,25 @@ export async function bench(args: string[]): Promise<number> {
       });
       results.rss.push({ after: "(e) cli run", bytes: server.rss() });
     }
+    if (run("f")) {
+      log(
+        `(f) store cost: jobs/s with history off, SQLite, Redis; ${settings.storeRounds} x ${settings.storeSeconds} s each`,
+      );
+      results.store = await measureStoreCost({
+        cwd: serverDir,
+        parallel: settings.parallel,
+        seconds: settings.storeSeconds,
+        warmupSeconds: settings.rateWarmupSeconds,
+        rounds: settings.storeRounds,
+      });
+    }
   } catch (error) {
     log(`failed: ${(error as Error)?.stack ?? error}`);
     if (server.output.trim()) log(`the server printed:\n${server.output.trim()}`);
     return 1;
   } finally {
     const status = await server.stop();
+    await Deno.remove(historyDir, { recursive: true });
     Deno.removeSignalListener("SIGINT", onInterrupt);
     log(`server stopped (${status.signal ?? `exit code ${status.code}`})`);
   }

@@ -13,6 +13,7 @@ import type {
   SlowReaderResult,
 } from "./scenarios.ts";
 import type { CliRunResult } from "./cli_run.ts";
+import type { StoreCostBackend, StoreCostResult } from "./store_cost.ts";
 import { fixed, MB, MiB, ratio, type Summary } from "./stats.ts";
 
 export interface Machine {
@@ -48,6 +49,8 @@ export interface BenchSettings {
   slow: SlowReaderOptions;
   cliSamples: number;
   cliWarmup: number;
+  storeRounds: number;
+  storeSeconds: number;
 }
 
 export interface BenchResults {
@@ -62,11 +65,14 @@ export interface BenchResults {
   output: OutputResult | null;
   slow: SlowReaderResult | null;
   cli: CliRunResult | null;
+  store: StoreCostResult | null;
   /** The server's RSS at the start and after each scenario run, in run order. */
   rss: { after: string; bytes: number }[];
 }
 
 export const TARGETS = {
+  /** (f) jobs/s with history recorded, at least this fraction of jobs/s with history off. */
+  storeRatio: 0.9,
   /** (a) p50 latency at most this multiple of the bare spawn's. */
   latencyRatio: 1.5,
   /** (b) at least this fraction of the bare jobs/s. */
@@ -169,7 +175,33 @@ export function verdicts(r: BenchResults): Verdict[] {
       }
       : notRun(eName, "recorded"),
   );
+  for (const backend of ["sqlite", "redis"] as const) {
+    const name = `(f) jobs/s with history in ${backend === "sqlite" ? "SQLite" : "Redis"}`;
+    const target = `>= ${TARGETS.storeRatio}x history off`;
+    const off = r.store && medianRate(r.store, "off");
+    const on = r.store && medianRate(r.store, backend);
+    if (off && on) {
+      out.push({
+        scenario: name,
+        measured: fixed(on, 1),
+        baseline: `${fixed(off, 1)} off`,
+        ratio: ratio(on, off),
+        target,
+        pass: on >= TARGETS.storeRatio * off,
+      });
+    } else {
+      out.push(notRun(name, target));
+    }
+  }
   return out;
+}
+
+/** The median jobs/s of a backend's rounds; null when it did not run. */
+function medianRate(store: StoreCostResult, backend: StoreCostBackend): number | null {
+  const rates = store.rates[backend];
+  if (!rates || rates.length === 0) return null;
+  const sorted = rates.map((x) => x.perSecond).sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
 }
 
 /** The higher of the sampled peak and VmHWM: samples can miss a spike between them. */
@@ -392,6 +424,40 @@ export function renderReport(r: BenchResults): string {
       } ms. A program that runs many commands should keep one`,
       "connection open (ExecutorClient, (a) above) rather than start the CLI per command.",
       "",
+    );
+  } else add("Not run.", "");
+
+  add(
+    `## (f) What history costs: jobs/s with it off, in SQLite, in Redis`,
+    "",
+    `The (b) load (\`echo hi\` over ${s.parallel} connections) through three servers that differ only`,
+    "in their store: `CC_EXECUTOR_HISTORY=off`, SQLite (a file, WAL), and Redis (a real redis-server",
+    "on loopback). Each records every job before it starts and again when it ends, and estimates the",
+    `timeout from history on every \`execute\`. ${s.storeRounds} round(s) of ${s.storeSeconds} s per backend after warm-up,`,
+    "alternating backends; the median round counts.",
+    "",
+  );
+  if (r.store) {
+    const st = r.store;
+    const off = medianRate(st, "off");
+    const row = (name: string, backend: StoreCostBackend) => {
+      const rates = st.rates[backend];
+      const median = medianRate(st, backend);
+      if (!rates || median === null) return `| ${name} | not run | | | |`;
+      const cpu = rates.reduce((sum, x) => sum + (x.serverCpu ?? 0), 0) /
+        rates.reduce((sum, x) => sum + x.jobs, 0);
+      return `| ${name} | ${rates.map((x) => fixed(x.perSecond, 1)).join(" / ")} | ${
+        fixed(median, 1)
+      } | ${off ? ratio(median, off) : ""} | ${fixed(cpu * 1000, 2)} |`;
+    };
+    add(
+      "| Store | rounds, jobs/s | median jobs/s | vs off | server CPU ms/job |",
+      "| --- | ---: | ---: | ---: | ---: |",
+      row("history off", "off"),
+      row("SQLite", "sqlite"),
+      row("Redis", "redis"),
+      "",
+      ...(st.redisSkipped ? [`Redis not measured: ${st.redisSkipped}.`, ""] : []),
     );
   } else add("Not run.", "");
 

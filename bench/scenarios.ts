@@ -60,7 +60,7 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
-async function serverEcho(client: ExecutorClient): Promise<number> {
+export async function serverEcho(client: ExecutorClient): Promise<number> {
   const outcome = await within(
     client.execute({ command: ECHO }),
     10_000,
@@ -166,7 +166,7 @@ export interface RateResult {
 }
 
 /** Runs `parallel` loops of `job` until `seconds` have passed; the jobs in flight then still count. */
-async function rate(
+export async function rate(
   parallel: number,
   seconds: number,
   job: (worker: number) => Promise<unknown>,

@@ -96,6 +96,8 @@ export class SqliteStore implements Store {
     this.#db.exec(
       "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
     );
+    // SQLite's lower() folds ASCII only; search folds case the way JavaScript (and Redis) does.
+    this.#db.function("lower_u", { deterministic: true }, (text) => String(text).toLowerCase());
     this.#migrate();
   }
 
@@ -121,6 +123,15 @@ export class SqliteStore implements Store {
     }
   }
 
+  /** Runs synchronous SQLite work as a Store method: errors (a bad cursor, a broken file) reject. */
+  #run<T>(work: () => T): Promise<T> {
+    try {
+      return Promise.resolve(work());
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
   #statement(sql: string): StatementSync {
     let statement = this.#statements.get(sql);
     if (!statement) this.#statements.set(sql, statement = this.#db.prepare(sql));
@@ -128,184 +139,206 @@ export class SqliteStore implements Store {
   }
 
   jobStarted(s: JobStart): Promise<void> {
-    this.#statement(
-      `INSERT OR REPLACE INTO jobs (job_id, command, shape, cwd, session_id, node_id, server_pid,
-         started_at, timeout_s, timeout_source, status)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')`,
-    ).run(
-      s.job_id,
-      s.command,
-      s.shape,
-      s.cwd,
-      s.session_id,
-      s.node_id,
-      s.server_pid,
-      s.started_at,
-      s.timeout_s,
-      s.timeout_source,
-    );
-    return Promise.resolve();
+    return this.#run(() => {
+      this.#statement(
+        `INSERT OR REPLACE INTO jobs (job_id, command, shape, cwd, session_id, node_id, server_pid,
+           started_at, timeout_s, timeout_source, status)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')`,
+      ).run(
+        s.job_id,
+        s.command,
+        s.shape,
+        s.cwd,
+        s.session_id,
+        s.node_id,
+        s.server_pid,
+        s.started_at,
+        s.timeout_s,
+        s.timeout_source,
+      );
+    });
   }
 
   jobSpawned(jobId: string, spawned: JobSpawned): Promise<void> {
-    this.#statement("UPDATE jobs SET pid = ?, pgid = ? WHERE job_id = ?").run(
-      spawned.pid,
-      spawned.pgid,
-      jobId,
-    );
-    return Promise.resolve();
+    return this.#run(() => {
+      this.#statement("UPDATE jobs SET pid = ?, pgid = ? WHERE job_id = ?").run(
+        spawned.pid,
+        spawned.pgid,
+        jobId,
+      );
+    });
   }
 
   jobEnded(jobId: string, e: JobEnd): Promise<void> {
-    this.#statement(
-      `UPDATE jobs SET status = ?, ended_at = ?, duration_ms = ?, exit_code = ?, signal = ?,
-         reason = ?, bytes_stdout = ?, bytes_stderr = ?, truncated = ?, output_head = ?,
-         output_tail = ?, hooks = ?
-       WHERE job_id = ?`,
-    ).run(
-      e.status,
-      e.ended_at,
-      e.duration_ms,
-      e.exit_code,
-      e.signal,
-      e.reason,
-      e.bytes_stdout,
-      e.bytes_stderr,
-      e.truncated ? 1 : 0,
-      e.output_head,
-      e.output_tail,
-      e.hooks === null || e.hooks === undefined ? null : JSON.stringify(e.hooks),
-      jobId,
-    );
-    return Promise.resolve();
+    return this.#run(() => {
+      this.#statement(
+        `UPDATE jobs SET status = ?, ended_at = ?, duration_ms = ?, exit_code = ?, signal = ?,
+           reason = ?, bytes_stdout = ?, bytes_stderr = ?, truncated = ?, output_head = ?,
+           output_tail = ?, hooks = ?
+         WHERE job_id = ?`,
+      ).run(
+        e.status,
+        e.ended_at,
+        e.duration_ms,
+        e.exit_code,
+        e.signal,
+        e.reason,
+        e.bytes_stdout,
+        e.bytes_stderr,
+        e.truncated ? 1 : 0,
+        e.output_head,
+        e.output_tail,
+        e.hooks === null || e.hooks === undefined ? null : JSON.stringify(e.hooks),
+        jobId,
+      );
+    });
   }
 
   get(jobId: string): Promise<JobRecord | null> {
-    const row = this.#statement("SELECT * FROM jobs WHERE job_id = ?").get(jobId);
-    return Promise.resolve(row ? toRecord(row) : null);
+    return this.#run(() => {
+      const row = this.#statement("SELECT * FROM jobs WHERE job_id = ?").get(jobId);
+      return (row ? toRecord(row) : null);
+    });
   }
 
   list(query: ListQuery): Promise<ListPage> {
-    const where: string[] = [];
-    const args: (string | number)[] = [];
-    if (query.cursor) {
-      const { startedAt, jobId } = decodeCursor(query.cursor);
-      where.push("(started_at < ? OR (started_at = ? AND job_id < ?))");
-      args.push(startedAt, startedAt, jobId);
-    }
-    if (query.status) {
-      where.push("status = ?");
-      args.push(query.status);
-    }
-    if (query.since !== undefined) {
-      where.push("started_at >= ?");
-      args.push(query.since);
-    }
-    if (query.search) {
-      where.push("instr(lower(command), lower(?)) > 0");
-      args.push(query.search);
-    }
-    const rows = this.#db.prepare(
-      `SELECT ${LIST_COLUMNS} FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
-       ORDER BY started_at DESC, job_id DESC LIMIT ?`,
-    ).all(...args, query.limit + 1);
-    const jobs = rows.slice(0, query.limit).map(toRecord);
-    const last = jobs.at(-1);
-    return Promise.resolve({
-      jobs,
-      next_cursor: rows.length > query.limit && last
-        ? encodeCursor(last.started_at, last.job_id)
-        : null,
+    return this.#run(() => {
+      const where: string[] = [];
+      const args: (string | number)[] = [];
+      if (query.cursor) {
+        const { startedAt, jobId } = decodeCursor(query.cursor);
+        where.push("(started_at < ? OR (started_at = ? AND job_id < ?))");
+        args.push(startedAt, startedAt, jobId);
+      }
+      if (query.status) {
+        where.push("status = ?");
+        args.push(query.status);
+      }
+      if (query.since !== undefined) {
+        where.push("started_at >= ?");
+        args.push(query.since);
+      }
+      if (query.search) {
+        where.push("instr(lower(command), lower(?)) > 0");
+        args.push(query.search);
+      }
+      const rows = this.#db.prepare(
+        `SELECT ${LIST_COLUMNS} FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+         ORDER BY started_at DESC, job_id DESC LIMIT ?`,
+      ).all(...args, query.limit + 1);
+      const jobs = rows.slice(0, query.limit).map(toRecord);
+      const last = jobs.at(-1);
+      return ({
+        jobs,
+        next_cursor: rows.length > query.limit && last
+          ? encodeCursor(last.started_at, last.job_id)
+          : null,
+      });
     });
   }
 
   orphans(nodeId: string, serverPid: number): Promise<JobRecord[]> {
-    const rows = this.#statement(
-      "SELECT * FROM jobs WHERE status = 'running' AND node_id = ? AND server_pid != ?",
-    ).all(nodeId, serverPid);
-    return Promise.resolve(rows.map(toRecord));
+    return this.#run(() => {
+      const rows = this.#statement(
+        `SELECT * FROM jobs WHERE status = 'running' AND node_id = ? AND server_pid != ?
+       ORDER BY started_at, job_id`,
+      ).all(nodeId, serverPid);
+      return (rows.map(toRecord));
+    });
   }
 
   markInterrupted(jobId: string, endedAt: number, reason: string): Promise<void> {
-    this.#statement(
-      `UPDATE jobs SET status = 'interrupted', ended_at = ?, duration_ms = ? - started_at,
-         reason = ? WHERE job_id = ? AND status = 'running'`,
-    ).run(endedAt, endedAt, reason, jobId);
-    return Promise.resolve();
+    return this.#run(() => {
+      this.#statement(
+        `UPDATE jobs SET status = 'interrupted', ended_at = ?, duration_ms = ? - started_at,
+           reason = ? WHERE job_id = ? AND status = 'running'`,
+      ).run(endedAt, endedAt, reason, jobId);
+    });
   }
 
   durations(shape: string, limit: number): Promise<number[]> {
-    const rows = this.#statement(
-      `SELECT duration_ms FROM jobs WHERE shape = ? AND status = 'completed'
-       ORDER BY ended_at DESC LIMIT ?`,
-    ).all(shape, limit) as { duration_ms: number }[];
-    return Promise.resolve(rows.map((row) => row.duration_ms));
+    return this.#run(() => {
+      const rows = this.#statement(
+        `SELECT duration_ms FROM jobs WHERE shape = ? AND status = 'completed'
+         ORDER BY ended_at DESC LIMIT ?`,
+      ).all(shape, limit) as { duration_ms: number }[];
+      return (rows.map((row) => row.duration_ms));
+    });
   }
 
   stats(options: { shapes: number }): Promise<StoreStats> {
-    const byStatus: StoreStats["by_status"] = {};
-    const statusRows = this.#statement("SELECT status, count(*) AS n FROM jobs GROUP BY status")
-      .all() as { status: RecordStatus; n: number }[];
-    for (const row of statusRows) byStatus[row.status] = row.n;
-    const shapeRows = this.#statement(
-      `SELECT shape, count(*) AS n FROM jobs WHERE status = 'completed'
-       GROUP BY shape ORDER BY n DESC, shape LIMIT ?`,
-    ).all(options.shapes) as { shape: string; n: number }[];
-    const by_shape = shapeRows.map((row) => {
-      // Percentiles over the recent runs, as the adaptive timeout sees them.
-      const durations = (this.#statement(
-        `SELECT duration_ms FROM jobs WHERE shape = ? AND status = 'completed'
-         ORDER BY ended_at DESC LIMIT 1000`,
-      ).all(row.shape) as { duration_ms: number }[]).map((r) => r.duration_ms);
-      return {
-        shape: row.shape,
-        count: row.n,
-        p50_ms: percentile(durations, 50),
-        p95_ms: percentile(durations, 95),
-      };
+    return this.#run(() => {
+      const byStatus: StoreStats["by_status"] = {};
+      const statusRows = this.#statement("SELECT status, count(*) AS n FROM jobs GROUP BY status")
+        .all() as { status: RecordStatus; n: number }[];
+      for (const row of statusRows) byStatus[row.status] = row.n;
+      const shapeRows = this.#statement(
+        `SELECT shape, count(*) AS n FROM jobs WHERE status = 'completed'
+         GROUP BY shape ORDER BY n DESC, shape LIMIT ?`,
+      ).all(options.shapes) as { shape: string; n: number }[];
+      const by_shape = shapeRows.map((row) => {
+        // Percentiles over the recent runs, as the adaptive timeout sees them.
+        const durations = (this.#statement(
+          `SELECT duration_ms FROM jobs WHERE shape = ? AND status = 'completed'
+           ORDER BY ended_at DESC LIMIT 1000`,
+        ).all(row.shape) as { duration_ms: number }[]).map((r) => r.duration_ms);
+        return {
+          shape: row.shape,
+          count: row.n,
+          p50_ms: percentile(durations, 50),
+          p95_ms: percentile(durations, 95),
+        };
+      });
+      return ({ by_status: byStatus, by_shape });
     });
-    return Promise.resolve({ by_status: byStatus, by_shape });
   }
 
   prune(before: number): Promise<number> {
-    const result = this.#statement(
-      "DELETE FROM jobs WHERE status != 'running' AND ended_at < ?",
-    ).run(before);
-    return Promise.resolve(Number(result.changes));
+    return this.#run(() => {
+      const result = this.#statement(
+        "DELETE FROM jobs WHERE status != 'running' AND ended_at < ?",
+      ).run(before);
+      return (Number(result.changes));
+    });
   }
 
   sessionOpened(sessionId: string, nodeId: string, ttlMs: number): Promise<void> {
-    this.#statement(
-      "INSERT OR REPLACE INTO sessions (session_id, node_id, expires_at) VALUES (?, ?, ?)",
-    ).run(sessionId, nodeId, this.#now() + ttlMs);
-    return Promise.resolve();
+    return this.#run(() => {
+      this.#statement(
+        "INSERT OR REPLACE INTO sessions (session_id, node_id, expires_at) VALUES (?, ?, ?)",
+      ).run(sessionId, nodeId, this.#now() + ttlMs);
+    });
   }
 
   heartbeat(sessionIds: string[], ttlMs: number): Promise<void> {
-    const expires = this.#now() + ttlMs;
-    const update = this.#statement("UPDATE sessions SET expires_at = ? WHERE session_id = ?");
-    this.#db.exec("BEGIN");
-    try {
-      for (const id of sessionIds) update.run(expires, id);
-      // Expired sessions (of a server that died) are dropped here rather than by a scan.
-      this.#statement("DELETE FROM sessions WHERE expires_at < ?").run(this.#now());
-      this.#db.exec("COMMIT");
-    } catch (error) {
-      this.#db.exec("ROLLBACK");
-      throw error;
-    }
-    return Promise.resolve();
+    return this.#run(() => {
+      const expires = this.#now() + ttlMs;
+      const update = this.#statement("UPDATE sessions SET expires_at = ? WHERE session_id = ?");
+      this.#db.exec("BEGIN");
+      try {
+        for (const id of sessionIds) update.run(expires, id);
+        // Expired sessions (of a server that died) are dropped here rather than by a scan.
+        this.#statement("DELETE FROM sessions WHERE expires_at < ?").run(this.#now());
+        this.#db.exec("COMMIT");
+      } catch (error) {
+        this.#db.exec("ROLLBACK");
+        throw error;
+      }
+    });
   }
 
   sessionClosed(sessionId: string): Promise<void> {
-    this.#statement("DELETE FROM sessions WHERE session_id = ?").run(sessionId);
-    return Promise.resolve();
+    return this.#run(() => {
+      this.#statement("DELETE FROM sessions WHERE session_id = ?").run(sessionId);
+    });
   }
 
   liveSessions(): Promise<number> {
-    const row = this.#statement("SELECT count(*) AS n FROM sessions WHERE expires_at >= ?")
-      .get(this.#now()) as { n: number };
-    return Promise.resolve(row.n);
+    return this.#run(() => {
+      const row = this.#statement("SELECT count(*) AS n FROM sessions WHERE expires_at >= ?")
+        .get(this.#now()) as { n: number };
+      return (row.n);
+    });
   }
 
   health(): StoreHealth {

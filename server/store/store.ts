@@ -145,13 +145,17 @@ export interface Store extends AsyncDisposable {
    * `serverPid`: left behind by a server that died. The caller stops their groups and calls
    * `markInterrupted`.
    */
-  orphans(nodeId: string, serverPid: number): Promise<JobRecord[]>;
+  orphans(nodeId: string, serverPid: number): Promise<JobRecord[]>; // oldest first
   markInterrupted(jobId: string, endedAt: number, reason: string): Promise<void>;
 
   /** The most recent durations (ms) of successful jobs of `shape`, newest first, at most `limit`. */
   durations(shape: string, limit: number): Promise<number[]>;
   stats(options: { shapes: number }): Promise<StoreStats>;
-  /** Deletes finished jobs that ended before `before` (epoch ms); resolves to how many. */
+  /**
+   * Deletes finished jobs that ended before `before` (epoch ms); resolves to how many. Rejects
+   * when the backend is unreachable (never queued). Timing statistics may outlive the records
+   * (Redis keeps its per-shape duration lists; SQLite computes them from the records).
+   */
   prune(before: number): Promise<number>;
 
   /** A session opened on this server; it expires `ttlMs` after the last heartbeat. */
