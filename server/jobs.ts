@@ -69,6 +69,12 @@ export interface JobManagerOptions {
   now?: () => number;
 }
 
+/** Waits between tries of a store write that failed (then it is given up and logged). */
+const RECORD_RETRIES_MS = [100, 300, 700, 1500];
+
+/** Shapes whose cut-short timeout is remembered (the oldest is forgotten first). */
+const CUT_SHORT_KEPT = 1000;
+
 /** Past durations of a command shape the timeout estimate looks at. */
 const TIMING_SAMPLES = 200;
 
@@ -674,6 +680,13 @@ export class JobManager {
   #shuttingDown = false;
   /** Jobs being recorded and spawned, by id: they hold a slot and a retry waits for them. */
   #starting = new Map<string, Promise<Job>>();
+  /**
+   * Shapes whose last estimated timeout cut a run short, with that timeout: the next estimate is
+   * at least 3 times it (up to the ceiling), so a shape that got slower is not killed every time.
+   */
+  #cutShort = new Map<string, number>();
+  /** Each job's store writes in flight, chained so they land in order. */
+  #recordChains = new Map<string, Promise<void>>();
   /** Record writes of finished jobs not yet acknowledged by the store. */
   #pendingRecords = new Set<Promise<void>>();
   readonly #store: Store | undefined;
@@ -719,8 +732,12 @@ export class JobManager {
       throw new RpcError(ErrorCode.SHUTTING_DOWN, "Cannot execute: the server is shutting down");
     }
     if (params.job_id !== undefined) {
-      // A retry racing the first attempt waits for it, then follows the same job.
-      await this.#starting.get(params.job_id)?.catch(() => {});
+      // A retry racing the first attempt waits for it, then follows the same job. Only a start
+      // actually in progress is awaited: any await here would let two requests in one batch both
+      // pass the checks below before either registers.
+      for (let inProgress; (inProgress = this.#starting.get(params.job_id));) {
+        await inProgress.catch(() => {});
+      }
       const existing = this.#jobs.get(params.job_id);
       if (existing) {
         if (existing.command !== params.command) {
@@ -744,7 +761,7 @@ export class JobManager {
     }
     if (params.cwd !== undefined) checkCwd(params.cwd);
     const id = params.job_id ?? crypto.randomUUID();
-    const starting = this.#launch(id, params, owner);
+    const starting = this.#launch(id, params, owner, params.job_id !== undefined);
     this.#starting.set(id, starting);
     try {
       return { job: await starting, existing: false };
@@ -753,11 +770,19 @@ export class JobManager {
     }
   }
 
-  async #launch(id: string, params: ExecuteParams, owner: string): Promise<Job> {
+  async #launch(
+    id: string,
+    params: ExecuteParams,
+    owner: string,
+    clientChosenId: boolean,
+  ): Promise<Job> {
+    // A job id is never reused: a record in history (the job left memory, or another server
+    // sharing the store ran it) must not be overwritten by a new job.
+    if (clientChosenId) await this.#checkIdUnused(id);
     const shape = commandShape(params.command);
     const timeout = await this.#timeoutFor(params, shape);
     const startedAt = this.now();
-    await this.#record("jobStarted", () =>
+    await this.#record("jobStarted", id, () =>
       this.#store?.jobStarted({
         job_id: id,
         command: params.command,
@@ -790,7 +815,7 @@ export class JobManager {
       );
       // The record says what happened to the job that never ran.
       const now = this.now();
-      await this.#record("jobEnded", () =>
+      await this.#record("jobEnded", id, () =>
         this.#store?.jobEnded(id, {
           status: "error",
           ended_at: now,
@@ -812,12 +837,29 @@ export class JobManager {
     this.#running.add(job);
     this.logger.debug("job started", { job_id: job.id, pid: group.pid, owner });
     job.start(params, this.config);
-    // The pgid lets a later start stop this group if the server dies before the job ends.
-    await this.#record(
+    // The pgid lets a later start stop this group if the server dies before the job ends. Not
+    // awaited: the job runs already, and its writes are chained in order.
+    this.#trackRecord(this.#record(
       "jobSpawned",
+      id,
       () => this.#store?.jobSpawned(id, { pid: group.pid, pgid: group.pgid }),
-    );
+    ));
     return job;
+  }
+
+  async #checkIdUnused(id: string): Promise<void> {
+    let recorded;
+    try {
+      recorded = await this.#store?.get(id);
+    } catch {
+      return; // History is unavailable (or off): what is in memory was checked already.
+    }
+    if (!recorded) return;
+    throw new RpcError(
+      ErrorCode.JOB_ID_CONFLICT,
+      `Cannot execute: job_id "${id}" was already used (status: ${recorded.status}, see history.get)`,
+      { job_id: id, command: recorded.command, status: recorded.status },
+    );
   }
 
   /** The request's timeout, or one estimated from the command shape's history. */
@@ -838,25 +880,66 @@ export class JobManager {
       }
     }
     const estimate = estimateTimeout(durations, this.config.timeouts);
-    return { seconds: estimate.seconds, source: estimate.source, samples: estimate.samples };
+    let seconds = estimate.seconds;
+    // History counts successful runs only; a run the estimate cut short says it was too small.
+    const cutShort = this.#cutShort.get(shape);
+    if (seconds !== null && cutShort !== undefined) {
+      seconds = Math.min(this.config.timeouts.ceilingSeconds, Math.max(seconds, cutShort * 3));
+    }
+    return { seconds, source: estimate.source, samples: estimate.samples };
   }
 
   /**
-   * Runs one store write. A store that fails does not stop jobs: the failure is logged with the
-   * job it concerns (a backend that queues writes during an outage never fails here).
+   * Runs one store write for job `jobId`, after that job's earlier writes (so a retried start
+   * never lands after its end). A write that fails (SQLite busy with another server's prune) is
+   * retried with backoff; one that still fails is logged with the job: the job itself runs on.
    */
-  async #record(what: string, write: () => Promise<void> | undefined): Promise<void> {
-    try {
-      await write();
-    } catch (error) {
-      this.logger.error(`store: ${what} failed`, { error: (error as Error).message });
-    }
+  #record(what: string, jobId: string, write: () => Promise<void> | undefined): Promise<void> {
+    const previous = this.#recordChains.get(jobId) ?? Promise.resolve();
+    const chain = previous.then(async () => {
+      for (let attempt = 0;; attempt++) {
+        try {
+          return await write();
+        } catch (error) {
+          if (attempt + 1 >= RECORD_RETRIES_MS.length + 1) {
+            this.logger.error(`store: ${what} failed; the record of this job is incomplete`, {
+              job_id: jobId,
+              error: (error as Error).message,
+            });
+            return;
+          }
+          await new Promise((resolve) => setTimeout(resolve, RECORD_RETRIES_MS[attempt]));
+        }
+      }
+    });
+    this.#recordChains.set(jobId, chain);
+    chain.finally(() => {
+      if (this.#recordChains.get(jobId) === chain) this.#recordChains.delete(jobId);
+    });
+    return chain;
+  }
+
+  /** Shutdown waits for `record` to land. */
+  #trackRecord(record: Promise<void>): void {
+    this.#pendingRecords.add(record);
+    record.finally(() => this.#pendingRecords.delete(record));
   }
 
   /** Called by a job once it has sent its terminal notification. */
   finished(job: Job): void {
     this.#running.delete(job);
-    const record = this.#record("jobEnded", () =>
+    if (
+      job.status === "timed_out" && job.timeout.seconds !== null &&
+      (job.timeout.source === "history" || job.timeout.source === "default")
+    ) {
+      const shape = commandShape(job.command);
+      this.#cutShort.delete(shape);
+      this.#cutShort.set(shape, job.timeout.seconds);
+      if (this.#cutShort.size > CUT_SHORT_KEPT) {
+        this.#cutShort.delete(this.#cutShort.keys().next().value!);
+      }
+    }
+    const record = this.#record("jobEnded", job.id, () =>
       this.#store?.jobEnded(job.id, {
         status: job.status,
         ended_at: job.endedAt!,
@@ -871,8 +954,7 @@ export class JobManager {
         output_tail: job.outputTail,
         hooks: null,
       }));
-    this.#pendingRecords.add(record);
-    record.finally(() => this.#pendingRecords.delete(record));
+    this.#trackRecord(record);
     this.logger.debug("job finished", {
       job_id: job.id,
       status: job.status,

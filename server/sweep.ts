@@ -20,7 +20,9 @@ export interface SweepOptions {
 export async function sweepOrphans(store: Store, options: SweepOptions): Promise<JobRecord[]> {
   let orphans: JobRecord[];
   try {
-    orphans = await store.orphans(options.nodeId, Deno.pid);
+    // Every running record of this node (0 is no server's pid): a record with our own pid is a
+    // previous server's that had the same pid (a container restarted), and is an orphan too.
+    orphans = await store.orphans(options.nodeId, 0);
   } catch (error) {
     options.logger.warn("cannot look for jobs left by a previous server", {
       error: (error as Error).message,
@@ -28,7 +30,7 @@ export async function sweepOrphans(store: Store, options: SweepOptions): Promise
     return [];
   }
   // Another server on this node sharing the store is alive: its jobs are its own business.
-  const dead = orphans.filter((record) => !processRunning(record.server_pid));
+  const dead = orphans.filter((record) => !serverAlive(record));
   await Promise.all(dead.map(async (record) => {
     const stopped = record.pgid !== null && ownsGroup(record)
       ? await stopGroup(record.pgid, options.killGraceMs)
@@ -54,7 +56,10 @@ export async function sweepOrphans(store: Store, options: SweepOptions): Promise
 function ownsGroup(record: JobRecord): boolean {
   const pgid = record.pgid!;
   const started = processStartedAt(pgid);
-  if (started !== null) return Math.abs(started - record.started_at) < 5_000;
+  // The record is written just before the spawn, which a slow store can delay by seconds.
+  if (started !== null) {
+    return started >= record.started_at - 1000 && started <= record.started_at + 30_000;
+  }
   return (liveMembers(pgid) ?? 0) > 0;
 }
 
@@ -76,6 +81,16 @@ function signal(pgid: number, name: Deno.Signal): boolean {
   } catch {
     return false; // no such group any more
   }
+}
+
+/**
+ * Whether the server that wrote `record` still runs: a process with its pid that started before
+ * the job did. Not this process (it has no jobs yet), and not a later process that got the pid.
+ */
+function serverAlive(record: JobRecord): boolean {
+  if (record.server_pid === Deno.pid || !processRunning(record.server_pid)) return false;
+  const started = processStartedAt(record.server_pid);
+  return started === null || started <= record.started_at + 1000;
 }
 
 function processRunning(pid: number): boolean {

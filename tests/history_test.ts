@@ -4,7 +4,7 @@ import { defaultConfig } from "../server/config.ts";
 import { ErrorCode } from "../server/protocol.ts";
 import { SqliteStore } from "../server/store/sqlite.ts";
 import { startCliServer } from "./cli_util.ts";
-import { groupAlive, startTestServer, waitUntil } from "./test_util.ts";
+import { groupAlive, RawClient, startTestServer, waitUntil } from "./test_util.ts";
 
 const policy = defaultConfig().timeouts;
 
@@ -66,24 +66,93 @@ Deno.test("history: jobs outlive the in-memory job table, and history.list pages
 
 Deno.test("history: without a timeout, a command gets one estimated from its history", async () => {
   await using server = await startTestServer({
-    timeouts: { ...policy, defaultSeconds: 7, floorSeconds: 1, ceilingSeconds: 5 },
+    timeouts: { ...policy, defaultSeconds: 7, floorSeconds: 2, ceilingSeconds: 60 },
   });
   await using client = await ExecutorClient.connect(server.url);
   const first = await client.request("execute", { command: "sleep 0.05" });
   assert.deepEqual(first.timeout, { seconds: 7, source: "default", samples: 0 });
   await server.jobs.get(first.job_id).done;
   for (let i = 0; i < 2; i++) await client.execute({ command: "sleep 0.05" });
-  // Three successful runs of the shape "sleep": 3 x p95 (about 0.15 s) is below the floor (1 s).
+  // Three successful runs of the shape "sleep": 3 x p95, at least the floor (2 s).
   const estimated = await client.request("execute", { command: "sleep 0.05" });
-  assert.deepEqual(estimated.timeout, { seconds: 1, source: "history", samples: 3 });
+  assert.equal(estimated.timeout.source, "history");
+  assert.equal(estimated.timeout.samples, 3);
+  const seconds = estimated.timeout.seconds!;
+  assert.ok(seconds >= 2 && seconds <= 60, `estimated ${seconds} s`);
   await server.jobs.get(estimated.job_id).done;
   // The estimate is enforced, and the reason says where it came from.
-  const slow = await client.execute({ command: "sleep 0.05; sleep 5" });
+  const slow = await client.execute({ command: `sleep 0.05; sleep ${seconds + 30}` });
   assert.equal(slow.status, "timed_out");
-  assert.equal(slow.error, "timed out after 1s (estimated from this command's history)");
+  assert.equal(slow.error, `timed out after ${seconds}s (estimated from this command's history)`);
+  // A run the estimate cut short raises the next estimate to at least 3 times it.
+  const next = await client.request("execute", { command: "sleep 0.01" });
+  assert.equal(next.timeout.seconds, Math.min(60, seconds * 3));
+  await server.jobs.get(next.job_id).done;
   const given = await client.request("execute", { command: "sleep 0.01", timeout: 2 });
   assert.deepEqual(given.timeout, { seconds: 2, source: "request", samples: 0 });
   await server.jobs.get(given.job_id).done;
+});
+
+Deno.test("history: two executes with one job_id in one batch run the command once", async () => {
+  await using server = await startTestServer();
+  await using client = await RawClient.connect(server.url);
+  client.socket.send(JSON.stringify([1, 2, 3].map((id) => ({
+    jsonrpc: "2.0",
+    id,
+    method: "execute",
+    params: { command: "sleep 0.2", job_id: "once" },
+  }))));
+  const batch = await client.waitFor((f) => Array.isArray(f), "the batch response");
+  const results = batch.map((r: { result: { pgid: number; existing: boolean } }) => r.result);
+  assert.equal(new Set(results.map((r: { pgid: number }) => r.pgid)).size, 1);
+  assert.deepEqual(results.map((r: { existing: boolean }) => r.existing).sort(), [
+    false,
+    true,
+    true,
+  ]);
+  await server.jobs.get("once").done;
+});
+
+Deno.test("history: a job id is never reused, even after the job has left memory", async () => {
+  await using server = await startTestServer({ keepFinishedJobs: 0 });
+  await using client = await ExecutorClient.connect(server.url);
+  await client.execute({ command: "echo first", job_id: "unique" });
+  await assert.rejects(client.execute({ command: "echo first", job_id: "unique" }), (error) => {
+    assert.ok(error instanceof ExecutorRpcError);
+    assert.equal(error.code, ErrorCode.JOB_ID_CONFLICT);
+    assert.match(error.message, /job_id "unique" was already used \(status: completed/);
+    return true;
+  });
+  const record = await client.request("history.get", { job_id: "unique", include_output: true });
+  assert.equal(record.output!.head, "first\n", "the first record is intact");
+});
+
+Deno.test("history: a record write that meets a locked database is retried, not lost", async () => {
+  const dir = Deno.makeTempDirSync();
+  const db = `${dir}/history.db`;
+  try {
+    await using server = await startTestServer({ db });
+    await using client = await ExecutorClient.connect(server.url);
+    // Another process (here: another connection) holds the write lock longer than the busy wait.
+    const { DatabaseSync } = await import("node:sqlite");
+    const other = new DatabaseSync(db);
+    other.exec("BEGIN IMMEDIATE");
+    const release = setTimeout(() => other.exec("COMMIT"), 1500);
+    try {
+      const result = await client.execute({ command: "echo locked-out", job_id: "retried" });
+      assert.equal(result.stdout, "locked-out\n", "the job ran regardless");
+    } finally {
+      await new Promise((resolve) => setTimeout(resolve, 1600));
+      clearTimeout(release);
+      other.close();
+    }
+    await waitUntil(async () => {
+      const record = await client.request("history.get", { job_id: "retried" }).catch(() => null);
+      return record?.status === "completed";
+    }, "the retried writes to land");
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
 });
 
 Deno.test("history: with adaptive timeouts off, a request without a timeout has none", async () => {
@@ -182,6 +251,36 @@ Deno.test("history: a server killed with SIGKILL leaves its job interrupted at t
       await second.child.stdout.cancel();
       await second.log();
     }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("history: a record left by an earlier server with this very pid is swept too", async () => {
+  const dir = Deno.makeTempDirSync();
+  const db = `${dir}/history.db`;
+  try {
+    {
+      // A container restarted: the new server got the pid the old one had.
+      await using store = new SqliteStore(db);
+      await store.jobStarted({
+        job_id: "same-pid",
+        command: "sleep 1000",
+        shape: "sleep",
+        cwd: null,
+        session_id: null,
+        node_id: defaultConfig().nodeId,
+        server_pid: Deno.pid,
+        started_at: Date.now() - 60_000,
+        timeout_s: null,
+        timeout_source: "none",
+      });
+    }
+    await using server = await startTestServer({ db });
+    await using client = await ExecutorClient.connect(server.url);
+    const record = await client.request("history.get", { job_id: "same-pid" });
+    assert.equal(record.status, "interrupted");
+    assert.match(record.reason!, /no process of it was left/);
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { dirname, join } from "node:path";
 import type { ServerConfig } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { NoStore } from "./none.ts";
@@ -16,7 +17,14 @@ export async function openStore(config: ServerConfig, logger: Logger): Promise<S
   if (config.redisUrl) {
     // Loaded only when configured: the Redis client is a large module graph.
     const { RedisStore } = await import("./redis.ts");
-    return await RedisStore.open(config.redisUrl, { prefix: config.redisPrefix, logger });
+    return await RedisStore.open(config.redisUrl, {
+      prefix: config.redisPrefix,
+      logger,
+      // Job writes waiting out a Redis outage are also kept on disk, beside where SQLite would be.
+      outboxPath: config.db === ":memory:"
+        ? undefined
+        : join(dirname(config.db), "redis-outbox.db"),
+    });
   }
   try {
     return new SqliteStore(config.db);

@@ -31,6 +31,7 @@
  *
  * @module
  */
+import { Outbox } from "./outbox.ts";
 import {
   ClientClosedError,
   ClientOfflineError,
@@ -82,6 +83,12 @@ export interface RedisStoreOptions {
    * on a healthy idle connection by a PING every `replyTimeoutMs`). @default 2000
    */
   replyTimeoutMs?: number;
+  /**
+   * A local SQLite file where job writes waiting for Redis are also kept, so a server killed
+   * during an outage does not lose them; the next store opened on it sends them first.
+   * @default none: queued writes live in memory only
+   */
+  outboxPath?: string;
 }
 
 /** A read while Redis cannot be reached. */
@@ -367,7 +374,14 @@ interface PendingWrite {
   /** For logs: "jobEnded a1b2". */
   what: string;
   run: () => Promise<unknown>;
+  /** A job write: kept in the outbox while it waits, so a crash does not lose it. */
+  durable?: { script: JobScript; key: string; args: string[] };
+  /** Its outbox entry, while it has one. */
+  outboxId?: number;
 }
+
+/** The scripts whose writes go through the outbox. */
+type JobScript = "jobStarted" | "jobSpawned" | "jobEnded" | "markInterrupted";
 
 /** What `#deadline` resolves to when Redis has not answered in time. */
 const LATE = Symbol("late");
@@ -420,6 +434,8 @@ export class RedisStore implements Store {
   /** Woken when Redis may be usable again (see #flush). */
   #wakers = new Set<() => void>();
 
+  readonly #outbox: Outbox | null;
+
   private constructor(url: string, options: RedisStoreOptions) {
     this.location = redactRedisUrl(url);
     this.prefix = options.prefix ?? "cc-executor:";
@@ -442,6 +458,7 @@ export class RedisStore implements Store {
     }
     this.#client.on("error", (error: Error) => this.#onError(error));
     this.#client.on("ready", () => this.#onReady());
+    this.#outbox = options.outboxPath ? new Outbox(options.outboxPath) : null;
   }
 
   /**
@@ -462,10 +479,12 @@ export class RedisStore implements Store {
       await store.#client.connect();
     } catch {
       if (store.#client.isOpen) store.#client.destroy();
+      store.#outbox?.[Symbol.dispose]();
       throw new Error(
         `Cannot connect to Redis at ${store.location} within ${timeoutMs} ms: ${store.#outage}`,
       );
     }
+    store.#recover();
     return store;
   }
 
@@ -559,9 +578,14 @@ export class RedisStore implements Store {
    * place), and one left unanswered past the deadline resolves to `queued` while it waits, so a
    * caller never waits for Redis to come back.
    */
-  async #write<T>(what: string, run: () => Promise<T>, queued: T): Promise<T> {
+  async #write<T>(
+    what: string,
+    run: () => Promise<T>,
+    queued: T,
+    durable?: PendingWrite["durable"],
+  ): Promise<T> {
     if (this.#closed) throw new Error(`Cannot ${what}: the Redis store is closed`);
-    const op: PendingWrite = { seq: this.#seq++, what, run };
+    const op: PendingWrite = { seq: this.#seq++, what, run, durable };
     if (!this.#usable() || this.#pending.length > 0 || this.#draining) {
       this.#enqueue(op);
       return queued;
@@ -587,6 +611,39 @@ export class RedisStore implements Store {
     return queued;
   }
 
+  /** A queued write has been sent (or given up on): its outbox entry goes. */
+  #landed(op: PendingWrite): void {
+    if (op.outboxId === undefined || !this.#outbox) return;
+    try {
+      this.#outbox.remove(op.outboxId);
+    } catch (error) {
+      this.#logger.warn(`store: cannot clear an outbox entry: ${op.what}`, {
+        error: (error as Error).message,
+      });
+    }
+    op.outboxId = undefined;
+  }
+
+  /** Queues what a previous server left in the outbox, ahead of anything new. */
+  #recover(): void {
+    if (!this.#outbox) return;
+    const entries = this.#outbox.entries();
+    if (entries.length === 0) return;
+    this.#logger.warn(`store: sending ${entries.length} writes a previous server left queued`, {
+      outbox: this.#outbox.path,
+    });
+    for (const entry of entries) {
+      const script = entry.script as JobScript;
+      this.#enqueue({
+        seq: this.#seq++,
+        what: `${script} (from the outbox)`,
+        run: () => this.#client[script](entry.key, entry.args),
+        durable: { script, key: entry.key, args: entry.args },
+        outboxId: entry.id,
+      });
+    }
+  }
+
   #refused(op: PendingWrite, error: unknown): void {
     this.#dropped++;
     this.#logger.error(`store: Redis refused a write: ${op.what}`, {
@@ -596,12 +653,23 @@ export class RedisStore implements Store {
   }
 
   #enqueue(op: PendingWrite): void {
+    if (op.durable && op.outboxId === undefined && this.#outbox) {
+      try {
+        op.outboxId = this.#outbox.add(op.durable.script, op.durable.key, op.durable.args);
+      } catch (error) {
+        this.#logger.error(`store: cannot keep a queued write in the outbox: ${op.what}`, {
+          outbox: this.#outbox.path,
+          error: (error as Error).message,
+        });
+      }
+    }
     // Kept in call order: a write cut off in flight goes back before later ones.
     let at = this.#pending.length;
     while (at > 0 && this.#pending[at - 1]!.seq > op.seq) at--;
     this.#pending.splice(at, 0, op);
     while (this.#pending.length > this.#maxPending) {
       const dropped = this.#pending.shift()!;
+      this.#landed(dropped);
       this.#dropped++;
       this.#logger.warn(
         `store: dropped a write for Redis at ${this.location}: ${dropped.what} (more than ${this.#maxPending} writes were waiting)`,
@@ -643,6 +711,7 @@ export class RedisStore implements Store {
         landed++;
       }
       const done = new Set(batch.slice(0, landed));
+      for (const op of done) this.#landed(op);
       this.#pending = this.#pending.filter((op) => !done.has(op));
       if (landed < batch.length) return;
     }
@@ -689,17 +758,27 @@ export class RedisStore implements Store {
     const { set } = encodeFields({ ...start, status: "running" });
     const args = [this.prefix, start.job_id, String(start.started_at), start.node_id, ...set];
     const key = this.#jobKey(start.job_id);
-    return this.#write(`jobStarted ${start.job_id}`, async () => {
-      await this.#client.jobStarted(key, args);
-    }, undefined);
+    return this.#write(
+      `jobStarted ${start.job_id}`,
+      async () => {
+        await this.#client.jobStarted(key, args);
+      },
+      undefined,
+      { script: "jobStarted", key, args },
+    );
   }
 
   jobSpawned(jobId: string, spawned: JobSpawned): Promise<void> {
     const args = [this.prefix, String(spawned.pid), String(spawned.pgid)];
     const key = this.#jobKey(jobId);
-    return this.#write(`jobSpawned ${jobId}`, async () => {
-      await this.#client.jobSpawned(key, args);
-    }, undefined);
+    return this.#write(
+      `jobSpawned ${jobId}`,
+      async () => {
+        await this.#client.jobSpawned(key, args);
+      },
+      undefined,
+      { script: "jobSpawned", key, args },
+    );
   }
 
   jobEnded(jobId: string, end: JobEnd): Promise<void> {
@@ -715,9 +794,14 @@ export class RedisStore implements Store {
       ...set,
     ];
     const key = this.#jobKey(jobId);
-    return this.#write(`jobEnded ${jobId}`, async () => {
-      await this.#client.jobEnded(key, args);
-    }, undefined);
+    return this.#write(
+      `jobEnded ${jobId}`,
+      async () => {
+        await this.#client.jobEnded(key, args);
+      },
+      undefined,
+      { script: "jobEnded", key, args },
+    );
   }
 
   get(jobId: string): Promise<JobRecord | null> {
@@ -825,9 +909,14 @@ export class RedisStore implements Store {
   markInterrupted(jobId: string, endedAt: number, reason: string): Promise<void> {
     const args = [this.prefix, jobId, String(endedAt), reason];
     const key = this.#jobKey(jobId);
-    return this.#write(`markInterrupted ${jobId}`, async () => {
-      await this.#client.markInterrupted(key, args);
-    }, undefined);
+    return this.#write(
+      `markInterrupted ${jobId}`,
+      async () => {
+        await this.#client.markInterrupted(key, args);
+      },
+      undefined,
+      { script: "markInterrupted", key, args },
+    );
   }
 
   durations(shape: string, limit: number): Promise<number[]> {
@@ -946,13 +1035,16 @@ export class RedisStore implements Store {
     await this.#flush(FLUSH_ON_CLOSE_MS);
     this.#closed = true;
     if (this.#pending.length > 0) {
+      const kept = this.#pending.filter((op) => op.outboxId !== undefined).length;
       this.#logger.warn(
-        `store: ${this.#pending.length} queued writes were never written to Redis at ${this.location}`,
+        `store: ${this.#pending.length} queued writes were never written to Redis at ${this.location}` +
+          (kept > 0 ? `; ${kept} job writes stay in ${this.#outbox!.path} for the next start` : ""),
         { first: this.#pending[0]!.what },
       );
     }
     // Not close(): it would wait for replies a stalled Redis may never send.
     if (this.#client.isOpen) this.#client.destroy();
+    this.#outbox?.[Symbol.dispose]();
   }
 
   /** Resolves once no write is queued or in flight, or after `ms`. */

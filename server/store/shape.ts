@@ -9,13 +9,21 @@
 
 /**
  * `FOO=1 /usr/bin/npm test -- --watch | tee log` -> `npm test`;
- * `python3 script.py` -> `python3 script.py`; `ls -la` -> `ls`; `sleep 5` -> `sleep`.
- * Only the first simple command counts; variable assignments and wrappers that do not change
- * what runs (`env`, `exec`, `time`, `nohup`, `stdbuf -oL`) are skipped.
+ * `cd /repo && make -j4 test` -> `make`; `python3 script.py` -> `python3 script.py`;
+ * `ls -la` -> `ls`; `sleep 5` -> `sleep`.
+ * The first simple command that does the work counts: commands that only prepare the shell
+ * (`cd`, `source`, `export`, ...) are skipped, as are variable assignments, wrappers that do not
+ * change what runs (`env`, `exec`, `time`, `nohup`, `stdbuf -oL`) and subshell parentheses.
  */
 export function commandShape(command: string): string {
-  const first = command.trim().split(/\s*(?:\|\||&&|[|;&\n])\s*/)[0] ?? "";
-  const words = (first.match(SHELL_WORD) ?? []).map(unquote);
+  const simple = command.trim().split(/\s*(?:\|\||&&|[|;&\n])\s*/).map(shapeOf);
+  return simple.find((shape) => shape !== "" && !PREPARATION.has(shape.split(" ")[0]!)) ??
+    simple.find((shape) => shape !== "") ?? "";
+}
+
+/** The shape of one simple command. */
+function shapeOf(text: string): string {
+  const words = (text.replace(/^[({\s]+|[)}\s]+$/g, "").match(SHELL_WORD) ?? []).map(unquote);
   let i = 0;
   while (i < words.length) {
     const word = words[i]!;
@@ -31,6 +39,22 @@ export function commandShape(command: string): string {
   const next = words[i + 1];
   return next !== undefined && SUBCOMMAND.test(next) ? `${name} ${next}` : name;
 }
+
+/** Commands that set the shell up for the one that does the work. */
+const PREPARATION = new Set([
+  "cd",
+  "pushd",
+  "popd",
+  "source",
+  ".",
+  "export",
+  "set",
+  "unset",
+  "umask",
+  "ulimit",
+  "true",
+  ":",
+]);
 
 const WRAPPERS = new Set(["env", "exec", "time", "nohup", "stdbuf", "command", "builtin"]);
 

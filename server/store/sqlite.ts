@@ -89,12 +89,16 @@ export class SqliteStore implements Store {
   constructor(path: string, options: SqliteStoreOptions = {}) {
     this.path = path;
     this.#now = options.now ?? Date.now;
-    if (path !== ":memory:") Deno.mkdirSync(dirname(path), { recursive: true });
+    // Records hold commands and their output: readable by the server's user only.
+    if (path !== ":memory:") Deno.mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     this.#db = new DatabaseSync(path);
+    if (path !== ":memory:") restrict(path);
     // WAL: readers (history) never block the writer; NORMAL: durable across a process crash,
-    // which is what a SIGKILLed server needs, without an fsync per job.
+    // which is what a SIGKILLed server needs, without an fsync per job. node:sqlite is
+    // synchronous, so a lock held by another process stalls this one: wait at most 1 s, then fail
+    // (the job manager retries the write later, without holding anything up).
     this.#db.exec(
-      "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+      "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 1000;",
     );
     // SQLite's lower() folds ASCII only; search folds case the way JavaScript (and Redis) does.
     this.#db.function("lower_u", { deterministic: true }, (text) => String(text).toLowerCase());
@@ -354,6 +358,16 @@ export class SqliteStore implements Store {
   [Symbol.asyncDispose](): Promise<void> {
     if (this.#db.isOpen) this.#db.close();
     return Promise.resolve();
+  }
+}
+
+/** Makes a new database file (and its WAL files, created with the same mode) 0600. */
+function restrict(path: string): void {
+  try {
+    if ((Deno.statSync(path).mode ?? 0) & 0o077) Deno.chmodSync(path, 0o600);
+  } catch (error) {
+    // Not ours to change (a shared file another user created): leave it as it is.
+    if (!(error instanceof Deno.errors.PermissionDenied)) throw error;
   }
 }
 

@@ -141,9 +141,9 @@ export interface Store extends AsyncDisposable {
   get(jobId: string): Promise<JobRecord | null>;
   list(query: ListQuery): Promise<ListPage>;
   /**
-   * Records still `running` that belong to `nodeId` but to a server process other than
-   * `serverPid`: left behind by a server that died. The caller stops their groups and calls
-   * `markInterrupted`.
+   * Records still `running` that belong to `nodeId` and to a server process other than
+   * `serverPid` (0: any): candidates left behind by a server that died. The caller decides which
+   * servers are gone, stops their groups and calls `markInterrupted`.
    */
   orphans(nodeId: string, serverPid: number): Promise<JobRecord[]>; // oldest first
   markInterrupted(jobId: string, endedAt: number, reason: string): Promise<void>;
