@@ -14,7 +14,7 @@ Deno.test({
   ignore: !HAS_REDIS,
   fn: async () => {
     await using redis = await startRedis({ persist: true });
-    await using server = await startTestServer({ redisUrl: redis.url, db: "unused" });
+    await using server = await startTestServer({ redisUrl: redis.url });
     await using client = await ExecutorClient.connect(server.url);
     assert.equal((await client.request("server.info", {})).store.backend, "redis");
 
