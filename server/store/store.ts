@@ -60,22 +60,13 @@ export interface JobEnd {
   hooks: unknown;
 }
 
-/** A job's record as the store returns it. */
-export interface JobRecord extends JobStart {
+/** A job's record as the store returns it: its start, and its end once it has one. */
+export interface JobRecord extends JobStart, Omit<JobEnd, "status" | "ended_at" | "duration_ms"> {
   status: RecordStatus;
   pid: number | null;
   pgid: number | null;
   ended_at: number | null;
   duration_ms: number | null;
-  exit_code: number | null;
-  signal: string | null;
-  reason: string | null;
-  bytes_stdout: number;
-  bytes_stderr: number;
-  truncated: boolean;
-  output_head: string;
-  output_tail: string;
-  hooks: unknown;
 }
 
 export interface ListQuery {
