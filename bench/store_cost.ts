@@ -36,7 +36,8 @@ export async function measureStoreCost(options: StoreCostOptions): Promise<Store
     ["off", { CC_EXECUTOR_HISTORY: "off" }],
     ["sqlite", { CC_EXECUTOR_DB: `${dir}/history.db` }],
   ];
-  if (redis) backends.push(["redis", { REDIS_URL: redis.url }]);
+  // CC_EXECUTOR_DB also places the Redis store's outbox: in the run's directory, not the user's.
+  if (redis) backends.push(["redis", { REDIS_URL: redis.url, CC_EXECUTOR_DB: `${dir}/redis.db` }]);
   const rates: StoreCostResult["rates"] = {};
   try {
     for (let round = 0; round < options.rounds; round++) {
