@@ -26,7 +26,14 @@ export class Outbox implements Disposable {
     if (path !== ":memory:") Deno.mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     this.#db = new DatabaseSync(path);
     // Queued writes hold commands: readable by the server's user only, as the history file is.
-    if (path !== ":memory:") Deno.chmodSync(path, 0o600);
+    if (path !== ":memory:") {
+      try {
+        Deno.chmodSync(path, 0o600);
+      } catch (error) {
+        // Another user's file: not ours to change.
+        if (!(error instanceof Deno.errors.PermissionDenied)) throw error;
+      }
+    }
     this.#db.exec(
       `PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 1000;
       CREATE TABLE IF NOT EXISTS outbox (
