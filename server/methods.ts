@@ -59,6 +59,11 @@ export function createMethods({ jobs, store, info }: MethodDeps): Table {
       params: ExecuteParams,
       handler: async (params, { session, afterResponse }) => {
         const { job, existing } = await jobs.start(params, session.id);
+        // The connection may have closed while the job was being recorded: its close found no
+        // job to cancel then, so a job it owns is canceled now, as it would have been.
+        if (!session.isOpen && !existing && !job.detach) {
+          job.terminate("canceled", "client disconnected");
+        }
         session.lastJobId = job.id;
         // The response goes first, then the replay of what the job has sent so far, then live output.
         afterResponse(() => {

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { ExecutorClient, ExecutorRpcError } from "../server/client.ts";
 import { defaultConfig } from "../server/config.ts";
 import { ErrorCode } from "../server/protocol.ts";
+import { silentLogger } from "../server/log.ts";
+import { startServer } from "../server/server.ts";
 import { SqliteStore } from "../server/store/sqlite.ts";
 import { startCliServer } from "./cli_util.ts";
 import { groupAlive, RawClient, startTestServer, waitUntil } from "./test_util.ts";
@@ -284,6 +286,39 @@ Deno.test("history: a record left by an earlier server with this very pid is swe
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
+});
+
+Deno.test("history: a client that leaves while its job is being recorded does not leave the job running", async () => {
+  /** A store whose start records take a while (a busy disk, a distant Redis). */
+  class SlowStore extends SqliteStore {
+    override async jobStarted(start: Parameters<SqliteStore["jobStarted"]>[0]) {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return super.jobStarted(start);
+    }
+  }
+  await using store = new SlowStore(":memory:");
+  await using server = await startServer(defaultConfig({ port: 0, killGraceMs: 300 }), {
+    logger: silentLogger,
+    store,
+  });
+  const client = await RawClient.connect(server.url);
+  client.sendText(JSON.stringify({
+    jsonrpc: "2.0",
+    id: 1,
+    method: "execute",
+    params: { command: "sleep 30", job_id: "abandoned" },
+  }));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  client.socket.close();
+  await client.closed;
+  const job = (await waitUntil(
+    () => server.jobs.list().find((j) => j.id === "abandoned"),
+    "the job to be spawned",
+  ))!;
+  await job.done;
+  assert.equal(job.status, "canceled");
+  assert.equal(job.reason, "client disconnected");
+  assert.equal(groupAlive(job.group.pgid), false);
 });
 
 Deno.test("history: server.info and /health report the store", async () => {
