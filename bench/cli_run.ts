@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { summarize, type Summary } from "./stats.ts";
+import { rotateRounds, summarize, type Summary } from "./stats.ts";
 
 export interface CliRunOptions {
   samples: number;
@@ -54,11 +54,7 @@ export async function measureCliRun(options: CliRunOptions): Promise<CliRunResul
         keep,
       ),
   ];
-  for (let round = 0; round < options.warmup + options.samples; round++) {
-    for (let k = 0; k < kinds.length; k++) {
-      await kinds[(round + k) % kinds.length]!(round >= options.warmup);
-    }
-  }
+  await rotateRounds(kinds, options);
   return {
     run: summarize(samples.run),
     startup: summarize(samples.startup),

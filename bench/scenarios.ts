@@ -10,7 +10,7 @@
 import { ExecutorClient } from "../server/client.ts";
 import { drainUntilCompleted, RawWebSocket, readSlowly } from "./raw_reader.ts";
 import { ownCpuSeconds, RssSampler, type ServerProcess } from "./server_process.ts";
-import { median, summarize, type Summary } from "./stats.ts";
+import { median, rotateRounds, summarize, type Summary } from "./stats.ts";
 
 export const ECHO = "echo hi";
 
@@ -128,11 +128,7 @@ export async function measureLatency(
       if (keep) samples.setsid.push(performance.now() - t0);
     },
   ];
-  for (let round = 0; round < options.warmup + options.samples; round++) {
-    for (let k = 0; k < kinds.length; k++) {
-      await kinds[(round + k) % kinds.length]!(round >= options.warmup);
-    }
-  }
+  await rotateRounds(kinds, options);
   return {
     server: summarize(samples.server),
     serverJob: summarize(samples.serverJob),

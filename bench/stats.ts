@@ -54,3 +54,19 @@ export function fixed(value: number, decimals: number): string {
 export function ratio(measured: number, baseline: number): string {
   return `${fixed(measured / baseline, 2)}x`;
 }
+
+/**
+ * Runs one sample of each kind per round, starting each round one kind later, so drift (CPU
+ * frequency, page cache, another tenant) lands on every kind alike. `keep` is false during the
+ * `warmup` rounds.
+ */
+export async function rotateRounds(
+  kinds: ((keep: boolean) => Promise<unknown>)[],
+  rounds: { warmup: number; samples: number },
+): Promise<void> {
+  for (let round = 0; round < rounds.warmup + rounds.samples; round++) {
+    for (let k = 0; k < kinds.length; k++) {
+      await kinds[(round + k) % kinds.length]!(round >= rounds.warmup);
+    }
+  }
+}

@@ -51,3 +51,13 @@ export function host(text: string): string {
   if (text.trim() === "") throw new InvalidArgumentError("expected an address, e.g. 127.0.0.1.");
   return text.trim();
 }
+
+/** One of `values` (a zod enum's options), as given. */
+export function oneOf<T extends string>(values: readonly T[]) {
+  return (text: string): T => {
+    if (!(values as readonly string[]).includes(text)) {
+      throw new InvalidArgumentError(`expected one of ${values.join(", ")}.`);
+    }
+    return text as T;
+  };
+}

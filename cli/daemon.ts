@@ -6,12 +6,12 @@
  */
 import { dirname, join } from "node:path";
 import { VERSION } from "../server/version.ts";
+import { processAlive } from "../server/process.ts";
 import { CliError, type Output } from "./output.ts";
 import {
   logFilePath,
   type PidFile,
   pidFilePath,
-  processAlive,
   readPidFile,
   recordedServerAlive,
   removePidFile,

@@ -5,18 +5,12 @@
  * @module
  */
 import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
-import { ConnectionClosedError, ExecutorRpcError } from "../server/client.ts";
-import {
-  ErrorCode,
-  type HistoryRecord,
-  type HistoryStatsResult,
-  HistoryStatus,
-} from "../server/protocol.ts";
-import { positiveInt } from "./args.ts";
+import { type HistoryRecord, type HistoryStatsResult, HistoryStatus } from "../server/protocol.ts";
+import { oneOf, positiveInt } from "./args.ts";
 import type { CliContext } from "./context.ts";
 import { examples } from "./help.ts";
-import { CliError, formatDuration, type Paint } from "./output.ts";
-import { connectTo, resolveTarget, withTarget } from "./target.ts";
+import { formatDuration, type Paint } from "./output.ts";
+import { connectTo, resolveTarget, rpc, withTarget } from "./target.ts";
 
 /** What `history list` asks for when `--limit` is not given. */
 export const DEFAULT_LIST_LIMIT = 20;
@@ -108,13 +102,7 @@ export function historyCommand(ctx: CliContext) {
     .option(
       "--status <status>",
       `only jobs with this status (${HistoryStatus.options.join(", ")})`,
-      (value) => {
-        const parsed = HistoryStatus.safeParse(value);
-        if (!parsed.success) {
-          throw new InvalidArgumentError(`expected one of ${HistoryStatus.options.join(", ")}.`);
-        }
-        return parsed.data;
-      },
+      oneOf(HistoryStatus.options),
     )
     .option("--search <text>", "only jobs whose command contains this (any case)", (value) => {
       if (value === "") throw new InvalidArgumentError("expected some text.");
@@ -375,24 +363,4 @@ function byteLength(text: string): number {
 /** A word as a POSIX shell would read it back, so the `more:` line can be pasted. */
 function shellQuote(word: string): string {
   return /^[A-Za-z0-9_./:=+@%,-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
-}
-
-/**
- * The server's refusals as CLI errors (exit 1): they already say what is wrong ("Job "x" not
- * found"). A server without a store's methods is older than this CLI: say that.
- */
-async function rpc<T>(send: () => Promise<T>): Promise<T> {
-  try {
-    return await send();
-  } catch (error) {
-    if (error instanceof ExecutorRpcError && error.code === ErrorCode.METHOD_NOT_FOUND) {
-      throw new CliError(
-        `${error.message} (this server keeps no job history; it is older than this cc-executor)`,
-      );
-    }
-    if (error instanceof ExecutorRpcError || error instanceof ConnectionClosedError) {
-      throw new CliError(error.message);
-    }
-    throw error;
-  }
 }

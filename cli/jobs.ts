@@ -4,21 +4,16 @@
  *
  * @module
  */
-import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
-import {
-  ConnectionClosedError,
-  type ExecuteOutcome,
-  type ExecutorClient,
-  ExecutorRpcError,
-} from "../server/client.ts";
+import { Command } from "@commander-js/extra-typings";
+import type { ExecuteOutcome, ExecutorClient } from "../server/client.ts";
 import { type JobInfo, JobStatus } from "../server/protocol.ts";
-import { positiveInt } from "./args.ts";
+import { oneOf, positiveInt } from "./args.ts";
 import type { CliContext } from "./context.ts";
 import { examples } from "./help.ts";
 import { Interrupts } from "./interrupts.ts";
 import { EXIT, exitCodeFor, outcomeJson, summarize } from "./outcome.ts";
-import { CliError, formatDuration, type Output, type Paint, type Spinner } from "./output.ts";
-import { connectTo, resolveTarget, type TargetOptions, withTarget } from "./target.ts";
+import { formatDuration, type Output, type Paint, type Spinner } from "./output.ts";
+import { connectTo, resolveTarget, rpc, type TargetOptions, withTarget } from "./target.ts";
 
 /** `jobs` and its subcommands. */
 export function jobsCommand(ctx: CliContext) {
@@ -38,13 +33,7 @@ export function jobsCommand(ctx: CliContext) {
     .option(
       "--status <status>",
       `only jobs with this status (${JobStatus.options.join(", ")})`,
-      (value) => {
-        const parsed = JobStatus.safeParse(value);
-        if (!parsed.success) {
-          throw new InvalidArgumentError(`expected one of ${JobStatus.options.join(", ")}.`);
-        }
-        return parsed.data;
-      },
+      oneOf(JobStatus.options),
     )
     .option("--limit <n>", "at most this many", positiveInt)
     .option("--json", "print the jobs as a JSON array")
@@ -220,16 +209,4 @@ async function cancelAndWait(client: ExecutorClient, jobId: string): Promise<Exe
   outcome.catch(() => {});
   await rpc(() => client.request("control", { type: "CANCEL", job_id: jobId }));
   return await rpc(() => outcome);
-}
-
-/** The server's refusals as CLI errors: they already say what is wrong ("Job "x" not found"). */
-async function rpc<T>(send: () => Promise<T>, exitCode = 1): Promise<T> {
-  try {
-    return await send();
-  } catch (error) {
-    if (error instanceof ExecutorRpcError || error instanceof ConnectionClosedError) {
-      throw new CliError(error.message, exitCode);
-    }
-    throw error;
-  }
 }

@@ -60,7 +60,7 @@ export function summarize(outcome: ExecuteOutcome): string | null {
   switch (outcome.status) {
     case "completed":
     case "failed":
-      return cut ? `job ${id}: ${cut.trim().slice(1, -1)}` : null;
+      return outcome.truncated ? `job ${id}: output was cut at max_output_bytes` : null;
     case "timed_out":
       return `job ${id} timed out: ${outcome.error}${cut}`;
     case "canceled":

@@ -103,7 +103,7 @@ async function run(command: string, options: RunOptions, output: Output): Promis
     leave: Promise.withResolvers<void>(),
     jobId: undefined,
     brokenPipe: false,
-    interrupts: undefined!,
+    signalExitCode: () => interrupts.exitCode,
   };
   using interrupts = new Interrupts((count) => {
     if (count === 1) {
@@ -116,7 +116,6 @@ async function run(command: string, options: RunOptions, output: Output): Promis
       state.leave.resolve();
     }
   });
-  state.interrupts = interrupts;
   // Loaded only here: the server's modules are most of what the CLI would otherwise load at start.
   const local = state.local = options.local
     ? await (await import("./local.ts")).startLocalServer(EXIT.EXECUTOR_ERROR)
@@ -148,7 +147,8 @@ interface FollowState {
   leave: PromiseWithResolvers<void>;
   jobId: string | undefined;
   brokenPipe: boolean;
-  interrupts: Interrupts;
+  /** 128 + the first signal this command received; null while none has. */
+  signalExitCode: () => number | null;
   /** The in-process server of --local. */
   local?: LocalServer;
 }
@@ -237,7 +237,7 @@ async function follow(
     collect: Boolean(options.json),
   });
   const result = await Promise.race([request(() => outcome), state.leave.promise]);
-  if (result === undefined) return state.interrupts.exitCode ?? EXIT.INTERRUPTED;
+  if (result === undefined) return state.signalExitCode() ?? EXIT.INTERRUPTED;
   if (stdinFailure) {
     throw new CliError(`${stdinFailure.message}; job ${jobId} was canceled`, stdinFailure.exitCode);
   }
@@ -256,7 +256,7 @@ function report(
     if (summary) output.err(`cc-executor: ${summary}`);
   }
   if (state.brokenPipe) return EXIT.BROKEN_PIPE;
-  return state.interrupts.exitCode ?? exitCodeFor(outcome);
+  return state.signalExitCode() ?? exitCodeFor(outcome);
 }
 
 /** The file (or this process's stdin) for --stdin-file, opened before the job starts. */

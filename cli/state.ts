@@ -7,6 +7,7 @@
 import { join } from "node:path";
 import { z } from "zod";
 import { readEnv } from "../server/env.ts";
+import { processAlive, procStat } from "../server/process.ts";
 import { CliError } from "./output.ts";
 
 /** `CC_EXECUTOR_STATE_DIR`, else `$XDG_STATE_HOME/cc-executor`, else `~/.local/state/cc-executor`. */
@@ -85,43 +86,6 @@ export function recordedServerAlive(path: string, record: PidFile): boolean {
     return argv.includes("--pid-file") && argv.includes(path);
   } catch (error) {
     // Without /proc there is no way to tell; trust the file.
-    if (error instanceof Deno.errors.NotFound && procMissing()) return true;
-    return false;
-  }
-}
-
-/** True while process `pid` exists and is not a zombie. */
-export function processAlive(pid: number): boolean {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    // The state is the field after the parenthesised command name, which may contain spaces.
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    return state !== "Z" && state !== "X";
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return procMissing() ? signalProbe(pid) : false;
-    throw error;
-  }
-}
-
-let hasProc: boolean | undefined;
-function procMissing(): boolean {
-  if (hasProc === undefined) {
-    try {
-      Deno.statSync("/proc/self");
-      hasProc = true;
-    } catch {
-      hasProc = false;
-    }
-  }
-  return !hasProc;
-}
-
-/** Without /proc (macOS): SIGCONT is harmless to a running process and fails for a missing one. */
-function signalProbe(pid: number): boolean {
-  try {
-    Deno.kill(pid, "SIGCONT");
-    return true;
-  } catch {
-    return false;
+    return error instanceof Deno.errors.NotFound && procStat(Deno.pid) === null;
   }
 }

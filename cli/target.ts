@@ -7,7 +7,9 @@
  * @module
  */
 import type { Command, OptionValues } from "@commander-js/extra-typings";
-import { ConnectionClosedError, ExecutorClient } from "../server/client.ts";
+import { ConnectionClosedError, ExecutorClient, ExecutorRpcError } from "../server/client.ts";
+import { ErrorCode } from "../server/protocol.ts";
+import { VERSION } from "../server/version.ts";
 import { readEnv } from "../server/env.ts";
 import { CliError, UsageError } from "./output.ts";
 import { type PidFile, pidFilePath, readPidFile, recordedServerAlive } from "./state.ts";
@@ -150,5 +152,27 @@ async function probeHealth(wsUrl: string): Promise<"down" | number> {
     return response.status;
   } catch {
     return "down";
+  }
+}
+
+/**
+ * Runs a request and turns the server's refusals and a lost connection into CLI errors with
+ * `exitCode`: they already say what is wrong (`Job "x" not found`). A method the server does not
+ * know means it is older than this CLI, which the message adds.
+ */
+export async function rpc<T>(send: () => Promise<T>, exitCode = 1): Promise<T> {
+  try {
+    return await send();
+  } catch (error) {
+    if (error instanceof ExecutorRpcError && error.code === ErrorCode.METHOD_NOT_FOUND) {
+      throw new CliError(
+        `${error.message} (the server is older than this cc-executor ${VERSION})`,
+        exitCode,
+      );
+    }
+    if (error instanceof ExecutorRpcError || error instanceof ConnectionClosedError) {
+      throw new CliError(error.message, exitCode);
+    }
+    throw error;
   }
 }

@@ -189,6 +189,50 @@ function kill(pid: number, signal: Deno.Signal): boolean {
 let procReadable: boolean | undefined;
 
 /**
+ * The fields of /proc/<pid>/stat after the command name, the state first; null when there is no
+ * such process (or no /proc). The command name may hold spaces and parentheses, hence lastIndexOf.
+ */
+export function procStat(pid: number): string[] | null {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * True while process `pid` exists and is not a zombie. Without /proc (macOS) a SIGCONT probe
+ * decides: harmless to a running process, and it fails for a missing one.
+ */
+export function processAlive(pid: number): boolean {
+  const fields = procStat(pid);
+  if (fields) return fields[0] !== "Z" && fields[0] !== "X";
+  if (procStat(Deno.pid) !== null) return false; // /proc works: there is no such process
+  try {
+    Deno.kill(pid, "SIGCONT");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** When process `pid` started (epoch ms, to within a clock tick), from /proc; null if unknown. */
+export function processStartedAt(pid: number): number | null {
+  // Field 22 of stat, the start time in clock ticks after boot; the 20th after the command name.
+  const ticks = Number(procStat(pid)?.[19]);
+  let bootSeconds = NaN;
+  try {
+    bootSeconds = Number(/^btime (\d+)$/m.exec(Deno.readTextFileSync("/proc/stat"))?.[1]);
+  } catch {
+    return null;
+  }
+  if (!Number.isFinite(ticks) || !Number.isFinite(bootSeconds)) return null;
+  // USER_HZ is 100 on every Linux architecture Deno runs on.
+  return bootSeconds * 1000 + ticks * 10;
+}
+
+/**
  * Live (non-zombie) processes in group `pgid`, from /proc; undefined where
  * /proc cannot be read (not Linux, or not permitted), in which case callers
  * trust the kill(2) probe. Orphans whose reaper never reaps them (PID 1 in
@@ -200,14 +244,9 @@ export function liveMembers(pgid: number): number | undefined {
   try {
     for (const entry of Deno.readDirSync("/proc")) {
       if (!/^\d+$/.test(entry.name)) continue;
-      let stat: string;
-      try {
-        stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
-      } catch {
-        continue; // the process exited while we looked
-      }
-      // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const fields = procStat(Number(entry.name));
+      if (!fields) continue; // the process exited while we looked
+      // "state ppid pgrp ...".
       if (Number(fields[2]) === pgid && fields[0] !== "Z" && fields[0] !== "X") count++;
     }
   } catch {

@@ -86,20 +86,26 @@ export async function startServer(
   }
   const ownStore = options.store === undefined;
   try {
-    return await listen(config, logger, shell, groupMode, store, ownStore);
+    return await listen(config, { logger, shell, groupMode, store, ownStore });
   } catch (error) {
     if (ownStore) await store[Symbol.asyncDispose]();
     throw error;
   }
 }
 
+interface ListenOptions {
+  logger: Logger;
+  shell: string;
+  groupMode: GroupMode;
+  store: Store;
+  /** The server opened the store, so it closes it at shutdown. */
+  ownStore: boolean;
+}
+
+/** Sweeps what a dead server left, then serves; the second half of `startServer`. */
 async function listen(
   config: ServerConfig,
-  logger: Logger,
-  shell: string,
-  groupMode: GroupMode,
-  store: Store,
-  ownStore: boolean,
+  { logger, shell, groupMode, store, ownStore }: ListenOptions,
 ): Promise<ExecutorServer> {
   const swept = await sweepOrphans(store, {
     nodeId: config.nodeId,

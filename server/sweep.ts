@@ -6,7 +6,7 @@
  * @module
  */
 import type { Logger } from "./log.ts";
-import { liveMembers } from "./process.ts";
+import { liveMembers, processAlive, processStartedAt } from "./process.ts";
 import type { JobRecord, Store } from "./store/store.ts";
 
 export interface SweepOptions {
@@ -88,33 +88,7 @@ function signal(pgid: number, name: Deno.Signal): boolean {
  * the job did. Not this process (it has no jobs yet), and not a later process that got the pid.
  */
 function serverAlive(record: JobRecord): boolean {
-  if (record.server_pid === Deno.pid || !processRunning(record.server_pid)) return false;
+  if (record.server_pid === Deno.pid || !processAlive(record.server_pid)) return false;
   const started = processStartedAt(record.server_pid);
   return started === null || started <= record.started_at + 1000;
-}
-
-function processRunning(pid: number): boolean {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const state = stat.slice(stat.lastIndexOf(")") + 2)[0];
-    return state !== "Z" && state !== "X";
-  } catch {
-    return false;
-  }
-}
-
-/** When process `pid` started (epoch ms, to within a clock tick), from /proc; null if none. */
-function processStartedAt(pid: number): number | null {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    // Field 22 of stat, the start time in clock ticks after boot; 20th after the command name.
-    const ticks = Number(fields[19]);
-    const bootSeconds = Number(/^btime (\d+)$/m.exec(Deno.readTextFileSync("/proc/stat"))?.[1]);
-    if (!Number.isFinite(ticks) || !Number.isFinite(bootSeconds)) return null;
-    // USER_HZ is 100 on every Linux architecture Deno runs on.
-    return bootSeconds * 1000 + ticks * 10;
-  } catch {
-    return null;
-  }
 }

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { VERSION } from "../server/version.ts";
 import { formatMs, parseAge, parseSince } from "../cli/history.ts";
 import { ExecutorClient, ExecutorRpcError } from "../server/client.ts";
 import type { HistoryRecord } from "../server/protocol.ts";
@@ -701,6 +702,6 @@ Deno.test("cli history (fake server): a server without history says so (exit 1)"
   assert.equal(result.code, 1, show(result));
   assert.equal(
     result.stderr,
-    "cc-executor: Method not found: history.list (this server keeps no job history; it is older than this cc-executor)\n",
+    `cc-executor: Method not found: history.list (the server is older than this cc-executor ${VERSION})\n`,
   );
 });

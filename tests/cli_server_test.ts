@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ExecutorClient } from "../server/client.ts";
-import { processAlive } from "../cli/state.ts";
+import { processAlive } from "../server/process.ts";
 import { cliCommand, runCli, startCliServer, tempStateDir } from "./cli_util.ts";
 import { groupAlive, waitUntil } from "./test_util.ts";
 
@@ -186,7 +186,7 @@ Deno.test("cli server: restart keeps the address; a taken port fails a detached 
     const after = JSON.parse(Deno.readTextFileSync(`${state}/server.pid`));
     assert.notEqual(after.pid, before.pid);
     assert.equal(after.url, before.url, "same host and port as before");
-    await waitUntil(() => !processExists(before.pid), "the old server to be gone");
+    await waitUntil(() => !processAlive(before.pid), "the old server to be gone");
     assert.equal((await runCli(["server", "stop"], { env })).code, 0);
 
     const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -229,7 +229,7 @@ Deno.test("cli server: two detached starts at once give one server; the other sa
     assert.match(first.stderr + second.stderr, /already running/);
     const { pid } = JSON.parse(Deno.readTextFileSync(`${state}/server.pid`));
     assert.equal((await runCli(["server", "stop"], { env })).code, 0);
-    assert.equal(processExists(pid), false);
+    assert.equal(processAlive(pid), false);
     assert.deepEqual(serversOf(state), [], "no second server left running");
   } finally {
     await stopLeftover(state);
@@ -251,7 +251,7 @@ Deno.test("cli server: bad --port is a usage error; a restart that could not sta
     const unsafe = await runCli(["server", "restart", "--host", "0.0.0.0"], { env });
     assert.equal(unsafe.code, 1);
     assert.match(unsafe.stderr, /Not restarting: Refusing to listen on 0\.0\.0\.0 without a token/);
-    assert.equal(processExists(pid), true, "the running server was left alone");
+    assert.equal(processAlive(pid), true, "the running server was left alone");
     assert.equal((await runCli(["server", "status"], { env })).code, 0);
   } finally {
     await stopLeftover(state);
@@ -347,18 +347,13 @@ function serversOf(state: string): number[] {
   return pids;
 }
 
-/** Alive and not a zombie waiting to be reaped. */
-function processExists(pid: number): boolean {
-  return processAlive(pid);
-}
-
 /** A failed test must not leave a background server running. */
 async function stopLeftover(state: string): Promise<void> {
   try {
     const { pid } = JSON.parse(Deno.readTextFileSync(`${state}/server.pid`));
-    if (processExists(pid)) {
+    if (processAlive(pid)) {
       Deno.kill(pid, "SIGTERM");
-      await waitUntil(() => !processExists(pid), "the leftover server to stop");
+      await waitUntil(() => !processAlive(pid), "the leftover server to stop");
     }
   } catch {
     // No pid file: nothing left.
