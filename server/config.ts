@@ -16,6 +16,9 @@ const int = (min: number, max: number) =>
       z.number().int().min(min, `expected at least ${min}`).max(max, `expected at most ${max}`),
     );
 
+const onOff = (fallback: "on" | "off") =>
+  z.string().trim().toLowerCase().pipe(z.enum(["on", "off"])).default(fallback);
+
 /**
  * Every variable the server reads, with its default; the descriptions feed `cc-executor init`'s
  * .env template and `config show`. docs/configuration.md lists the same.
@@ -74,6 +77,24 @@ const ConfigSchema = z.object({
     .describe("Characters of each job's output kept in history, at the start and at the end."),
   CC_EXECUTOR_HISTORY_RETENTION_DAYS: int(0, 36_500).default(30)
     .describe("Finished jobs older than this are pruned from history (0: kept forever)."),
+  CC_EXECUTOR_HOOKS_DIR: z.string().trim().min(1).default("hooks")
+    .describe("Folder of TypeScript hook files (*.ts), relative to the working directory."),
+  CC_EXECUTOR_HOOKS_CONFIG: z.string().trim().min(1).optional()
+    .describe("JSON file listing command hooks; default hooks.json in the hooks folder."),
+  CC_EXECUTOR_HOOK_TIMEOUT_MS: int(1, 600_000).default(5000)
+    .describe("Milliseconds a hook may take when it names no timeout of its own."),
+  CC_EXECUTOR_HOOK_MAX_ATTEMPTS: int(1, 10).default(3)
+    .describe("Runs a job may get in all when error hooks ask for retries."),
+  CC_EXECUTOR_REDACT_SECRETS: onOff("off")
+    .describe("on: the redact_secrets hook scrubs secrets from output before it is sent or stored."),
+  CC_EXECUTOR_SECRET_ENV_VARS: z.string().default(
+    "CC_EXECUTOR_TOKEN,ANTHROPIC_API_KEY,OPENAI_API_KEY,GITHUB_TOKEN,GH_TOKEN,NPM_TOKEN,AWS_SECRET_ACCESS_KEY",
+  ).transform((s) => s.split(",").map((name) => name.trim()).filter(Boolean))
+    .describe("Variables whose values redact_secrets scrubs (comma-separated)."),
+  CC_EXECUTOR_PYTHON_VENV: onOff("off")
+    .describe("on: Python commands run inside the virtualenv found in the job's cwd (python_venv)."),
+  CC_EXECUTOR_RECORD_METRICS: onOff("off")
+    .describe("on: record_metrics keeps per-command-shape counts and durations in the store."),
 });
 
 /** A variable the server reads, for templates and `config show`. */
@@ -128,6 +149,23 @@ export interface ServerConfig {
   historyOutputChars: number;
   /** 0: never prune. */
   historyRetentionDays: number;
+  hooks: HooksConfig;
+}
+
+/** Where hooks come from and which built-ins run (docs/hooks.md). */
+export interface HooksConfig {
+  /** Folder of TypeScript hook files, relative to the working directory or absolute. */
+  dir: string;
+  /** The command hooks' JSON file; null: hooks.json in `dir`, if it exists. */
+  configFile: string | null;
+  timeoutMs: number;
+  /** Runs a job may get in all, retries asked for by error hooks included. */
+  maxAttempts: number;
+  redactSecrets: boolean;
+  /** Variables whose values redact_secrets scrubs. */
+  secretEnvVars: string[];
+  pythonVenv: boolean;
+  recordMetrics: boolean;
 }
 
 /** A configuration problem, with the variable it concerns. */
@@ -265,6 +303,16 @@ export function inspectConfig(options: LoadConfigOptions = {}): ConfigReport {
       },
       historyOutputChars: c.CC_EXECUTOR_HISTORY_OUTPUT_BYTES,
       historyRetentionDays: c.CC_EXECUTOR_HISTORY_RETENTION_DAYS,
+      hooks: {
+        dir: c.CC_EXECUTOR_HOOKS_DIR,
+        configFile: c.CC_EXECUTOR_HOOKS_CONFIG ?? null,
+        timeoutMs: c.CC_EXECUTOR_HOOK_TIMEOUT_MS,
+        maxAttempts: c.CC_EXECUTOR_HOOK_MAX_ATTEMPTS,
+        redactSecrets: c.CC_EXECUTOR_REDACT_SECRETS === "on",
+        secretEnvVars: c.CC_EXECUTOR_SECRET_ENV_VARS,
+        pythonVenv: c.CC_EXECUTOR_PYTHON_VENV === "on",
+        recordMetrics: c.CC_EXECUTOR_RECORD_METRICS === "on",
+      },
     };
     try {
       validateConfig(candidate);

@@ -262,6 +262,20 @@ export const HistoryStatsParams = z.strictObject({
   /** How many command shapes to report, most frequent first. @default 20 */
   shapes: z.number().int().positive().max(1000).optional(),
 });
+/** All-time counts of one command shape, kept by the record_metrics hook (they survive pruning). */
+export const ShapeMetrics = z.object({
+  shape: z.string(),
+  runs: z.number().int(),
+  /** Runs by outcome status, e.g. { "completed": 40, "failed": 2 }. */
+  by_status: z.record(z.string(), z.number().int()),
+  total_ms: z.number(),
+  mean_ms: z.number(),
+  max_ms: z.number(),
+  /** When the last run ended (ISO 8601). */
+  last_at: z.string(),
+});
+export type ShapeMetrics = z.infer<typeof ShapeMetrics>;
+
 export const HistoryStatsResult = z.object({
   by_status: z.record(z.string(), z.number().int()),
   by_shape: z.array(z.object({
@@ -270,6 +284,8 @@ export const HistoryStatsResult = z.object({
     p50_ms: z.number(),
     p95_ms: z.number(),
   })),
+  /** From record_metrics (CC_EXECUTOR_RECORD_METRICS=on), most runs first; empty when it is off. */
+  metrics: z.array(ShapeMetrics),
 });
 export type HistoryStatsResult = z.infer<typeof HistoryStatsResult>;
 
