@@ -168,9 +168,23 @@ async function startForeground(
       forced.resolve();
     }
   };
-  // SIGHUP too: closing the terminal must stop the jobs, not orphan them.
-  const stopSignals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+  // SIGHUP means two things. In a terminal it is the terminal closing: the jobs must stop, not be
+  // orphaned. Anywhere else (--detach, a service manager's `kill -HUP`) it is the daemon
+  // convention: reload the hooks.
+  const hangupStops = Deno.stdin.isTerminal();
+  const stopSignals: Deno.Signal[] = hangupStops
+    ? ["SIGINT", "SIGTERM", "SIGHUP"]
+    : ["SIGINT", "SIGTERM"];
   for (const signal of stopSignals) Deno.addSignalListener(signal, onSignal);
+  const onReload = () => {
+    server.hooks.reload().then((set) =>
+      output.err(
+        `hooks reloaded: ${set.hooks.length} loaded` +
+          (set.problems.length > 0 ? `, ${set.problems.length} refused (see the log)` : ""),
+      )
+    ).catch((error) => output.err(`hooks reload failed: ${(error as Error).message}`));
+  };
+  if (!hangupStops) Deno.addSignalListener("SIGHUP", onReload);
   const stopped = server.finished.then(() => server.shutdown());
   // Killed groups end within moments; whatever still holds up shutdown after that (a peer that
   // never completes its close handshake) does not keep the process alive.
@@ -181,6 +195,7 @@ async function startForeground(
     return await Promise.race([stopped.then(() => 0), forcedExit]);
   } finally {
     for (const signal of stopSignals) Deno.removeSignalListener(signal, onSignal);
+    if (!hangupStops) Deno.removeSignalListener("SIGHUP", onReload);
     if (pidFile) removePidFile(pidFile, Deno.pid);
   }
 }

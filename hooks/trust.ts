@@ -23,7 +23,12 @@ export function untrustedReason(path: string): string | null {
   if ((info.mode & 0o002) !== 0) {
     return `is writable by everyone (mode ${(info.mode & 0o777).toString(8)}); run chmod o-w on it`;
   }
-  const me = Deno.uid();
+  let me: number | null = null;
+  try {
+    me = Deno.uid();
+  } catch {
+    // Without --allow-sys (a locked-down start) the owner cannot be compared; the mode still is.
+  }
   if (me !== null && info.uid !== me && info.uid !== 0) {
     return `is owned by another user (uid ${info.uid}, the server runs as uid ${me})`;
   }

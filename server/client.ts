@@ -89,6 +89,10 @@ export interface ExecuteOutcome {
   /** Output was cut by max_output_bytes. */
   truncated: boolean;
   bytes: { stdout: number; stderr: number };
+  /** What hooks attached to the job, by hook name ({} when none did or none ran). */
+  hooks: Record<string, unknown>;
+  /** Runs made: more than 1 when error hooks asked for retries. */
+  attempts: number;
 }
 
 export interface SubscribeOptions {
@@ -384,7 +388,10 @@ export class ExecutorClient implements AsyncDisposable {
     if (message.method !== undefined) {
       const jobId = message.params?.job_id;
       const watchers = jobId === undefined ? undefined : this.#watchers.get(jobId);
-      if (watchers) { for (const watcher of [...watchers]) watcher.event(message as JobEvent); }
+      // hook.blocked is not a job event (the job never started): the execute's error says it all.
+      if (watchers && message.method !== "hook.blocked") {
+        for (const watcher of [...watchers]) watcher.event(message as JobEvent);
+      }
       return;
     }
     if (typeof message.id !== "number") return;
@@ -440,6 +447,8 @@ function toOutcome(
     durationMs: done.duration_ms,
     error,
     truncated: done.truncated,
+    hooks: done.hooks?.attached ?? {},
+    attempts: done.hooks?.attempts ?? 1,
     bytes: done.bytes,
   };
 }

@@ -86,13 +86,17 @@ const ConfigSchema = z.object({
   CC_EXECUTOR_HOOK_MAX_ATTEMPTS: int(1, 10).default(3)
     .describe("Runs a job may get in all when error hooks ask for retries."),
   CC_EXECUTOR_REDACT_SECRETS: onOff("off")
-    .describe("on: the redact_secrets hook scrubs secrets from output before it is sent or stored."),
+    .describe(
+      "on: the redact_secrets hook scrubs secrets from output before it is sent or stored.",
+    ),
   CC_EXECUTOR_SECRET_ENV_VARS: z.string().default(
     "CC_EXECUTOR_TOKEN,ANTHROPIC_API_KEY,OPENAI_API_KEY,GITHUB_TOKEN,GH_TOKEN,NPM_TOKEN,AWS_SECRET_ACCESS_KEY",
   ).transform((s) => s.split(",").map((name) => name.trim()).filter(Boolean))
     .describe("Variables whose values redact_secrets scrubs (comma-separated)."),
   CC_EXECUTOR_PYTHON_VENV: onOff("off")
-    .describe("on: Python commands run inside the virtualenv found in the job's cwd (python_venv)."),
+    .describe(
+      "on: Python commands run inside the virtualenv found in the job's cwd (python_venv).",
+    ),
   CC_EXECUTOR_RECORD_METRICS: onOff("off")
     .describe("on: record_metrics keeps per-command-shape counts and durations in the store."),
 });

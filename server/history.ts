@@ -11,10 +11,11 @@ import {
   type HistoryStatsResult,
   type HistoryStatus,
   RpcError,
+  type ShapeMetrics,
 } from "./protocol.ts";
 import { CursorError } from "./store/cursor.ts";
 import { HistoryOffError } from "./store/none.ts";
-import type { JobRecord, Store } from "./store/store.ts";
+import type { JobRecord, ShapeMetricsRecord, Store } from "./store/store.ts";
 
 export function toHistoryRecord(record: JobRecord, includeOutput: boolean): HistoryRecord {
   return {
@@ -90,16 +91,34 @@ export async function getHistory(
   return toHistoryRecord(record, includeOutput);
 }
 
+/**
+ * `history.stats`: counts per status, timing of the `shapes` most frequent shapes, and the
+ * record_metrics counts of the `shapes` most-run shapes (empty when that hook never ran).
+ */
 export async function historyStats(store: Store, shapes: number): Promise<HistoryStatsResult> {
   try {
-    const stats = await store.stats({ shapes });
+    const [stats, metrics] = await Promise.all([store.stats({ shapes }), store.metrics(shapes)]);
     return {
       by_status: stats.by_status as Record<string, number>,
       by_shape: stats.by_shape,
+      metrics: metrics.map(toShapeMetrics),
     };
   } catch (error) {
     throw storeError(error);
   }
+}
+
+/** A shape's metrics on the wire: with their mean, and `last_at` in ISO 8601. */
+export function toShapeMetrics(record: ShapeMetricsRecord): ShapeMetrics {
+  return {
+    shape: record.shape,
+    runs: record.runs,
+    by_status: record.by_status,
+    total_ms: record.total_ms,
+    mean_ms: record.runs > 0 ? record.total_ms / record.runs : 0,
+    max_ms: record.max_ms,
+    last_at: new Date(record.last_at).toISOString(),
+  };
 }
 
 export async function pruneHistory(store: Store, olderThanSeconds: number, now: number) {

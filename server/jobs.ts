@@ -7,6 +7,8 @@
  *
  * @module
  */
+import type { HookExecution, HookSet, OutputFilter } from "../hooks/runner.ts";
+import type { JobOutcome, JobRequest } from "../hooks/types.ts";
 import { Coalescer, type Timer, utf8SafeLength } from "./chunker.ts";
 import type { ServerConfig } from "./config.ts";
 import { settlesWithin } from "./deadline.ts";
@@ -19,8 +21,8 @@ import {
   type ExecuteParams,
   type ExecuteResult,
   type JobInfo,
+  type JobNotificationName,
   type JobStatus,
-  type NotificationName,
   type NotificationParams,
   RpcError,
   type StreamName,
@@ -67,7 +69,42 @@ export interface JobManagerOptions {
   store?: Store;
   /** Milliseconds since the epoch. @default Date.now */
   now?: () => number;
+  /** Where jobs get their hooks; without it no hooks run. */
+  hooks?: JobHooksSource;
 }
+
+/** The hooks new jobs use (the registry's current set) and how many runs error hooks may ask for. */
+export interface JobHooksSource {
+  readonly current: HookSet;
+  /** Runs a job may get in all (CC_EXECUTOR_HOOK_MAX_ATTEMPTS). */
+  readonly maxAttempts: number;
+}
+
+/** One job's hooks: the set it started with, and what they did. */
+interface JobHooks {
+  set: HookSet;
+  output: OutputFilter | null;
+  /** What ran before the job started (pre_execution), then after each run. */
+  executions: HookExecution[];
+  attached: Record<string, unknown>;
+  /** The command as the client asked for it, when hooks changed it. */
+  requestedCommand: string;
+  /** Each run's command and outcome, when an error hook asked for more than one. */
+  attempts: {
+    attempt: number;
+    command: string;
+    status: JobStatus;
+    exit_code: number | null;
+    signal: string | null;
+    reason: string | null;
+  }[];
+}
+
+/** Executions kept in one job's record (the rest are counted in hooks.status). */
+const RECORD_EXECUTIONS_KEPT = 50;
+
+/** Output chunks waiting for the output hooks before the job stops reading its pipes. */
+const OUTPUT_HOOK_BACKLOG = 16;
 
 /** Waits between tries of a store write that failed (then it is given up and logged). */
 const RECORD_RETRIES_MS = [100, 300, 700, 1500];
@@ -98,13 +135,15 @@ const encoder = new TextEncoder();
 /** One command run: its process group, output, subscribers and outcome. */
 export class Job {
   readonly id: string;
-  readonly command: string;
+  /** The command that runs: after pre_execution hooks, and an error hook's retry, changed it. */
+  command: string;
+  /** The command the client asked for (a retried execute with the same job_id must match it). */
+  readonly requestedCommand: string;
   readonly cwd: string | null;
   readonly detach: boolean;
   /** The session that started the job; its disconnect cancels the job unless detached. */
   readonly owner: string;
   readonly startedAt: number;
-  readonly group: ProcessGroup;
   /** Resolves after `process.completed` has been sent. */
   readonly done: Promise<void>;
 
@@ -143,6 +182,18 @@ export class Job {
   #waiters = new Set<() => void>();
   #resolveDone!: () => void;
   readonly #manager: JobManager;
+  #group: ProcessGroup;
+  /** 1, then one more for each run an error hook asks for. */
+  #attempt = 1;
+  readonly #hooks: JobHooks | null;
+  /** Output waiting for the output hooks, in order. */
+  #outputChain: Promise<void> = Promise.resolve();
+  #outputBacklog = 0;
+  /** Set while hooks run after a run; a cancel then means "no retry". */
+  #afterRun = false;
+  #noRetry = false;
+  #params!: ExecuteParams;
+  #config!: JobManagerConfig;
 
   constructor(
     manager: JobManager,
@@ -152,20 +203,33 @@ export class Job {
     group: ProcessGroup,
     replayBufferBytes: number,
     timeout: ExecuteResult["timeout"],
+    hooks: JobHooks | null = null,
+    requestedCommand = params.command,
   ) {
     this.#manager = manager;
+    this.#group = group;
+    this.#hooks = hooks;
     this.timeout = timeout;
     this.id = id;
     this.command = params.command;
+    this.requestedCommand = requestedCommand;
     this.cwd = params.cwd ?? null;
     this.detach = params.detach ?? false;
     this.owner = owner;
-    this.group = group;
     this.startedAt = manager.now();
     this.#lastActivity = performance.now();
     this.#replay = new ReplayBuffer(replayBufferBytes);
     this.#outputBudget = params.max_output_bytes ?? Infinity;
     this.done = new Promise((resolve) => (this.#resolveDone = resolve));
+  }
+
+  /** The process group of the current run. */
+  get group(): ProcessGroup {
+    return this.#group;
+  }
+
+  get attempt(): number {
+    return this.#attempt;
   }
 
   get lastSeq(): number {
@@ -198,6 +262,7 @@ export class Job {
       truncated: this.truncated,
       last_seq: this.#seq,
       reason: this.reason,
+      attempt: this.#attempt,
     };
   }
 
@@ -230,7 +295,7 @@ export class Job {
     return this.#subscribers.has(subscriberId);
   }
 
-  #emit<N extends Exclude<NotificationName, "connected">>(
+  #emit<N extends JobNotificationName>(
     method: N,
     params: Omit<NotificationParams<N>, "seq" | "job_id">,
   ): void {
@@ -254,18 +319,31 @@ export class Job {
       const wait = subscriber.ready();
       if (wait) (waits ??= []).push(wait);
     }
+    // Slow output hooks slow the command too, rather than queueing its output in memory.
+    if (this.#outputBacklog > OUTPUT_HOOK_BACKLOG) (waits ??= []).push(this.#outputChain);
     return waits && Promise.all(waits);
   }
 
   // -- running ----------------------------------------------------------------
 
-  /** Called once by the manager right after spawn. */
-  start(params: ExecuteParams, config: JobManagerConfig): void {
+  /** Called once by the manager right after spawn; `preFailures` are pre_execution hooks that failed. */
+  start(params: ExecuteParams, config: JobManagerConfig, preFailures: HookExecution[] = []): void {
+    this.#params = params;
+    this.#config = config;
+    for (const failure of preFailures) this.#hookError(failure);
+    this.#startRun();
+  }
+
+  /** Starts watching the current run: stdin, timers, output, its end. */
+  #startRun(): void {
+    const params = this.#params;
+    const config = this.#config;
     this.#emit("process.started", {
       pid: this.group.pid,
       pgid: this.group.pgid,
       command: this.command,
       cwd: this.cwd,
+      attempt: this.#attempt,
     });
     if (this.group.stdin) this.#openStdin(params);
     const { seconds, source } = this.timeout;
@@ -298,8 +376,10 @@ export class Job {
     // read, which dominated the cost of fast output.
     const reader = stream.getReader({ mode: "byob" });
     let readBuffer = new ArrayBuffer(READ_BUFFER_BYTES);
+    // A retry's output continues the offsets where the earlier runs left them.
+    const offsetBase = this.bytes[name];
     const coalescer = new Coalescer(
-      (chunk) => this.#output(name, chunk.offset, chunk.bytes),
+      (chunk) => this.#output(name, offsetBase + chunk.offset, chunk.bytes),
       chunkOptions,
     );
     const pump: Pump = {
@@ -390,6 +470,33 @@ export class Job {
     this.#outputBudget -= bytes.length;
     if (cut) this.truncated = true;
     const data = decoder.decode(bytes);
+    const filter = this.#hooks?.output;
+    if (!filter) return this.#deliver(stream, offset, data, cut);
+    // Output hooks may take time: chunks go through them one after another, in order.
+    this.#outputBacklog++;
+    this.#outputChain = this.#outputChain
+      .then(() => filter.push(stream, data, offset))
+      .catch((error) => `[output withheld: output hooks failed: ${(error as Error).message}]\n`)
+      .then((text) => this.#deliver(stream, offset, text, cut))
+      .finally(() => this.#outputBacklog--);
+  }
+
+  /** Releases what output hooks still hold at the end of a run, after every chunk went through. */
+  async #flushOutputHooks(): Promise<void> {
+    const filter = this.#hooks?.output;
+    if (!filter) return;
+    await this.#outputChain;
+    for (const stream of ["stdout", "stderr"] as const) {
+      const text = await filter.end(stream, this.bytes[stream]).catch((error) =>
+        `[output withheld: output hooks failed: ${(error as Error).message}]\n`
+      );
+      this.#deliver(stream, this.bytes[stream], text, false);
+    }
+  }
+
+  #deliver(stream: StreamName, offset: number, data: string, cut: boolean): void {
+    // Hooks may hold text back (or drop it): an empty chunk is not worth a frame.
+    if (data.length === 0 && !cut) return;
     this.#keepForHistory(data);
     this.#emit("process.output", {
       stream,
@@ -430,7 +537,8 @@ export class Job {
     this.#notifyChange();
     await this.#drainPipes();
     this.#pumps = []; // a finished job kept in memory must not keep its read buffers
-    this.#finish(status);
+    await this.#flushOutputHooks();
+    await this.#finish(status);
   }
 
   /**
@@ -452,20 +560,164 @@ export class Job {
     });
   }
 
-  #finish(status: Deno.CommandStatus): void {
+  async #finish(status: Deno.CommandStatus): Promise<void> {
     if (this.isFinished) return;
-    this.exitCode = status.signal === null ? status.code : null;
-    this.signal = status.signal;
+    const exitCode = status.signal === null ? status.code : null;
+    let outcome: Pick<JobInfo, "status" | "reason">;
     if (this.#cause) {
-      this.status = this.#cause.status;
-      this.reason = this.#cause.reason;
+      outcome = { status: this.#cause.status, reason: this.#cause.reason };
     } else if (status.signal !== null) {
-      this.status = "killed";
-      this.reason = `killed by ${status.signal}`;
+      outcome = { status: "killed", reason: `killed by ${status.signal}` };
     } else {
-      this.status = status.code === 0 ? "completed" : "failed";
+      outcome = { status: status.code === 0 ? "completed" : "failed", reason: null };
     }
+    const hooks = this.#hooks;
+    if (hooks && (hooks.set.has("error") || hooks.set.has("post_execution"))) {
+      const retry = await this.#runAfterHooks(hooks, {
+        ...outcome,
+        exitCode,
+        signal: status.signal,
+      });
+      if (this.isFinished) return; // failed meanwhile
+      if (retry) {
+        hooks.attempts.push({
+          attempt: this.#attempt,
+          command: this.command,
+          status: outcome.status,
+          exit_code: exitCode,
+          signal: status.signal,
+          reason: outcome.reason,
+        });
+        return this.#retry(retry, { ...outcome, exit_code: exitCode, signal: status.signal });
+      }
+    }
+    this.exitCode = exitCode;
+    this.signal = status.signal;
+    this.status = outcome.status;
+    this.reason = outcome.reason;
     this.#complete();
+  }
+
+  /** The error chain (after a failure) and the post_execution chain; returns a retry, if asked. */
+  async #runAfterHooks(
+    hooks: JobHooks,
+    run: Pick<JobInfo, "status" | "reason"> & { exitCode: number | null; signal: string | null },
+  ): Promise<{ hook: string; command: string; message: string | null } | null> {
+    this.#afterRun = true;
+    const outcome: JobOutcome = {
+      status: run.status as JobOutcome["status"],
+      exit_code: run.exitCode,
+      signal: run.signal,
+      duration_ms: this.#manager.now() - this.startedAt,
+      reason: run.reason,
+      bytes: { ...this.bytes },
+      truncated: this.truncated,
+      output: { head: this.outputHead, tail: this.outputTail },
+    };
+    try {
+      const result = await hooks.set.runAfter({
+        job_id: this.id,
+        session_id: this.owner,
+        attempt: this.#attempt,
+        dry_run: false,
+        request: this.#request(),
+        outcome,
+      }, {
+        maxAttempts: this.#manager.maxAttempts,
+        retryAllowed: this.#attempt < this.#manager.maxAttempts && !this.#noRetry &&
+          !this.#manager.shuttingDown,
+        onFailure: (failure) => this.#hookError(failure),
+      });
+      hooks.executions.push(...result.executions);
+      Object.assign(hooks.attached, result.attached);
+      // A cancel or a shutdown while the error hooks ran wins over their retry.
+      return this.#noRetry || this.#manager.shuttingDown ? null : result.retry;
+    } finally {
+      this.#afterRun = false;
+    }
+  }
+
+  /** The job as hooks see it. */
+  #request(): JobRequest {
+    return {
+      command: this.command,
+      cwd: this.cwd,
+      env: { ...this.#params.env },
+      timeout: this.#params.timeout ?? null,
+    };
+  }
+
+  #hookError(failure: HookExecution): void {
+    this.#emit("hook.error", {
+      hook: failure.hook,
+      point: failure.point,
+      error: failure.error ?? "failed",
+      on_failure: failure.on_failure ?? "proceed",
+    });
+  }
+
+  /** Runs the command again, as an error hook asked: a new process group, the same job. */
+  #retry(
+    retry: { hook: string; command: string; message: string | null },
+    previous: {
+      status: JobStatus;
+      exit_code: number | null;
+      signal: string | null;
+      reason: string | null;
+    },
+  ): void {
+    this.#attempt++;
+    this.command = retry.command;
+    this.#emit("hook.retry", {
+      hook: retry.hook,
+      attempt: this.#attempt,
+      command: retry.command,
+      message: retry.message,
+      previous,
+    });
+    this.#cause = null;
+    this.#stopping = null;
+    this.#groupGone = false;
+    this.#heldBack = 0;
+    this.#lastActivity = performance.now();
+    try {
+      this.#group = this.#manager.respawn(this);
+    } catch (error) {
+      this.status = "error";
+      this.reason = `Cannot run attempt ${this.#attempt}: ${(error as Error).message}`;
+      this.#complete();
+      return;
+    }
+    this.#startRun();
+  }
+
+  /** The spawn of this job's current command. */
+  spawnSpec(shell: string): SpawnSpec {
+    return {
+      shell,
+      command: this.command,
+      cwd: this.#params.cwd,
+      env: this.#params.env,
+      pipeStdin: this.#params.stdin !== undefined || this.#params.keep_stdin_open === true,
+    };
+  }
+
+  /** What the job's record keeps of its hooks; null when it had none. */
+  hooksRecord(): unknown {
+    const hooks = this.#hooks;
+    if (!hooks) return null;
+    return {
+      ...(hooks.requestedCommand !== (hooks.attempts[0]?.command ?? this.command)
+        ? { requested_command: hooks.requestedCommand }
+        : {}),
+      attempts: this.#attempt,
+      ...(hooks.attempts.length > 0 ? { runs: hooks.attempts } : {}),
+      attached: hooks.attached,
+      executions: [...hooks.executions, ...(hooks.output?.failures ?? [])].slice(
+        0,
+        RECORD_EXECUTIONS_KEPT,
+      ),
+    };
   }
 
   /** Ends the job as `error` after something went wrong on our side. */
@@ -493,6 +745,7 @@ export class Job {
     this.#clearTimers();
     this.endedAt = this.#manager.now();
     this.#closeStdin();
+    const hooks = this.#hooks;
     this.#emit("process.completed", {
       status: this.status,
       exit_code: this.exitCode,
@@ -501,10 +754,12 @@ export class Job {
       bytes: { ...this.bytes },
       truncated: this.truncated,
       reason: this.reason,
+      ...(hooks ? { hooks: { attached: hooks.attached, attempts: this.#attempt } } : {}),
     });
     this.#subscribers.clear();
     this.#replay.shrink(this.#manager.config.finishedReplayBytes);
     this.#manager.finished(this);
+    hooks?.set.release();
     this.#resolveDone();
   }
 
@@ -512,6 +767,8 @@ export class Job {
 
   /** Stops the job for `cause`; the first cause wins, later ones are ignored. */
   terminate(status: Cause["status"], reason: string): void {
+    // Between runs (error hooks deciding on a retry), a stop means: no retry.
+    if (this.#afterRun) this.#noRetry = true;
     // Once the leader has exited its status is the outcome; only leftovers are being swept.
     if (this.isFinished || this.#cause || this.group.leaderExited) return;
     this.#cause = { status, reason };
@@ -524,6 +781,10 @@ export class Job {
   }
 
   control(type: ControlType): JobStatus {
+    if (type === "CANCEL" && this.#afterRun && !this.isFinished) {
+      this.#noRetry = true; // the run is over; canceling now means no retry
+      return this.status;
+    }
     if (this.isFinished || this.#cause || this.group.leaderExited) {
       // `status` stays the job's status; `state` says why a job still "running" cannot be controlled.
       const state = this.isFinished ? null : this.#cause ? "stopping" : "exited";
@@ -690,6 +951,7 @@ export class JobManager {
   /** Record writes of finished jobs not yet acknowledged by the store. */
   #pendingRecords = new Set<Promise<void>>();
   readonly #store: Store | undefined;
+  readonly #hooks: JobHooksSource | undefined;
 
   constructor(options: JobManagerOptions) {
     this.config = options.config;
@@ -699,6 +961,28 @@ export class JobManager {
     this.groupMode = options.groupMode;
     this.#spawn = options.spawn ?? ProcessGroup.spawn;
     this.#store = options.store;
+    this.#hooks = options.hooks;
+  }
+
+  /** Runs a job may get in all, retries asked for by error hooks included. */
+  get maxAttempts(): number {
+    return this.#hooks?.maxAttempts ?? 1;
+  }
+
+  get shuttingDown(): boolean {
+    return this.#shuttingDown;
+  }
+
+  /** A new process group for `job`'s next run (a retry); its record gets the new pid. */
+  respawn(job: Job): ProcessGroup {
+    if (this.#shuttingDown) throw new Error("the server is shutting down");
+    const group = this.#spawn(job.spawnSpec(this.shell), this.groupMode);
+    this.#trackRecord(this.#record(
+      "jobSpawned",
+      job.id,
+      () => this.#store?.jobSpawned(job.id, { pid: group.pid, pgid: group.pgid }),
+    ));
+    return group;
   }
 
   get runningCount(): number {
@@ -740,11 +1024,11 @@ export class JobManager {
       }
       const existing = this.#jobs.get(params.job_id);
       if (existing) {
-        if (existing.command !== params.command) {
+        if (existing.requestedCommand !== params.command) {
           throw new RpcError(
             ErrorCode.JOB_ID_CONFLICT,
             `Cannot execute: job_id "${params.job_id}" is already used by a different command`,
-            { job_id: params.job_id, command: existing.command },
+            { job_id: params.job_id, command: existing.requestedCommand },
           );
         }
         return { job: existing, existing: true };
@@ -779,6 +1063,122 @@ export class JobManager {
     // A job id is never reused: a record in history (the job left memory, or another server
     // sharing the store ran it) must not be overwritten by a new job.
     if (clientChosenId) await this.#checkIdUnused(id);
+    const set = this.#hooks?.current;
+    if (!set || set.isEmpty) return this.#spawnJob(id, params, owner, null);
+    set.acquire();
+    try {
+      return await this.#launchWithHooks(id, params, owner, set);
+    } catch (error) {
+      set.release();
+      throw error;
+    }
+  }
+
+  /** Runs the pre_execution hooks, then starts the job as they left it (or records the refusal). */
+  async #launchWithHooks(
+    id: string,
+    params: ExecuteParams,
+    owner: string,
+    set: HookSet,
+  ): Promise<Job> {
+    const hooks: JobHooks = {
+      set,
+      output: null,
+      executions: [],
+      attached: {},
+      requestedCommand: params.command,
+      attempts: [],
+    };
+    const requested: JobRequest = {
+      command: params.command,
+      cwd: params.cwd ?? null,
+      env: { ...params.env },
+      timeout: params.timeout ?? null,
+    };
+    const pre = await set.runPre({
+      job_id: id,
+      session_id: owner,
+      attempt: 1,
+      dry_run: false,
+      request: requested,
+    });
+    hooks.executions.push(...pre.executions);
+    if (pre.blocked) {
+      await this.#recordBlocked(id, params, owner, pre.blocked.message, hooks);
+      throw new RpcError(
+        ErrorCode.HOOK_BLOCKED,
+        `Blocked by hook ${pre.blocked.hook}: ${pre.blocked.message}`,
+        {
+          job_id: id,
+          hook: pre.blocked.hook,
+          point: "pre_execution",
+          message: pre.blocked.message,
+        },
+      );
+    }
+    const { request } = pre;
+    if (request.cwd !== null && request.cwd !== requested.cwd) checkCwd(request.cwd);
+    const effective: ExecuteParams = { ...params, command: request.command };
+    if (request.cwd !== null) effective.cwd = request.cwd;
+    if (Object.keys(request.env).length > 0) effective.env = request.env;
+    if (request.timeout !== null) effective.timeout = request.timeout;
+    hooks.output = set.outputFilter({
+      job_id: id,
+      session_id: owner,
+      attempt: 1,
+      dry_run: false,
+      request,
+    });
+    const failures = pre.executions.filter((execution) => execution.outcome === "failed");
+    return this.#spawnJob(id, effective, owner, hooks, failures);
+  }
+
+  /** A job a hook refused is recorded too (status blocked), so history shows who tried what. */
+  async #recordBlocked(
+    id: string,
+    params: ExecuteParams,
+    owner: string,
+    message: string,
+    hooks: JobHooks,
+  ): Promise<void> {
+    const now = this.now();
+    await this.#record("jobStarted", id, () =>
+      this.#store?.jobStarted({
+        job_id: id,
+        command: params.command,
+        shape: commandShape(params.command),
+        cwd: params.cwd ?? null,
+        session_id: owner,
+        node_id: this.config.nodeId,
+        server_pid: Deno.pid,
+        started_at: now,
+        timeout_s: params.timeout ?? null,
+        timeout_source: params.timeout !== undefined ? "request" : "none",
+      }));
+    await this.#record("jobEnded", id, () =>
+      this.#store?.jobEnded(id, {
+        status: "blocked",
+        ended_at: now,
+        duration_ms: 0,
+        exit_code: null,
+        signal: null,
+        reason: message,
+        bytes_stdout: 0,
+        bytes_stderr: 0,
+        truncated: false,
+        output_head: "",
+        output_tail: "",
+        hooks: { attempts: 0, attached: {}, executions: hooks.executions },
+      }));
+  }
+
+  async #spawnJob(
+    id: string,
+    params: ExecuteParams,
+    owner: string,
+    hooks: JobHooks | null,
+    preFailures: HookExecution[] = [],
+  ): Promise<Job> {
     const shape = commandShape(params.command);
     const timeout = await this.#timeoutFor(params, shape);
     const startedAt = this.now();
@@ -828,15 +1228,25 @@ export class JobManager {
           truncated: false,
           output_head: "",
           output_tail: "",
-          hooks: null,
+          hooks: hooks && { attempts: 0, attached: {}, executions: hooks.executions },
         }));
       throw refusal;
     }
-    const job = new Job(this, id, params, owner, group, this.config.replayBufferBytes, timeout);
+    const job = new Job(
+      this,
+      id,
+      params,
+      owner,
+      group,
+      this.config.replayBufferBytes,
+      timeout,
+      hooks,
+      hooks?.requestedCommand,
+    );
     this.#jobs.set(job.id, job);
     this.#running.add(job);
     this.logger.debug("job started", { job_id: job.id, pid: group.pid, owner });
-    job.start(params, this.config);
+    job.start(params, this.config, preFailures);
     // The pgid lets a later start stop this group if the server dies before the job ends. Not
     // awaited: the job runs already, and its writes are chained in order.
     this.#trackRecord(this.#record(
@@ -952,7 +1362,7 @@ export class JobManager {
         truncated: job.truncated,
         output_head: job.outputHead,
         output_tail: job.outputTail,
-        hooks: null,
+        hooks: job.hooksRecord(),
       }));
     this.#trackRecord(record);
     this.logger.debug("job finished", {

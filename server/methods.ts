@@ -5,6 +5,8 @@
  * @module
  */
 import type { z } from "zod";
+import { dryRun } from "../hooks/dry_run.ts";
+import type { HookRegistry } from "../hooks/registry.ts";
 import type { JobManager } from "./jobs.ts";
 import {
   ControlParams,
@@ -15,6 +17,7 @@ import {
   HistoryListParams,
   HistoryPruneParams,
   HistoryStatsParams,
+  HooksRunParams,
   JobsGetParams,
   JobsInputParams,
   JobsListParams,
@@ -34,6 +37,7 @@ import type { MethodContext } from "./session.ts";
 export interface MethodDeps {
   jobs: JobManager;
   store: Store;
+  hooks: HookRegistry;
   /** Everything `server.info` reports that the job manager does not know. */
   info: () => Omit<ServerInfoResult, "running_jobs">;
 }
@@ -53,12 +57,30 @@ type Table = {
 };
 
 /** The method table the dispatcher serves; `Methods` in protocol.ts lists the same names. */
-export function createMethods({ jobs, store, info }: MethodDeps): Table {
+export function createMethods({ jobs, store, hooks, info }: MethodDeps): Table {
+  const hookStatus = {
+    params: EmptyParams,
+    handler: () => hooks.status(),
+  };
   return {
     execute: {
       params: ExecuteParams,
       handler: async (params, { session, afterResponse }) => {
-        const { job, existing } = await jobs.start(params, session.id);
+        let started;
+        try {
+          started = await jobs.start(params, session.id);
+        } catch (error) {
+          // The client hears which hook refused the job before the error response.
+          if (error instanceof RpcError && error.code === ErrorCode.HOOK_BLOCKED) {
+            session.send(JSON.stringify({
+              jsonrpc: "2.0",
+              method: "hook.blocked",
+              params: error.data,
+            }));
+          }
+          throw error;
+        }
+        const { job, existing } = started;
         // The connection may have closed while the job was being recorded: its close found no
         // job to cancel then, so a job it owns is canceled now, as it would have been.
         if (!session.isOpen && !existing && !job.detach) {
@@ -161,6 +183,29 @@ export function createMethods({ jobs, store, info }: MethodDeps): Table {
     "history.prune": {
       params: HistoryPruneParams,
       handler: (params) => pruneHistory(store, params.older_than_seconds, jobs.now()),
+    },
+
+    "hooks.status": hookStatus,
+    hook_status: hookStatus,
+
+    "hooks.reload": {
+      params: EmptyParams,
+      handler: async () => {
+        await hooks.reload();
+        return hooks.status();
+      },
+    },
+
+    "hooks.run": {
+      params: HooksRunParams,
+      handler: async (params) => {
+        const set = hooks.current.acquire();
+        try {
+          return await dryRun(set, params, jobs.maxAttempts);
+        } finally {
+          set.release();
+        }
+      },
     },
 
     "server.info": {

@@ -33,6 +33,8 @@ export const ErrorCode = {
   SHUTTING_DOWN: -32008,
   /** The history store cannot answer (Redis unreachable); jobs still run and are recorded later. */
   STORE_UNAVAILABLE: -32009,
+  /** A pre_execution hook blocked the job (or a required one failed); data names the hook. */
+  HOOK_BLOCKED: -32010,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -155,6 +157,8 @@ export const JobInfo = z.object({
   /** The last sequence number used by this job's notifications. */
   last_seq: z.number().int(),
   reason: z.string().nullable(),
+  /** 1, or more when error hooks asked for retries. */
+  attempt: z.number().int(),
 });
 export type JobInfo = z.infer<typeof JobInfo>;
 
@@ -204,8 +208,11 @@ export const JobsInputResult = z.object({
 // ---------------------------------------------------------------------------
 // History: every job's record, from the store (it outlives the jobs held in memory)
 
-/** A record's status: a job's, or `interrupted` when the server running it died. */
-export const HistoryStatus = z.enum([...JobStatus.options, "interrupted"]);
+/**
+ * A record's status: a job's, `interrupted` when the server running it died, or `blocked` when a
+ * pre_execution hook refused it (it never ran).
+ */
+export const HistoryStatus = z.enum([...JobStatus.options, "interrupted", "blocked"]);
 export type HistoryStatus = z.infer<typeof HistoryStatus>;
 
 export const HistoryRecord = z.object({
@@ -334,6 +341,101 @@ export type ServerInfoResult = z.infer<typeof ServerInfoResult>;
 
 export const PingResult = z.object({ pong: z.literal(true), time: z.string() });
 
+// ---------------------------------------------------------------------------
+// Hooks (docs/hooks.md)
+
+export const HookPoint = z.enum(["pre_execution", "post_execution", "error", "output"]);
+
+/** What one hook did once. */
+export const HookExecution = z.object({
+  hook: z.string(),
+  point: HookPoint,
+  kind: z.enum(["builtin", "typescript", "command"]),
+  job_id: z.string(),
+  at: z.string(),
+  duration_ms: z.number(),
+  outcome: z.enum(["proceeded", "changed", "blocked", "retry", "failed"]),
+  message: z.string().optional(),
+  error: z.string().optional(),
+  on_failure: z.enum(["proceed", "block"]).optional(),
+  changes: z.array(z.string()).optional(),
+});
+export type HookExecution = z.infer<typeof HookExecution>;
+
+export const HookStatusResult = z.object({
+  /** The TypeScript hooks folder. */
+  dir: z.string(),
+  /** The command hooks file. */
+  config_file: z.string(),
+  /** Why the folder was not read, when it was not (e.g. it is cc-executor's own source). */
+  dir_note: z.string().nullable(),
+  /** False in the compiled binary: only command hooks and built-ins work there. */
+  typescript_supported: z.boolean(),
+  loaded_at: z.string(),
+  /** Files and entries that were refused, with why. */
+  problems: z.array(z.object({ source: z.string(), message: z.string() })),
+  hooks: z.array(z.object({
+    name: z.string(),
+    point: HookPoint,
+    kind: z.enum(["builtin", "typescript", "command"]),
+    /** The built-in's name, the TypeScript file, or the hooks.json file. */
+    location: z.string(),
+    command: z.array(z.string()).optional(),
+    timeout_ms: z.number().int(),
+    on_failure: z.enum(["proceed", "block"]),
+    required: z.boolean(),
+    counts: z.object({
+      runs: z.number().int(),
+      proceeded: z.number().int(),
+      changed: z.number().int(),
+      blocked: z.number().int(),
+      retry: z.number().int(),
+      failed: z.number().int(),
+      mean_ms: z.number(),
+    }),
+  })),
+  /** The latest executions, oldest first (output hooks: failures only). */
+  recent: z.array(HookExecution),
+});
+export type HookStatusResult = z.infer<typeof HookStatusResult>;
+
+/** A dry run of one point's chain: the hooks run for real, the command does not. */
+export const HooksRunParams = z.strictObject({
+  point: HookPoint,
+  command: z.string().refine((s) => s.trim().length > 0, "command is empty"),
+  cwd: z.string().min(1).optional(),
+  env: z.record(z.string(), z.string()).optional(),
+  timeout: Seconds.optional(),
+  /** post_execution and error: the outcome to pretend. @default failed with exit code 1 for error, completed otherwise */
+  status: z.enum(["completed", "failed", "canceled", "timed_out", "killed", "error"]).optional(),
+  exit_code: z.number().int().optional(),
+  /** output: the text to pass through the output hooks (as one stdout chunk), and the outcome's output. */
+  output: z.string().optional(),
+});
+export type HooksRunParams = z.input<typeof HooksRunParams>;
+
+export const HooksRunResult = z.object({
+  point: HookPoint,
+  executions: z.array(HookExecution),
+  /** pre_execution: the request as the job would run it. */
+  request: z.object({
+    command: z.string(),
+    cwd: z.string().nullable(),
+    env: z.record(z.string(), z.string()),
+    timeout: z.number().nullable(),
+  }).optional(),
+  /** pre_execution: set when the chain blocks the job. */
+  blocked: z.object({ hook: z.string(), message: z.string() }).nullable().optional(),
+  /** post_execution and error: what hooks would attach. */
+  attached: z.record(z.string(), z.unknown()).optional(),
+  /** error: the retry a hook would ask for. */
+  retry: z.object({ hook: z.string(), command: z.string(), message: z.string().nullable() })
+    .nullable().optional(),
+  /** output: the text as it would be sent and stored. */
+  output: z.string().optional(),
+});
+export type HooksRunResult = z.infer<typeof HooksRunResult>;
+
 /** Every method: its params schema and result schema. */
 export const Methods = {
   execute: { params: ExecuteParams, result: ExecuteResult },
@@ -347,6 +449,12 @@ export const Methods = {
   "history.get": { params: HistoryGetParams, result: HistoryRecord },
   "history.stats": { params: HistoryStatsParams, result: HistoryStatsResult },
   "history.prune": { params: HistoryPruneParams, result: HistoryPruneResult },
+  "hooks.status": { params: EmptyParams, result: HookStatusResult },
+  /** Same as hooks.status, under the name clients of the earlier cc_executor use. */
+  hook_status: { params: EmptyParams, result: HookStatusResult },
+  /** Loads the hooks again (as SIGHUP does); jobs already running keep the hooks they started with. */
+  "hooks.reload": { params: EmptyParams, result: HookStatusResult },
+  "hooks.run": { params: HooksRunParams, result: HooksRunResult },
   "server.info": { params: EmptyParams, result: ServerInfoResult },
   ping: { params: EmptyParams, result: PingResult },
   /** Accepted from clients of the earlier cc_executor, which answered pings with `pong`. */
@@ -374,8 +482,11 @@ export const ProcessStartedParams = z.object({
   seq: z.number().int(),
   pid: z.number().int(),
   pgid: z.number().int(),
+  /** The command as it runs, after pre_execution hooks (and an error hook's retry) changed it. */
   command: z.string(),
   cwd: z.string().nullable(),
+  /** 1, then 2, 3... for runs an error hook asked for. */
+  attempt: z.number().int(),
 });
 
 export const ProcessOutputParams = z.object({
@@ -407,6 +518,11 @@ export const ProcessCompletedParams = z.object({
   truncated: z.boolean(),
   /** Why the server ended the job (timeout, cancel, disconnect, shutdown), or an error message. */
   reason: z.string().nullable(),
+  /** Present when hooks ran after the job: what they attached, by hook name, and the runs made. */
+  hooks: z.object({
+    attached: z.record(z.string(), z.unknown()),
+    attempts: z.number().int(),
+  }).optional(),
 });
 export type ProcessCompletedParams = z.infer<typeof ProcessCompletedParams>;
 
@@ -414,6 +530,42 @@ export const ProcessErrorParams = z.object({
   job_id: z.string(),
   seq: z.number().int(),
   message: z.string(),
+});
+
+/** A pre_execution hook refused a job; sent before the execute's -32010 error. */
+export const HookBlockedParams = z.object({
+  job_id: z.string(),
+  hook: z.string(),
+  point: HookPoint,
+  message: z.string(),
+});
+
+/** A hook failed (threw, timed out, bad result); `on_failure` says what that led to. */
+export const HookErrorParams = z.object({
+  job_id: z.string(),
+  seq: z.number().int(),
+  hook: z.string(),
+  point: HookPoint,
+  error: z.string(),
+  on_failure: z.enum(["proceed", "block"]),
+});
+
+/** An error hook asked for another run; `process.started` with the next attempt follows. */
+export const HookRetryParams = z.object({
+  job_id: z.string(),
+  seq: z.number().int(),
+  hook: z.string(),
+  /** The attempt about to start. */
+  attempt: z.number().int(),
+  command: z.string(),
+  message: z.string().nullable(),
+  /** How the previous attempt ended. */
+  previous: z.object({
+    status: JobStatus,
+    exit_code: z.number().int().nullable(),
+    signal: z.string().nullable(),
+    reason: z.string().nullable(),
+  }),
 });
 
 export const Notifications = {
@@ -424,14 +576,20 @@ export const Notifications = {
   "process.resumed": ProcessResumedParams,
   "process.completed": ProcessCompletedParams,
   "process.error": ProcessErrorParams,
+  "hook.blocked": HookBlockedParams,
+  "hook.error": HookErrorParams,
+  "hook.retry": HookRetryParams,
 } as const;
 export type NotificationName = keyof typeof Notifications;
 export type NotificationParams<N extends NotificationName> = z.infer<(typeof Notifications)[N]>;
 
+/** Notifications of a running job: they carry a `seq` and are replayed to late subscribers. */
+export type JobNotificationName = Exclude<NotificationName, "connected" | "hook.blocked">;
+
 /** A notification about one job, as a client receives it. */
 export type JobEvent = {
-  [N in Exclude<NotificationName, "connected">]: { method: N; params: NotificationParams<N> };
-}[Exclude<NotificationName, "connected">];
+  [N in JobNotificationName]: { method: N; params: NotificationParams<N> };
+}[JobNotificationName];
 
 // ---------------------------------------------------------------------------
 // JSON-RPC envelopes

@@ -17,6 +17,7 @@ import { type MethodContext, Session } from "./session.ts";
 import { openStore } from "./store/open.ts";
 import type { Store } from "./store/store.ts";
 import { StoreUpkeep } from "./store/upkeep.ts";
+import { HookRegistry } from "../hooks/registry.ts";
 import { sweepOrphans } from "./sweep.ts";
 import { VERSION } from "./version.ts";
 
@@ -37,6 +38,8 @@ export interface ExecutorServer extends AsyncDisposable {
   /** ws://host:port/ws */
   readonly url: string;
   readonly jobs: JobManager;
+  /** The loaded hooks; `hooks.reload()` is what SIGHUP and `hooks.reload` do. */
+  readonly hooks: HookRegistry;
   /** Stops every job (their clients get `process.completed`), closes every session, stops listening. */
   shutdown(): Promise<void>;
   /** Resolves when the server has stopped listening. */
@@ -85,9 +88,12 @@ export async function startServer(
     throw new ServerStartError(`Cannot start: ${(error as Error).message}`, error);
   }
   const ownStore = options.store === undefined;
+  let hooks: HookRegistry | undefined;
   try {
-    return await listen(config, { logger, shell, groupMode, store, ownStore });
+    hooks = await HookRegistry.open({ config: config.hooks, store, logger });
+    return await listen(config, { logger, shell, groupMode, store, ownStore, hooks });
   } catch (error) {
+    await hooks?.[Symbol.asyncDispose]();
     if (ownStore) await store[Symbol.asyncDispose]();
     throw error;
   }
@@ -100,12 +106,13 @@ interface ListenOptions {
   store: Store;
   /** The server opened the store, so it closes it at shutdown. */
   ownStore: boolean;
+  hooks: HookRegistry;
 }
 
 /** Sweeps what a dead server left, then serves; the second half of `startServer`. */
 async function listen(
   config: ServerConfig,
-  { logger, shell, groupMode, store, ownStore }: ListenOptions,
+  { logger, shell, groupMode, store, ownStore, hooks }: ListenOptions,
 ): Promise<ExecutorServer> {
   const swept = await sweepOrphans(store, {
     nodeId: config.nodeId,
@@ -116,7 +123,19 @@ async function listen(
     logger.warn("marked jobs of a server that died as interrupted", { jobs: swept.length });
   }
   const startedAt = performance.now();
-  const jobs = new JobManager({ config, shell, groupMode, logger, store });
+  const jobs = new JobManager({
+    config,
+    shell,
+    groupMode,
+    logger,
+    store,
+    hooks: {
+      get current() {
+        return hooks.current;
+      },
+      maxAttempts: config.hooks.maxAttempts,
+    },
+  });
   const sessions = new Set<Session>();
   const background = new StoreUpkeep(store, config, logger, () => [...sessions].map((s) => s.id));
 
@@ -124,6 +143,7 @@ async function listen(
     createMethods({
       jobs,
       store,
+      hooks,
       info: () => ({
         name: "cc-executor",
         version: VERSION,
@@ -251,6 +271,7 @@ async function listen(
       await Promise.all([...sessions].map((s) => s.close(1001, "server shutting down")));
       await listening.shutdown();
       await background.stop();
+      await hooks[Symbol.asyncDispose]();
       if (ownStore) await store[Symbol.asyncDispose]();
       logger.info("stopped");
     })();
@@ -259,6 +280,7 @@ async function listen(
     addr,
     url: `ws://${host}:${addr.port}/ws`,
     jobs,
+    hooks,
     shutdown,
     finished: listening.finished,
     [Symbol.asyncDispose]: shutdown,

@@ -205,16 +205,78 @@ Deno.test("cli server: restart keeps the address; a taken port fails a detached 
   }
 });
 
-Deno.test("cli server: a hangup (terminal closed) stops a foreground server and its jobs", async () => {
-  const { child, url, log } = await startCliServer();
+Deno.test("cli server: outside a terminal, SIGHUP reloads the hooks and the server keeps running", async () => {
+  const hooksDir = Deno.makeTempDirSync({ prefix: "cc-hooks-" });
+  const { child, url, log } = await startCliServer({ CC_EXECUTOR_HOOKS_DIR: hooksDir });
+  const client = await ExecutorClient.connect(url);
+  try {
+    const { pgid } = await client.request("execute", { command: "sleep 30", detach: true });
+    assert.deepEqual((await client.request("hooks.status", {})).hooks, []);
+    Deno.writeTextFileSync(`${hooksDir}/noop.sh`, "#!/bin/sh\ncat >/dev/null\n");
+    Deno.chmodSync(`${hooksDir}/noop.sh`, 0o755);
+    Deno.writeTextFileSync(
+      `${hooksDir}/hooks.json`,
+      JSON.stringify({ hooks: [{ name: "noop", point: "pre_execution", command: ["./noop.sh"] }] }),
+    );
+    child.kill("SIGHUP");
+    await waitUntil(async () => {
+      const status = await client.request("hooks.status", {});
+      return status.hooks.some((hook) => hook.name === "noop");
+    }, "the hooks to be reloaded");
+    assert.equal(groupAlive(pgid), true, "the job keeps running");
+    assert.equal((await client.execute({ command: "echo still here" })).stdout, "still here\n");
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+    assert.equal(groupAlive(pgid), false);
+    assert.match(await log(), /hooks reloaded: 1 loaded/);
+  } finally {
+    await client[Symbol.asyncDispose]();
+    await child.stdout.cancel();
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await child.status;
+  }
+});
+
+Deno.test("cli server: in a terminal, a hangup (terminal closed) stops the server and its jobs", async () => {
+  // `script` gives the server a pseudo-terminal as stdin, as a shell in a terminal window would.
+  const state = tempStateDir();
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  const command = [Deno.execPath(), "run", "-A", main, "server", "start", "--port", "0"]
+    .map((arg) => `'${arg}'`).join(" ");
+  const child = new Deno.Command("script", {
+    args: ["-qfec", command, "/dev/null"],
+    env: {
+      CC_EXECUTOR_ENV_FILE: "/nonexistent/.env",
+      CC_EXECUTOR_STATE_DIR: state,
+      CC_EXECUTOR_DB: ":memory:",
+      CC_EXECUTOR_KILL_GRACE_MS: "300",
+      NO_COLOR: "1",
+    },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  let url: string | undefined;
+  while (!url) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`server exited before listening:\n${text}`);
+    text += value;
+    url = /listening on (ws:\/\/\S+)/.exec(text)?.[1];
+  }
   const client = await ExecutorClient.connect(url);
   const { pgid } = await client.request("execute", { command: "sleep 30", detach: true });
-  child.kill("SIGHUP");
-  assert.equal((await child.status).code, 0);
-  assert.equal(groupAlive(pgid), false, "no job outlives the terminal");
+  const { pid } = await client.request("server.info", {});
+  Deno.kill(pid, "SIGHUP");
   await client.closed;
-  await child.stdout.cancel();
-  await log();
+  await waitUntil(() => !processAlive(pid), "the server to exit");
+  assert.equal(groupAlive(pgid), false, "no job outlives the terminal");
+  await reader.cancel();
+  await child.stderr.cancel();
+  await child.status;
 });
 
 Deno.test("cli server: two detached starts at once give one server; the other says it is running", async () => {

@@ -4,7 +4,14 @@
  *
  * @module
  */
-import type { JobRecord, ListPage, Store, StoreHealth, StoreStats } from "./store.ts";
+import type {
+  JobRecord,
+  ListPage,
+  ShapeMetricsRecord,
+  Store,
+  StoreHealth,
+  StoreStats,
+} from "./store.ts";
 
 export class HistoryOffError extends Error {
   constructor() {
@@ -41,6 +48,13 @@ export class NoStore implements Store {
     return Promise.resolve([]);
   }
   stats(): Promise<StoreStats> {
+    return Promise.reject(new HistoryOffError());
+  }
+  /** Nothing is kept, so record_metrics costs nothing; reading them says history is off. */
+  recordMetrics(): Promise<void> {
+    return Promise.resolve();
+  }
+  metrics(): Promise<ShapeMetricsRecord[]> {
     return Promise.reject(new HistoryOffError());
   }
   prune(): Promise<number> {

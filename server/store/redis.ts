@@ -11,6 +11,9 @@
  *     running:<node_id>       set of the node's running job ids: orphans()
  *     durations:<shape>       list of the last 1000 completed durations (ms), newest first
  *     shapes                  sorted set of shape -> completed jobs on record
+ *     metrics:<shape>         hash of record_metrics' counts: runs, status:<status> (one field
+ *                             per status seen), total_ms, max_ms, last_at; never pruned
+ *     metrics                 sorted set of shape -> runs: the most-run shapes first
  *     sessions                sorted set of session ids by expiry (epoch ms)
  *
  * No operation walks the key space (no KEYS, no SCAN): every read is an index
@@ -59,11 +62,14 @@ import type {
   JobStart,
   ListPage,
   ListQuery,
+  MetricsSample,
   RecordStatus,
+  ShapeMetricsRecord,
   Store,
   StoreHealth,
   StoreStats,
 } from "./store.ts";
+import { checkMetricsSample } from "./store.ts";
 
 export interface RedisStoreOptions {
   /** Prepended to every key, so several deployments can share one Redis. @default "cc-executor:" */
@@ -84,8 +90,9 @@ export interface RedisStoreOptions {
    */
   replyTimeoutMs?: number;
   /**
-   * A local SQLite file where job writes waiting for Redis are also kept, so a server killed
-   * during an outage does not lose them; the next store opened on it sends them first.
+   * A local SQLite file where job (and metrics) writes waiting for Redis are also kept, so a
+   * server killed during an outage does not lose them; the next store opened on it sends them
+   * first.
    * @default none: queued writes live in memory only
    */
   outboxPath?: string;
@@ -344,6 +351,25 @@ end
 if #ids < tonumber(ARGV[3]) then return -deleted - 1 end
 return deleted
 `),
+  // KEYS[1] the shape's metrics hash; ARGV: prefix, shape, status, duration_ms, ended_at.
+  // The sums are done here in doubles and written as %.17g (not HINCRBYFLOAT, whose long double
+  // arithmetic rounds differently), so they come out as SQLite's REAL columns do.
+  recordMetrics: script(`
+local shape, status = ARGV[2], ARGV[3]
+local duration, ended = tonumber(ARGV[4]), tonumber(ARGV[5])
+local old = redis.call('HMGET', KEYS[1], 'total_ms', 'max_ms', 'last_at')
+local total = (tonumber(old[1]) or 0) + duration
+local max = tonumber(old[2])
+if not max or duration > max then max = duration end
+local last = tonumber(old[3])
+if not last or ended > last then last = ended end
+redis.call('HINCRBY', KEYS[1], 'runs', 1)
+redis.call('HINCRBY', KEYS[1], 'status:' .. status, 1)
+redis.call('HSET', KEYS[1], 'total_ms', string.format('%.17g', total),
+  'max_ms', string.format('%.17g', max), 'last_at', string.format('%.17g', last))
+redis.call('ZINCRBY', p .. 'metrics', 1, shape)
+return 1
+`),
 };
 
 function newClient(
@@ -374,14 +400,19 @@ interface PendingWrite {
   /** For logs: "jobEnded a1b2". */
   what: string;
   run: () => Promise<unknown>;
-  /** A job write: kept in the outbox while it waits, so a crash does not lose it. */
-  durable?: { script: JobScript; key: string; args: string[] };
+  /** A job or metrics write: kept in the outbox while it waits, so a crash does not lose it. */
+  durable?: { script: DurableScript; key: string; args: string[] };
   /** Its outbox entry, while it has one. */
   outboxId?: number;
 }
 
 /** The scripts whose writes go through the outbox. */
-type JobScript = "jobStarted" | "jobSpawned" | "jobEnded" | "markInterrupted";
+type DurableScript =
+  | "jobStarted"
+  | "jobSpawned"
+  | "jobEnded"
+  | "markInterrupted"
+  | "recordMetrics";
 
 /** What `#deadline` resolves to when Redis has not answered in time. */
 const LATE = Symbol("late");
@@ -633,7 +664,7 @@ export class RedisStore implements Store {
       outbox: this.#outbox.path,
     });
     for (const entry of entries) {
-      const script = entry.script as JobScript;
+      const script = entry.script as DurableScript;
       this.#enqueue({
         seq: this.#seq++,
         what: `${script} (from the outbox)`,
@@ -967,9 +998,80 @@ export class RedisStore implements Store {
   }
 
   /**
+   * One script call: the counts, the sums and the listing index change together. Queued (and kept
+   * in the outbox) like a job write while Redis is unreachable. A write replayed after its reply
+   * was lost counts the run twice: these are statistics, and the outage is logged.
+   */
+  recordMetrics(sample: MetricsSample): Promise<void> {
+    try {
+      checkMetricsSample(sample);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const key = `${this.prefix}metrics:${sample.shape}`;
+    const args = [
+      this.prefix,
+      sample.shape,
+      sample.status,
+      String(sample.duration_ms),
+      String(sample.ended_at),
+    ];
+    return this.#write(
+      `recordMetrics ${sample.shape}`,
+      async () => {
+        await this.#client.recordMetrics(key, args);
+      },
+      undefined,
+      { script: "recordMetrics", key, args },
+    );
+  }
+
+  /** Two round trips (three when shapes tie at the cut), whatever the number of shapes. */
+  metrics(limit: number): Promise<ShapeMetricsRecord[]> {
+    return this.#read(async (client, ask) => {
+      if (limit <= 0) return [];
+      const index = `${this.prefix}metrics`;
+      let top = await ask(client.zRangeWithScores(index, 0, limit - 1, { REV: true }));
+      if (top.length === limit) {
+        // REV lists shapes tied on runs in reverse byte order, but the ones that make the cut are
+        // the first in byte order (SQLite's ORDER BY runs DESC, shape): ask for those directly,
+        // as many as are left, rather than for every shape with that many runs.
+        const cut = top.at(-1)!.score;
+        const above = top.filter((entry) => entry.score > cut);
+        const tied = await ask(client.zRange(index, cut, cut, {
+          BY: "SCORE",
+          LIMIT: { offset: 0, count: limit - above.length },
+        }));
+        top = [...above, ...tied.map((value) => ({ value, score: cut }))];
+      }
+      top.sort((a, b) => b.score - a.score || compareBytes(a.value, b.value));
+      const hashes = await ask(Promise.all(
+        top.map(({ value }) => client.hGetAll(`${this.prefix}metrics:${value}`)),
+      ));
+      return top.flatMap(({ value: shape }, i) => {
+        const hash = hashes[i]!;
+        if (hash.runs === undefined) return [];
+        const by_status: Record<string, number> = {};
+        for (const [field, count] of Object.entries(hash)) {
+          if (field.startsWith("status:")) by_status[field.slice("status:".length)] = Number(count);
+        }
+        return [{
+          shape,
+          runs: Number(hash.runs),
+          by_status,
+          total_ms: Number(hash.total_ms),
+          max_ms: Number(hash.max_ms),
+          last_at: Number(hash.last_at),
+        }];
+      });
+    });
+  }
+
+  /**
    * Deletes finished jobs that ended before `before`, `PRUNE_BATCH` per round trip. The
-   * durations lists are statistics and keep their values. Not queued during an outage: it fails
-   * at once, like a read, since its answer (how many were deleted) cannot be known later.
+   * durations lists and the metrics are statistics and keep their values. Not queued during an
+   * outage: it fails at once, like a read, since its answer (how many were deleted) cannot be
+   * known later.
    */
   prune(before: number): Promise<number> {
     const key = `${this.prefix}jobs:ended`;

@@ -16,11 +16,14 @@ import type {
   JobStart,
   ListPage,
   ListQuery,
+  MetricsSample,
   RecordStatus,
+  ShapeMetricsRecord,
   Store,
   StoreHealth,
   StoreStats,
 } from "./store.ts";
+import { checkMetricsSample } from "./store.ts";
 import { decodeCursor, encodeCursor } from "./cursor.ts";
 
 /**
@@ -63,6 +66,22 @@ const MIGRATIONS: string[] = [
      node_id TEXT NOT NULL,
      expires_at INTEGER NOT NULL
    );`,
+  // record_metrics: one row per shape, and its runs per status in a second table (rather than a
+  // JSON column) so an upsert stays a plain increment. Not tied to jobs: prune leaves them.
+  `CREATE TABLE shape_metrics (
+     shape TEXT PRIMARY KEY,
+     runs INTEGER NOT NULL,
+     total_ms REAL NOT NULL,
+     max_ms REAL NOT NULL,
+     last_at INTEGER NOT NULL
+   );
+   CREATE INDEX shape_metrics_by_runs ON shape_metrics (runs DESC, shape);
+   CREATE TABLE shape_metrics_status (
+     shape TEXT NOT NULL,
+     status TEXT NOT NULL,
+     runs INTEGER NOT NULL,
+     PRIMARY KEY (shape, status)
+   ) WITHOUT ROWID;`,
 ];
 
 export interface SqliteStoreOptions {
@@ -102,7 +121,13 @@ export class SqliteStore implements Store {
     );
     // SQLite's lower() folds ASCII only; search folds case the way JavaScript (and Redis) does.
     this.#db.function("lower_u", { deterministic: true }, (text) => String(text).toLowerCase());
-    this.#migrate();
+    try {
+      this.#migrate();
+    } catch (error) {
+      // Not left open behind a constructor that threw: nothing else could close it.
+      this.#db.close();
+      throw error;
+    }
   }
 
   #migrate(): void {
@@ -294,6 +319,64 @@ export class SqliteStore implements Store {
         };
       });
       return ({ by_status: byStatus, by_shape });
+    });
+  }
+
+  recordMetrics(sample: MetricsSample): Promise<void> {
+    return this.#run(() => {
+      checkMetricsSample(sample);
+      // One transaction: a reader never sees runs counted without their status (or the reverse).
+      this.#db.exec("BEGIN IMMEDIATE");
+      try {
+        this.#statement(
+          `INSERT INTO shape_metrics (shape, runs, total_ms, max_ms, last_at) VALUES (?, 1, ?, ?, ?)
+           ON CONFLICT (shape) DO UPDATE SET runs = runs + 1,
+             total_ms = total_ms + excluded.total_ms,
+             max_ms = max(max_ms, excluded.max_ms),
+             last_at = max(last_at, excluded.last_at)`,
+        ).run(sample.shape, sample.duration_ms, sample.duration_ms, sample.ended_at);
+        this.#statement(
+          `INSERT INTO shape_metrics_status (shape, status, runs) VALUES (?, ?, 1)
+           ON CONFLICT (shape, status) DO UPDATE SET runs = runs + 1`,
+        ).run(sample.shape, sample.status);
+        this.#db.exec("COMMIT");
+      } catch (error) {
+        this.#db.exec("ROLLBACK");
+        throw error;
+      }
+    });
+  }
+
+  metrics(limit: number): Promise<ShapeMetricsRecord[]> {
+    return this.#run(() => {
+      if (limit <= 0) return [];
+      const rows = this.#statement(
+        `SELECT shape, runs, total_ms, max_ms, last_at FROM shape_metrics
+         ORDER BY runs DESC, shape LIMIT ?`,
+      ).all(limit) as {
+        shape: string;
+        runs: number;
+        total_ms: number;
+        max_ms: number;
+        last_at: number;
+      }[];
+      const statuses = this.#statement(
+        "SELECT status, runs FROM shape_metrics_status WHERE shape = ? ORDER BY status",
+      );
+      return rows.map((row) => {
+        const by_status: Record<string, number> = {};
+        for (const s of statuses.all(row.shape) as { status: string; runs: number }[]) {
+          by_status[s.status] = Number(s.runs);
+        }
+        return {
+          shape: row.shape,
+          runs: Number(row.runs),
+          by_status,
+          total_ms: Number(row.total_ms),
+          max_ms: Number(row.max_ms),
+          last_at: Number(row.last_at),
+        };
+      });
     });
   }
 

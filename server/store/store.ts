@@ -10,7 +10,7 @@
 import type { JobStatus } from "../protocol.ts";
 
 /** A job's record status: a job's own status, or `interrupted` when its server died under it. */
-export type RecordStatus = JobStatus | "interrupted";
+export type RecordStatus = JobStatus | "interrupted" | "blocked";
 
 /** Where an `execute`'s effective timeout came from. */
 export type TimeoutSource = "request" | "history" | "default" | "none";
@@ -42,7 +42,8 @@ export interface JobSpawned {
 
 /** Written when the job has ended. */
 export interface JobEnd {
-  status: JobStatus;
+  /** `blocked`: a pre_execution hook refused the job, which never ran. */
+  status: Exclude<RecordStatus, "interrupted">;
   /** Epoch milliseconds. */
   ended_at: number;
   duration_ms: number;
@@ -103,6 +104,57 @@ export interface StoreStats {
   by_shape: ShapeStats[];
 }
 
+/** One finished run, as the record_metrics hook reports it. */
+export interface MetricsSample {
+  /** The command's shape (see shape.ts). */
+  shape: string;
+  /** How the run ended (a JobOutcome status: completed, failed, timed_out, ...). */
+  status: string;
+  duration_ms: number;
+  /** Epoch milliseconds. */
+  ended_at: number;
+}
+
+/**
+ * Rejects a sample the backends could not add up (a duration that is not a finite number, say),
+ * so that it fails at the caller rather than as a write Redis refuses later.
+ * @throws {TypeError} naming the field and its value.
+ */
+export function checkMetricsSample(sample: MetricsSample): void {
+  if (typeof sample.shape !== "string") {
+    throw new TypeError(
+      `Cannot record metrics: shape must be a string, got ${typeof sample.shape}`,
+    );
+  }
+  if (typeof sample.status !== "string" || sample.status === "") {
+    throw new TypeError(`Cannot record metrics: status must be a non-empty string`);
+  }
+  for (const field of ["duration_ms", "ended_at"] as const) {
+    const value = sample[field];
+    if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
+      throw new TypeError(
+        `Cannot record metrics: ${field} must be a finite number >= 0, got ${String(value)}`,
+      );
+    }
+  }
+}
+
+/**
+ * All-time counts of one command shape, from `recordMetrics`. Unlike `ShapeStats` they are not
+ * computed from the job records, so they survive `prune`.
+ */
+export interface ShapeMetricsRecord {
+  shape: string;
+  /** Samples recorded. */
+  runs: number;
+  /** Runs by status, e.g. `{ completed: 40, failed: 2 }`; only statuses seen appear. */
+  by_status: Record<string, number>;
+  total_ms: number;
+  max_ms: number;
+  /** The latest `ended_at` recorded (epoch ms). */
+  last_at: number;
+}
+
 /** "none": CC_EXECUTOR_HISTORY=off. */
 export type StoreBackend = "sqlite" | "redis" | "none";
 
@@ -143,9 +195,20 @@ export interface Store extends AsyncDisposable {
   durations(shape: string, limit: number): Promise<number[]>;
   stats(options: { shapes: number }): Promise<StoreStats>;
   /**
+   * Adds one run to its shape's metrics. A write like the job writes: while Redis is unreachable
+   * it is queued (and kept in the outbox) and resolves at once.
+   */
+  recordMetrics(sample: MetricsSample): Promise<void>;
+  /**
+   * The shapes with the most recorded runs, most runs first (ties by shape, in byte order), at
+   * most `limit`. Rejects when the backend is unreachable or history is off, like `stats`.
+   */
+  metrics(limit: number): Promise<ShapeMetricsRecord[]>;
+  /**
    * Deletes finished jobs that ended before `before` (epoch ms); resolves to how many. Rejects
    * when the backend is unreachable (never queued). Timing statistics may outlive the records
-   * (Redis keeps its per-shape duration lists; SQLite computes them from the records).
+   * (Redis keeps its per-shape duration lists; SQLite computes them from the records), and the
+   * metrics of `recordMetrics` are never pruned.
    */
   prune(before: number): Promise<number>;
 
