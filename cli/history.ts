@@ -5,7 +5,12 @@
  * @module
  */
 import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
-import { type HistoryRecord, type HistoryStatsResult, HistoryStatus } from "../server/protocol.ts";
+import {
+  type HistoryRecord,
+  type HistoryStatsResult,
+  HistoryStatus,
+  type ShapeMetrics,
+} from "../server/protocol.ts";
 import { oneOf, positiveInt } from "./args.ts";
 import type { CliContext } from "./context.ts";
 import { examples } from "./help.ts";
@@ -193,7 +198,8 @@ export function historyCommand(ctx: CliContext) {
 
   withTarget(
     history.command("stats").description(
-      "jobs per status, and run times (p50, p95) of the most frequent command shapes",
+      "jobs per status, run times (p50, p95) of the most frequent command shapes, and " +
+        "all-time counts per shape (record_metrics)",
     ),
   )
     .option(
@@ -201,12 +207,13 @@ export function historyCommand(ctx: CliContext) {
       `report this many command shapes, most frequent first (up to ${MAX_PAGE}; default 20)`,
       upTo(MAX_PAGE),
     )
-    .option("--json", "print {by_status, by_shape} as JSON")
+    .option("--json", "print {by_status, by_shape, metrics} as JSON")
     .addHelpText(
       "after",
       examples([
         ["cc-executor history stats --shapes 5", ""],
         ["cc-executor history stats --json | jq .by_status", ""],
+        ["cc-executor history stats --json | jq '.metrics[0].mean_ms'", ""],
       ]),
     )
     .action(async (options) => {
@@ -313,8 +320,29 @@ function recordFields(record: HistoryRecord, paint: Paint): [string, string][] {
   ];
 }
 
-/** Counts per status, then the shapes' run times. */
+/** Counts per status, then the shapes' run times, then the all-time metrics when there are any. */
 function printStats(stats: HistoryStatsResult, ctx: CliContext): void {
+  printRecordStats(stats, ctx);
+  // Absent from a server older than record_metrics; empty while it is off. The metrics outlive
+  // pruning, so they may be all there is.
+  const metrics = stats.metrics ?? [];
+  if (metrics.length === 0) return;
+  if (Object.keys(stats.by_status).length > 0) ctx.output.out("");
+  ctx.output.table(
+    ["SHAPE", "ALL RUNS", "MEAN", "MAX", "LAST RUN", "OUTCOMES"],
+    metrics.map((row) => [
+      row.shape || "(empty)",
+      String(row.runs),
+      formatMs(row.mean_ms),
+      formatMs(row.max_ms),
+      formatTime(row.last_at),
+      outcomes(row),
+    ]),
+  );
+}
+
+/** What the job records say: counts per status and the shapes' run times. */
+function printRecordStats(stats: HistoryStatsResult, ctx: CliContext): void {
   const known = HistoryStatus.options as readonly string[];
   const statuses = [
     ...known.filter((status) => status in stats.by_status),
@@ -339,6 +367,14 @@ function printStats(stats: HistoryStatsResult, ctx: CliContext): void {
       formatMs(row.p95_ms),
     ]),
   );
+}
+
+/** "completed 40, failed 2": most frequent first. */
+function outcomes(row: ShapeMetrics): string {
+  return Object.entries(row.by_status)
+    .sort(([a, x], [b, y]) => y - x || (a < b ? -1 : a > b ? 1 : 0))
+    .map(([status, count]) => `${status} ${count}`)
+    .join(", ");
 }
 
 /** 123 -> "123ms", 4500 -> "4.5s", 59940 -> "59.9s", 90000 -> "1m 30s". */

@@ -5,6 +5,7 @@
  * has: outages, the write queue, URLs with passwords, prefixes.
  */
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import { createClient } from "redis";
 import { createLogger, type Logger } from "../server/log.ts";
 import { CursorError, encodeCursor } from "../server/store/cursor.ts";
@@ -531,6 +532,103 @@ function contract(backend: Backend): void {
     assert.deepStrictEqual(ids((await store.list({ limit: 10 })).jobs), ["old-running"]);
   });
 
+  test("recordMetrics adds up runs, statuses and times per shape; metrics lists most runs first", async (store) => {
+    const sample = (shape: string, status: string, duration_ms: number, ended_at: number) =>
+      store.recordMetrics({ shape, status, duration_ms, ended_at });
+    assert.deepStrictEqual(await store.metrics(10), []);
+    // Fractional durations: both backends add them up in doubles, in the order recorded.
+    await sample("npm test", "completed", 0.1, T0 + 10);
+    await sample("npm test", "completed", 0.2, T0 + 30);
+    await sample("npm test", "failed", 4000.5, T0 + 20); // ended earlier: last_at stays T0 + 30
+    await sample("make", "timed_out", 30_000, T0 + 5);
+    await sample("make", "completed", 12, T0 + 6);
+    await sample("", "error", 0, T0 + 7); // a command with no shape still counts
+    // Shapes tied on runs come in byte order ("Z" < "b" < "é"), as stats' shapes do.
+    for (const shape of ["é x", "b:c", "Zed"]) await sample(shape, "killed", 1, T0 + 1);
+
+    const npm = {
+      shape: "npm test",
+      runs: 3,
+      by_status: { completed: 2, failed: 1 },
+      total_ms: 0.1 + 0.2 + 4000.5,
+      max_ms: 4000.5,
+      last_at: T0 + 30,
+    };
+    const make = {
+      shape: "make",
+      runs: 2,
+      by_status: { timed_out: 1, completed: 1 },
+      total_ms: 30_012,
+      max_ms: 30_000,
+      last_at: T0 + 6,
+    };
+    const one = (shape: string, status: string, ms: number, at: number) => ({
+      shape,
+      runs: 1,
+      by_status: { [status]: 1 },
+      total_ms: ms,
+      max_ms: ms,
+      last_at: at,
+    });
+    const all = [
+      npm,
+      make,
+      one("", "error", 0, T0 + 7),
+      one("Zed", "killed", 1, T0 + 1),
+      one("b:c", "killed", 1, T0 + 1),
+      one("é x", "killed", 1, T0 + 1),
+    ];
+    assert.deepStrictEqual(await store.metrics(100), all);
+    for (const limit of [1, 2, 3, 4, 5]) {
+      assert.deepStrictEqual(await store.metrics(limit), all.slice(0, limit), `limit ${limit}`);
+    }
+    assert.deepStrictEqual(await store.metrics(0), []);
+  });
+
+  test("metrics are kept apart from the job records: prune leaves them", async (store) => {
+    await add(store, start("old", { shape: "make" }), end({ ended_at: T0 + 10 }));
+    await store.recordMetrics({
+      shape: "make",
+      status: "completed",
+      duration_ms: 10,
+      ended_at: T0,
+    });
+    // Job records alone add nothing to the metrics: only recordMetrics does.
+    assert.deepStrictEqual((await store.metrics(5)).map((m) => [m.shape, m.runs]), [["make", 1]]);
+    assert.equal(await store.prune(T0 + 1_000_000), 1);
+    assert.equal(await store.get("old"), null);
+    assert.deepStrictEqual(await store.metrics(5), [{
+      shape: "make",
+      runs: 1,
+      by_status: { completed: 1 },
+      total_ms: 10,
+      max_ms: 10,
+      last_at: T0,
+    }]);
+    assert.deepStrictEqual((await store.stats({ shapes: 5 })).by_shape, []);
+  });
+
+  test("recordMetrics rejects a sample it could not add up, and records nothing", async (store) => {
+    const good = { shape: "make", status: "completed", duration_ms: 1, ended_at: T0 };
+    for (
+      const bad of [
+        { ...good, duration_ms: NaN },
+        { ...good, duration_ms: Infinity },
+        { ...good, duration_ms: -1 },
+        { ...good, ended_at: NaN },
+        { ...good, status: "" },
+      ]
+    ) {
+      await assert.rejects(
+        async () => await store.recordMetrics(bad),
+        (error: Error) =>
+          error instanceof TypeError && /^Cannot record metrics: /.test(error.message),
+        JSON.stringify(bad),
+      );
+    }
+    assert.deepStrictEqual(await store.metrics(5), []);
+  });
+
   test(
     "sessions are live until they expire; heartbeat extends them; closed ones are gone",
     async (store, clock) => {
@@ -560,6 +658,46 @@ function contract(backend: Backend): void {
 
 contract(sqlite);
 contract(redis);
+
+// ---- SQLite only -------------------------------------------------------------------------------
+
+Deno.test("store sqlite: a database from before metrics is migrated forward, its records kept", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cc-executor-store-" });
+  const path = `${dir}/store.db`;
+  try {
+    {
+      await using store = new SqliteStore(path);
+      await add(store, start("a"), end());
+    }
+    // Back to schema version 1: as a cc-executor from before record_metrics left it.
+    const db = new DatabaseSync(path);
+    db.exec("DROP TABLE shape_metrics; DROP TABLE shape_metrics_status; PRAGMA user_version = 1;");
+    db.close();
+    {
+      await using store = new SqliteStore(path);
+      assert.deepStrictEqual(await store.get("a"), record(start("a"), null, end()));
+      assert.deepStrictEqual(await store.metrics(5), []);
+      await store.recordMetrics({
+        shape: "echo",
+        status: "completed",
+        duration_ms: 2,
+        ended_at: T0,
+      });
+      assert.equal((await store.metrics(5))[0]?.runs, 1);
+    }
+    const reopened = new DatabaseSync(path);
+    const version = reopened.prepare("PRAGMA user_version").get() as { user_version: number };
+    reopened.exec("PRAGMA user_version = 99");
+    reopened.close();
+    assert.equal(version.user_version, 2);
+    assert.throws(
+      () => new SqliteStore(path),
+      /has schema version 99, newer than this cc-executor knows \(2\)/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
 
 // ---- Redis only --------------------------------------------------------------------------------
 
@@ -782,6 +920,48 @@ redisTest("dispose waits briefly for Redis to write what is queued", async () =>
   assert.deepStrictEqual(await reader.get("queued"), record(start("queued")));
 });
 
+redisTest(
+  "metrics writes wait out an outage in order, and survive a restart in the outbox",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "cc-executor-store-" });
+    try {
+      await using server = await startRedis();
+      const outboxPath = `${dir}/redis-outbox.db`;
+      const sample = { shape: "make", status: "completed", duration_ms: 5, ended_at: T0 };
+      {
+        await using store = await RedisStore.open(server.url, {
+          outboxPath,
+          connectTimeoutMs: 500,
+        });
+        await server.stop();
+        await waitUntil(() => store.health().status === "degraded", "the store to see the outage");
+        await store.recordMetrics(sample); // resolves at once: queued
+        await store.recordMetrics({
+          ...sample,
+          status: "failed",
+          duration_ms: 7,
+          ended_at: T0 + 1,
+        });
+        assert.equal(store.health().pending_writes, 2);
+        await assert.rejects(store.metrics(5), RedisUnavailableError);
+      } // disposed with Redis still down: the writes stay in the outbox
+      await server.restart();
+      await using next = await RedisStore.open(server.url, { outboxPath });
+      await waitUntil(() => next.health().pending_writes === 0, "the outbox to be replayed");
+      assert.deepStrictEqual(await next.metrics(5), [{
+        shape: "make",
+        runs: 2,
+        by_status: { completed: 1, failed: 1 },
+        total_ms: 12,
+        max_ms: 7,
+        last_at: T0 + 1,
+      }]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
 Deno.test("store redis: open rejects naming the URL without its password when Redis is unreachable", async () => {
   const port = freePort();
   const started = performance.now();
@@ -855,6 +1035,8 @@ redisTest("prefixes keep deployments apart; reads never walk the key space", asy
     await one.orphans("node-a", 1);
     await one.durations("make", 10);
     await one.stats({ shapes: 5 });
+    await one.recordMetrics({ shape: "make", status: "completed", duration_ms: 1, ended_at: T0 });
+    await one.metrics(5);
     await one.prune(T0);
     await one.liveSessions();
     const commandStats = await raw.info("commandstats");
