@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { VERSION } from "../server/version.ts";
 import { formatMs, parseAge, parseSince } from "../cli/history.ts";
 import { ExecutorClient, ExecutorRpcError } from "../server/client.ts";
+import { defaultConfig } from "../server/config.ts";
 import type { HistoryRecord } from "../server/protocol.ts";
 import { type CliResult, runCli } from "./cli_util.ts";
 import { startTestServer, waitUntil } from "./test_util.ts";
@@ -272,6 +273,35 @@ Deno.test("cli history: stats counts jobs per status and times each command shap
 
   const one = JSON.parse((await history("stats", "--shapes", "1", "--json")).stdout);
   assert.ok(one.by_shape.length <= 1, JSON.stringify(one));
+});
+
+Deno.test("cli history: with record_metrics on, stats shows all-time counts per shape, and prune keeps them", async () => {
+  await using server = await startTestServer({
+    hooks: { ...defaultConfig().hooks, dir: "/nonexistent-hooks", recordMetrics: true },
+  });
+  await using client = await ExecutorClient.connect(server.url);
+  const mark = marker();
+  await runJobs(client, [
+    [`${mark}-1`, `${mark}() { return $1; }; ${mark} 0`],
+    [`${mark}-2`, `${mark}() { return $1; }; ${mark} 0`],
+    [`${mark}-3`, `${mark}() { return $1; }; ${mark} 4`],
+  ]);
+  const history = (...args: string[]) => runCli(["history", ...args, "--url", server.url]);
+  const shape = (await client.request("history.get", { job_id: `${mark}-1` })).shape;
+  // The metric is written by a post_execution hook, before the job's end is recorded.
+  const stats = JSON.parse((await history("stats", "--shapes", "1000", "--json")).stdout);
+  const metric = stats.metrics.find((row: { shape: string }) => row.shape === shape);
+  assert.ok(metric, `metrics for ${shape} in ${JSON.stringify(stats.metrics)}`);
+  assert.equal(metric.runs, 3);
+  assert.deepEqual(metric.by_status, { completed: 2, failed: 1 });
+  const table = await history("stats", "--shapes", "1000");
+  assert.equal(table.code, 0, show(table));
+  assert.match(table.stdout, /SHAPE\s+ALL RUNS\s+MEAN\s+MAX\s+LAST RUN\s+OUTCOMES/);
+  assert.match(table.stdout, new RegExp(`${escape(shape)}\\s+3\\s+.*completed 2, failed 1`));
+
+  assert.equal((await history("prune", "--older-than", "0.001s")).code, 0);
+  const after = JSON.parse((await history("stats", "--shapes", "1000", "--json")).stdout);
+  assert.equal(after.metrics.find((row: { shape: string }) => row.shape === shape)?.runs, 3);
 });
 
 Deno.test("cli history: prune deletes the records of jobs that ended before the cut-off, not running ones", async () => {
