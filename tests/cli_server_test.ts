@@ -268,15 +268,19 @@ Deno.test("cli server: in a terminal, a hangup (terminal closed) stops the serve
     url = /listening on (ws:\/\/\S+)/.exec(text)?.[1];
   }
   const client = await ExecutorClient.connect(url);
-  const { pgid } = await client.request("execute", { command: "sleep 30", detach: true });
   const { pid } = await client.request("server.info", {});
-  Deno.kill(pid, "SIGHUP");
-  await client.closed;
-  await waitUntil(() => !processAlive(pid), "the server to exit");
-  assert.equal(groupAlive(pgid), false, "no job outlives the terminal");
-  await reader.cancel();
-  await child.stderr.cancel();
-  await child.status;
+  try {
+    const { pgid } = await client.request("execute", { command: "sleep 30", detach: true });
+    Deno.kill(pid, "SIGHUP");
+    await waitUntil(() => !processAlive(pid), "the server to exit");
+    assert.equal(groupAlive(pgid), false, "no job outlives the terminal");
+  } finally {
+    if (processAlive(pid)) Deno.kill(pid, "SIGKILL");
+    await client.closed;
+    await reader.cancel();
+    await child.stderr.cancel();
+    await child.status;
+  }
 });
 
 Deno.test("cli server: two detached starts at once give one server; the other says it is running", async () => {
