@@ -11,6 +11,7 @@ import { configCommand } from "./config.ts";
 import type { CliContext } from "./context.ts";
 import { examples } from "./help.ts";
 import { historyCommand } from "./history.ts";
+import { hooksCommand } from "./hooks.ts";
 import { initCommand } from "./init.ts";
 import { jobsCommand } from "./jobs.ts";
 import { runCommand } from "./run.ts";
@@ -48,6 +49,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addCommand(runCommand(ctx))
     .addCommand(jobsCommand(ctx))
     .addCommand(historyCommand(ctx))
+    .addCommand(hooksCommand(ctx))
     .addCommand(initCommand(ctx))
     .addCommand(configCommand(ctx))
     .addCommand(versionCommand(ctx))

@@ -123,15 +123,26 @@ Deno.test("cli setup: init creates .env, hooks/ and templates/, keeps them, and 
     assert.deepEqual(lines.filter((line) => line.trim() !== "" && !line.startsWith("#")), []);
     assert.ok((await Deno.stat(join(dir, "templates"))).isDirectory);
 
-    // The example hook is valid TypeScript and does what it says.
+    // The example hook is valid TypeScript and does what it says (tests/cli_hooks_test.ts loads
+    // the examples into a server).
     const hook = await Deno.readTextFile(hookPath);
     const { HOOKS } = await import(`file://${hookPath}`) as {
-      HOOKS: { pre_execution: ((c: { command: string }) => { proceed: boolean })[] };
+      HOOKS: {
+        pre_execution: { run: (c: { request: { command: string } }) => { proceed: boolean } }[];
+      };
     };
-    const check = HOOKS.pre_execution[0]!;
-    assert.equal(check({ command: "rm -rf /" }).proceed, false);
-    assert.equal(check({ command: "rm -rf --no-preserve-root /" }).proceed, false);
-    assert.equal(check({ command: "rm -rf ./build" }).proceed, true);
+    const check = (command: string) => HOOKS.pre_execution[0]!.run({ request: { command } });
+    assert.equal(check("rm -rf /").proceed, false);
+    assert.equal(check("rm -rf --no-preserve-root /").proceed, false);
+    assert.equal(check("sudo rm -fr /*").proceed, false);
+    assert.equal(check("rm -rf ./build").proceed, true);
+    assert.equal(check("rm -rf /tmp/build").proceed, true);
+    for (const file of ["audit_log.sh", "hooks.json"]) {
+      assert.match(
+        first.stdout,
+        new RegExp(`^created +${literal(join(dir, "hooks", file))}$`, "m"),
+      );
+    }
 
     // A second run keeps what is there, including the user's edits.
     const edited = template + "CC_EXECUTOR_MAX_JOBS=5\n";
