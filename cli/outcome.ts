@@ -5,7 +5,8 @@
  * Exit codes follow the shell's and the familiar tools' conventions: the
  * command's own code; 128+N when signal N ended it; 124 for a timeout (as
  * `timeout(1)`); 130 when this CLI was interrupted with Ctrl-C; 125 when
- * cc-executor itself failed (as `docker run`).
+ * cc-executor itself failed (as `docker run`); 126 when a hook refused the
+ * command (as a shell reports a command it may not execute).
  *
  * @module
  */
@@ -17,6 +18,8 @@ export const EXIT = {
   TIMEOUT: 124,
   /** cc-executor could not run it: no server, refused, connection lost, spawn failed. */
   EXECUTOR_ERROR: 125,
+  /** A pre_execution hook refused the command; it never ran. */
+  BLOCKED: 126,
   /** This CLI was interrupted (Ctrl-C): 128 + SIGINT. */
   INTERRUPTED: 130,
   /** stdout's reader went away (`run ... | head`): 128 + SIGPIPE, as a shell reports it. */

@@ -310,9 +310,9 @@ async function request<T>(send: () => Promise<T>): Promise<T> {
     return await send();
   } catch (error) {
     if (error instanceof ExecutorRpcError) {
-      throw error.code === ErrorCode.INVALID_PARAMS
-        ? new UsageError(error.message)
-        : new CliError(error.message, EXIT.EXECUTOR_ERROR);
+      if (error.code === ErrorCode.INVALID_PARAMS) throw new UsageError(error.message);
+      if (error.code === ErrorCode.HOOK_BLOCKED) throw new CliError(error.message, EXIT.BLOCKED);
+      throw new CliError(error.message, EXIT.EXECUTOR_ERROR);
     }
     if (error instanceof ConnectionClosedError) {
       throw new CliError(`Lost the server: ${error.message}`, EXIT.EXECUTOR_ERROR);

@@ -139,7 +139,8 @@ export class Job {
   command: string;
   /** The command the client asked for (a retried execute with the same job_id must match it). */
   readonly requestedCommand: string;
-  readonly cwd: string | null;
+  /** Where the current run runs (a pre_execution hook may move a retry). */
+  cwd: string | null;
   readonly detach: boolean;
   /** The session that started the job; its disconnect cancels the job unless detached. */
   readonly owner: string;
@@ -580,15 +581,11 @@ export class Job {
       });
       if (this.isFinished) return; // failed meanwhile
       if (retry) {
-        hooks.attempts.push({
-          attempt: this.#attempt,
-          command: this.command,
-          status: outcome.status,
+        return await this.#retry(retry, {
+          ...outcome,
           exit_code: exitCode,
           signal: status.signal,
-          reason: outcome.reason,
         });
-        return this.#retry(retry, { ...outcome, exit_code: exitCode, signal: status.signal });
       }
     }
     this.exitCode = exitCode;
@@ -657,7 +654,7 @@ export class Job {
   }
 
   /** Runs the command again, as an error hook asked: a new process group, the same job. */
-  #retry(
+  async #retry(
     retry: { hook: string; command: string; message: string | null },
     previous: {
       status: JobStatus;
@@ -665,13 +662,49 @@ export class Job {
       signal: string | null;
       reason: string | null;
     },
-  ): void {
+  ): Promise<void> {
+    const hooks = this.#hooks!;
+    let params: ExecuteParams = { ...this.#params, command: retry.command };
+    // A retry's command is a new command: the pre_execution hooks judge it like the first, so an
+    // error hook cannot run what they would refuse.
+    if (hooks.set.has("pre_execution")) {
+      const pre = await hooks.set.runPre({
+        job_id: this.id,
+        session_id: this.owner,
+        attempt: this.#attempt + 1,
+        dry_run: false,
+        request: { ...this.#request(), command: retry.command },
+      }, (failure) => this.#hookError(failure));
+      hooks.executions.push(...pre.executions);
+      if (this.isFinished) return;
+      if (pre.blocked) {
+        return this.#endWith(
+          previous,
+          `retry blocked by hook ${pre.blocked.hook}: ${pre.blocked.message}`,
+        );
+      }
+      const { request } = pre;
+      params = { ...params, command: request.command };
+      if (request.cwd !== null) params.cwd = request.cwd;
+      if (Object.keys(request.env).length > 0) params.env = request.env;
+      if (request.cwd !== null && request.cwd !== this.cwd) {
+        try {
+          checkCwd(request.cwd);
+        } catch (error) {
+          return this.#endWith(previous, `retry not run: ${(error as Error).message}`);
+        }
+      }
+    }
+    if (this.#noRetry || this.#manager.shuttingDown) return this.#endWith(previous, null);
+    hooks.attempts.push({ attempt: this.#attempt, command: this.command, ...previous });
     this.#attempt++;
-    this.command = retry.command;
+    this.#params = params;
+    this.command = params.command;
+    this.cwd = params.cwd ?? null;
     this.#emit("hook.retry", {
       hook: retry.hook,
       attempt: this.#attempt,
-      command: retry.command,
+      command: this.command,
       message: retry.message,
       previous,
     });
@@ -689,6 +722,23 @@ export class Job {
       return;
     }
     this.#startRun();
+  }
+
+  /** Ends the job with the last run's outcome, and why no retry followed (when there is a why). */
+  #endWith(
+    run: {
+      status: JobStatus;
+      exit_code: number | null;
+      signal: string | null;
+      reason: string | null;
+    },
+    why: string | null,
+  ): void {
+    this.exitCode = run.exit_code;
+    this.signal = run.signal;
+    this.status = run.status;
+    this.reason = why === null ? run.reason : run.reason ? `${run.reason}; ${why}` : why;
+    this.#complete();
   }
 
   /** The spawn of this job's current command. */

@@ -216,6 +216,15 @@ Deno.test("cli hooks: run pre_execution says whether the chain would block or ru
   assert.match(row(sudo.stdout, "no-sudo") ?? "", /^no-sudo +command +blocked /);
   assert.match(sudo.stdout, /\nwould block: no-sudo: sudo is not allowed here\n$/);
 
+  // The real thing: `run` of a blocked command exits 126 and runs nothing.
+  const refused = await runCli(["run", "--url", server.url, "rm -rf /"]);
+  assert.equal(refused.code, 126, show(refused));
+  assert.equal(refused.stdout, "");
+  assert.equal(
+    refused.stderr,
+    "cc-executor: Blocked by hook block-rm-root: refusing to remove /\n",
+  );
+
   const fine = await server.hooks("run", "pre_execution", "--command", "echo hi");
   assert.equal(fine.code, 0, show(fine));
   for (const name of ["block-rm-root", "ci-env", "no-sudo"]) {
@@ -237,11 +246,11 @@ Deno.test("cli hooks: run pre_execution says whether the chain would block or ru
   assert.deepEqual(result.blocked, { hook: "block-rm-root", message: "refusing to remove /" });
   assert.equal(result.executions[0]?.outcome, "blocked");
 
-  // The hooks ran for real (they are counted), the commands did not (no job exists).
+  // The hooks ran for real (five dry runs and the refused `run`), the commands did not (no job).
   {
     await using client = await ExecutorClient.connect(server.url);
     const status = await client.request("hooks.status", {});
-    assert.equal(status.hooks.find((hook) => hook.name === "block-rm-root")?.counts.runs, 5);
+    assert.equal(status.hooks.find((hook) => hook.name === "block-rm-root")?.counts.runs, 6);
     assert.deepEqual((await client.request("jobs.list", {})).jobs, []);
   }
 

@@ -140,7 +140,9 @@ Deno.test("hooks: an error hook retries a failed job with a changed command, up 
         error: [(ctx) => {
           if (ctx.request.command === "exit 3") return { retry: { command: "echo recovered" }, message: "fixing" };
           if (ctx.request.command.startsWith("always-fails")) return { retry: true, attach: { seen: ctx.attempt } };
+          if (ctx.request.command === "exit 5") return { retry: { command: "rm -rf /" } };
         }],
+        pre_execution: [(ctx) => ctx.request.command === "rm -rf /" ? { proceed: false, message: "no" } : undefined],
         post_execution: [(ctx) => ({ attach: { status: ctx.outcome.status, attempt: ctx.attempt } })],
       };`,
   });
@@ -187,6 +189,14 @@ Deno.test("hooks: an error hook retries a failed job with a changed command, up 
   assert.equal(stubborn.outcome.attempts, 3);
   assert.equal(stubborn.events.filter((e) => e.method === "process.started").length, 3);
   assert.deepEqual(stubborn.outcome.hooks["retry.ts:error[0]"], { seen: 3 });
+
+  // A retry's command goes through the pre_execution hooks like any other: no way around them.
+  const sneaky = await run(client, { command: "exit 5" });
+  assert.equal(sneaky.outcome.status, "failed");
+  assert.equal(sneaky.outcome.exitCode, 5);
+  assert.equal(sneaky.outcome.attempts, 1);
+  assert.equal(sneaky.outcome.error, "retry blocked by hook retry.ts:pre_execution[0]: no");
+  assert.equal(sneaky.events.filter((e) => e.method === "process.started").length, 1);
 });
 
 Deno.test("hooks: redact_secrets scrubs a secret split across two output chunks, from the client and the record", async () => {
