@@ -55,10 +55,18 @@ export async function dryRun(
         truncated: false,
         output: { head: output, tail: "" },
       };
-      const after = await set.runAfter({ ...base, outcome }, {
+      const error = await set.runError({ ...base, outcome }, {
         maxAttempts,
         retryAllowed: maxAttempts > 1,
       });
+      const post = error.retry
+        ? { attached: {}, executions: [] }
+        : await set.runPost({ ...base, outcome, attached: error.attached });
+      const after = {
+        retry: error.retry,
+        attached: { ...error.attached, ...post.attached },
+        executions: [...error.executions, ...post.executions],
+      };
       return {
         point: params.point,
         executions: after.executions,

@@ -74,6 +74,14 @@ export interface AfterRunResult {
   executions: HookExecution[];
 }
 
+/** What every chain takes besides its context. */
+export interface ChainOptions {
+  /** Told about each failure as it happens. */
+  onFailure?: FailureListener;
+  /** Aborted when the server stops waiting for hooks (shutdown): the chain ends at once. */
+  stop?: AbortSignal;
+}
+
 /** Recent executions kept for `hooks.status`. */
 const RECENT_KEPT = 100;
 
@@ -126,7 +134,7 @@ const RESULT_SCHEMAS: Record<HookPoint, z.ZodType<HookResult>> = {
 /** One hook's run: its checked result, or why it failed. */
 export type Ran =
   | { ok: true; result: HookResult; durationMs: number }
-  | { ok: false; error: string; durationMs: number };
+  | { ok: false; error: string; durationMs: number; timedOut: boolean };
 
 /** Where a set's hooks came from, for `hooks.status`. */
 export interface HookSetOrigin {
@@ -223,13 +231,14 @@ export class HookSet implements AsyncDisposable {
   /** Runs the pre_execution chain: each hook sees the request as the hooks before it left it. */
   async runPre(
     base: Omit<PreExecutionContext, "point">,
-    onFailure?: FailureListener,
+    options: ChainOptions = {},
   ): Promise<PreResult> {
+    const onFailure = options.onFailure;
     let request = base.request;
     const executions: HookExecution[] = [];
     for (const hook of this.#byPoint.get("pre_execution") ?? []) {
       const ctx: PreExecutionContext = { ...base, point: "pre_execution", request: copy(request) };
-      const ran = await this.#run(hook, ctx);
+      const ran = await this.#run(hook, ctx, options.stop);
       if (!ran.ok) {
         const blocks = hook.onFailure === "block";
         const execution = this.#note(hook, base.job_id, ran, {
@@ -288,70 +297,79 @@ export class HookSet implements AsyncDisposable {
   }
 
   /**
-   * After a run: the error chain when it failed (it may ask for a retry, if `retryAllowed`), then,
-   * unless a retry was asked for, the post_execution chain. Attachments are kept by hook name.
+   * After a failed run (failed, timed out, killed, error; not canceled): the error chain, which may
+   * ask for a retry when `retryAllowed`. The first hook asking for one ends the chain.
    */
-  async runAfter(
-    base: Omit<PostExecutionContext, "point" | "attached">,
-    options: { maxAttempts: number; retryAllowed: boolean; onFailure?: FailureListener },
+  async runError(
+    base: Omit<ErrorContext, "point" | "max_attempts">,
+    options: ChainOptions & { maxAttempts: number; retryAllowed: boolean },
   ): Promise<AfterRunResult> {
     const attached: Record<string, unknown> = {};
     const executions: HookExecution[] = [];
-    if (isFailure(base.outcome)) {
-      for (const hook of this.#byPoint.get("error") ?? []) {
-        const ctx: ErrorContext = {
-          ...base,
-          request: copy(base.request),
-          point: "error",
-          max_attempts: options.maxAttempts,
-        };
-        const ran = await this.#run(hook, ctx);
-        if (!ran.ok) {
-          const execution = this.#note(hook, base.job_id, ran, {
-            outcome: "failed",
-            on_failure: hook.onFailure,
-          });
-          executions.push(execution);
-          options.onFailure?.(execution);
-          if (hook.onFailure === "block") break;
-          continue;
-        }
-        const { result } = ran;
-        if (result.attach) attached[hook.name] = result.attach;
-        const wantsRetry = result.retry !== undefined && result.retry !== false;
-        if (wantsRetry && options.retryAllowed) {
-          const command = typeof result.retry === "object" && result.retry.command !== undefined
-            ? result.retry.command
-            : base.request.command;
-          executions.push(this.#note(hook, base.job_id, ran, {
-            outcome: "retry",
-            message: result.message,
-          }));
-          return {
-            retry: { hook: hook.name, command, message: result.message ?? null },
-            attached,
-            executions,
-          };
-        }
-        executions.push(this.#note(hook, base.job_id, ran, {
-          outcome: result.attach ? "changed" : "proceeded",
-          message: wantsRetry
-            ? `${
-              result.message ? result.message + "; " : ""
-            }retry not possible (attempt ${base.attempt} of ${options.maxAttempts})`
-            : result.message,
-          changes: result.attach ? Object.keys(result.attach) : undefined,
-        }));
+    if (!isFailure(base.outcome)) return { retry: null, attached, executions };
+    for (const hook of this.#byPoint.get("error") ?? []) {
+      const ctx: ErrorContext = {
+        ...base,
+        request: copy(base.request),
+        point: "error",
+        max_attempts: options.maxAttempts,
+      };
+      const ran = await this.#run(hook, ctx, options.stop);
+      if (!ran.ok) {
+        const execution = this.#note(hook, base.job_id, ran, {
+          outcome: "failed",
+          on_failure: hook.onFailure,
+        });
+        executions.push(execution);
+        options.onFailure?.(execution);
+        if (hook.onFailure === "block") break;
+        continue;
       }
+      const { result } = ran;
+      if (result.attach) attached[hook.name] = result.attach;
+      const wantsRetry = result.retry !== undefined && result.retry !== false;
+      if (wantsRetry && options.retryAllowed) {
+        const command = typeof result.retry === "object" && result.retry.command !== undefined
+          ? result.retry.command
+          : base.request.command;
+        executions.push(this.#note(hook, base.job_id, ran, {
+          outcome: "retry",
+          message: result.message,
+        }));
+        return {
+          retry: { hook: hook.name, command, message: result.message ?? null },
+          attached,
+          executions,
+        };
+      }
+      executions.push(this.#note(hook, base.job_id, ran, {
+        outcome: result.attach ? "changed" : "proceeded",
+        message: wantsRetry
+          ? `${
+            result.message ? result.message + "; " : ""
+          }retry not possible (attempt ${base.attempt} of ${options.maxAttempts})`
+          : result.message,
+        changes: result.attach ? Object.keys(result.attach) : undefined,
+      }));
     }
+    return { retry: null, attached, executions };
+  }
+
+  /** Once the job's outcome is final (no retry follows): the post_execution chain. */
+  async runPost(
+    base: Omit<PostExecutionContext, "point">,
+    options: ChainOptions = {},
+  ): Promise<Omit<AfterRunResult, "retry">> {
+    const attached: Record<string, unknown> = {};
+    const executions: HookExecution[] = [];
     for (const hook of this.#byPoint.get("post_execution") ?? []) {
       const ctx: PostExecutionContext = {
         ...base,
         request: copy(base.request),
         point: "post_execution",
-        attached: structuredClone(attached),
+        attached: structuredClone({ ...base.attached, ...attached }),
       };
-      const ran = await this.#run(hook, ctx);
+      const ran = await this.#run(hook, ctx, options.stop);
       if (!ran.ok) {
         const execution = this.#note(hook, base.job_id, ran, {
           outcome: "failed",
@@ -370,44 +388,53 @@ export class HookSet implements AsyncDisposable {
         changes: result.attach ? Object.keys(result.attach) : undefined,
       }));
     }
-    return { retry: null, attached, executions };
+    return { attached, executions };
   }
 
   /** A filter for one job's output through the output chain; null when there are no output hooks. */
-  outputFilter(
-    base: Omit<OutputContext, "point" | "stream" | "data" | "offset" | "final" | "state">,
-    onFailure?: FailureListener,
-  ): OutputFilter | null {
+  outputFilter(base: OutputBase, options: ChainOptions = {}): OutputFilter | null {
     const hooks = this.#byPoint.get("output") ?? [];
-    return hooks.length === 0 ? null : new OutputFilter(this, hooks, base, onFailure);
+    return hooks.length === 0 ? null : new OutputFilter(this, hooks, base, options);
   }
 
   // -- one hook ---------------------------------------------------------------------------------
 
-  /** Runs one hook with its timeout and checks its result; never rejects. */
-  async #run(hook: Hook, ctx: HookContext): Promise<Ran> {
+  /**
+   * Runs one hook with its timeout and checks its result; never rejects. `stop` (the server
+   * shutting down) ends the wait at once, like a timeout.
+   */
+  async #run(hook: Hook, ctx: HookContext, stop?: AbortSignal): Promise<Ran> {
     const started = performance.now();
+    if (stop?.aborted) return fail(`not run: ${reasonOf(stop)}`);
     const abort = new AbortController();
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const timedOut = new Promise<"timeout">((resolve) => {
+    let onStop: (() => void) | undefined;
+    const gaveUp = new Promise<"timeout" | "stopped">((resolve) => {
       timer = setTimeout(() => resolve("timeout"), hook.timeoutMs);
+      onStop = () => resolve("stopped");
+      stop?.addEventListener("abort", onStop, { once: true });
     });
     let value: unknown;
     try {
       // invoke() may throw synchronously (a built-in's bug): that is a failure like any other.
       const outcome = await Promise.race([
         Promise.resolve().then(() => hook.invoke(ctx, abort.signal)),
-        timedOut,
+        gaveUp,
       ]);
       if (outcome === "timeout") {
         abort.abort(new Error("timed out"));
-        return fail(`did not finish within its timeout (${hook.timeoutMs} ms)`);
+        return fail(`did not finish within its timeout (${hook.timeoutMs} ms)`, true);
+      }
+      if (outcome === "stopped") {
+        abort.abort(stop!.reason);
+        return fail(`stopped: ${reasonOf(stop!)}`);
       }
       value = outcome;
     } catch (error) {
       return fail(messageOf(error));
     } finally {
       clearTimeout(timer);
+      if (onStop) stop?.removeEventListener("abort", onStop);
     }
     if (value === undefined || value === null) return ok({});
     const parsed = RESULT_SCHEMAS[hook.point].safeParse(value);
@@ -419,8 +446,8 @@ export class HookSet implements AsyncDisposable {
     function ok(result: HookResult): Ran {
       return { ok: true, result, durationMs: performance.now() - started };
     }
-    function fail(error: string): Ran {
-      return { ok: false, error, durationMs: performance.now() - started };
+    function fail(error: string, timedOut = false): Ran {
+      return { ok: false, error, durationMs: performance.now() - started, timedOut };
     }
   }
 
@@ -435,8 +462,8 @@ export class HookSet implements AsyncDisposable {
   }
 
   /** Runs an output hook (for OutputFilter). */
-  runOutput(hook: Hook, ctx: OutputContext): Promise<Ran> {
-    return this.#run(hook, ctx);
+  runOutput(hook: Hook, ctx: OutputContext, stop?: AbortSignal): Promise<Ran> {
+    return this.#run(hook, ctx, stop);
   }
 
   /** Records a failure of an output hook in the recent list. */
@@ -482,18 +509,29 @@ export class HookSet implements AsyncDisposable {
  */
 export class OutputFilter {
   readonly #states = new Map<string, Record<string, unknown>>();
-  /** Failures, for the job's record (bounded: one per hook is enough to tell). */
+  /**
+   * Hooks that timed out on this job: each chunk would wait their whole timeout again, holding the
+   * job (and a stopping job's end) for minutes, so they are not called again for it. One with
+   * on_failure "block" then withholds the rest of the output.
+   */
+  readonly #tripped = new Set<string>();
+  /** Failures, for the job's record (one per hook is enough to tell). */
   readonly failures: HookExecution[] = [];
+  #base: OutputBase;
 
   constructor(
     private readonly set: HookSet,
     private readonly hooks: readonly Hook[],
-    private readonly base: Omit<
-      OutputContext,
-      "point" | "stream" | "data" | "offset" | "final" | "state"
-    >,
-    private readonly onFailure?: FailureListener,
-  ) {}
+    base: OutputBase,
+    private readonly options: ChainOptions = {},
+  ) {
+    this.#base = base;
+  }
+
+  /** A retry: the hooks see its attempt and request from now on (their state carries over). */
+  rebase(base: OutputBase): void {
+    this.#base = base;
+  }
 
   /** The text to send and store for one chunk (possibly empty). */
   push(stream: OutputContext["stream"], data: string, offset: number): Promise<string> {
@@ -512,14 +550,17 @@ export class OutputFilter {
     final: boolean,
   ): Promise<string> {
     for (const hook of this.hooks) {
+      if (this.#tripped.has(hook.name)) {
+        if (hook.onFailure === "block") data = "";
+        continue;
+      }
       const key = `${hook.name}\0${stream}`;
       let state = this.#states.get(key);
       if (!state) this.#states.set(key, state = {});
       // At the end, a hook still gets its final call when the hooks before it released nothing.
       if (!final && data.length === 0) continue;
       const ctx: OutputContext = {
-        ...this.base,
-        request: this.base.request,
+        ...this.#base,
         point: "output",
         stream,
         data,
@@ -527,16 +568,21 @@ export class OutputFilter {
         final,
         state,
       };
-      const ran = await this.set.runOutput(hook, ctx);
+      const ran = await this.set.runOutput(hook, ctx, this.options.stop);
       this.set.countOutput(hook, ran);
       if (!ran.ok) {
-        if (this.failures.filter((f) => f.hook === hook.name).length < 1) {
-          const execution = this.set.noteOutputFailure(hook, this.base.job_id, ran);
+        if (!this.failures.some((f) => f.hook === hook.name)) {
+          const execution = this.set.noteOutputFailure(hook, this.#base.job_id, ran);
           this.failures.push(execution);
-          this.onFailure?.(execution);
+          this.options.onFailure?.(execution);
         }
+        if (ran.timedOut || this.options.stop?.aborted) this.#tripped.add(hook.name);
         // Fail closed: a failed redaction must not let the text (or what it held back) through.
-        if (hook.onFailure === "block") data = `[output withheld: hook ${hook.name} failed]\n`;
+        if (hook.onFailure === "block") {
+          data = `[output withheld: hook ${hook.name} failed${
+            this.#tripped.has(hook.name) ? "; the rest of this job's output is withheld" : ""
+          }]\n`;
+        }
         continue;
       }
       if (ran.result.state) this.#states.set(key, ran.result.state);
@@ -546,6 +592,8 @@ export class OutputFilter {
   }
 }
 
+type OutputBase = Omit<OutputContext, "point" | "stream" | "data" | "offset" | "final" | "state">;
+
 /** The request as hooks see it: a copy, so one hook cannot change another's view in place. */
 function copy(request: JobRequest): JobRequest {
   return { ...request, env: { ...request.env } };
@@ -554,6 +602,12 @@ function copy(request: JobRequest): JobRequest {
 function isFailure(outcome: JobOutcome): boolean {
   return outcome.status === "failed" || outcome.status === "timed_out" ||
     outcome.status === "killed" || outcome.status === "error";
+}
+
+function reasonOf(signal: AbortSignal): string {
+  return signal.reason instanceof Error
+    ? signal.reason.message
+    : String(signal.reason ?? "stopped");
 }
 
 function messageOf(error: unknown): string {

@@ -23,11 +23,11 @@ export function untrustedReason(path: string): string | null {
   if ((info.mode & 0o002) !== 0) {
     return `is writable by everyone (mode ${(info.mode & 0o777).toString(8)}); run chmod o-w on it`;
   }
-  let me: number | null = null;
+  let me: number | null;
   try {
     me = Deno.uid();
   } catch {
-    // Without --allow-sys (a locked-down start) the owner cannot be compared; the mode still is.
+    return "cannot be checked: comparing its owner with the server's user needs --allow-sys=uid";
   }
   if (me !== null && info.uid !== me && info.uid !== 0) {
     return `is owned by another user (uid ${info.uid}, the server runs as uid ${me})`;

@@ -177,7 +177,16 @@ class HostProcess {
     } catch {
       // No deno.json beside the source (or no right to see it): Deno finds a config itself.
     }
-    args.push("--no-prompt", fileURLToPath(HOST_MODULE), nonce, String(importTimeoutMs), ...files);
+    // --no-lock: a hook importing a package must not rewrite cc-executor's own deno.lock (the
+    // server's files are not the hooks' to change, and an install may be read-only).
+    args.push(
+      "--no-lock",
+      "--no-prompt",
+      fileURLToPath(HOST_MODULE),
+      nonce,
+      String(importTimeoutMs),
+      ...files,
+    );
     this.#child = new Deno.Command(Deno.execPath(), {
       args,
       stdin: "piped",
@@ -483,6 +492,15 @@ class HostManager {
       return;
     }
     this.#restarts.push(now);
+    // The files are imported again: one changed to be writable by others since the first load is
+    // not trusted any more.
+    this.#files = this.#files.filter((file) => {
+      const reason = untrustedFileReason(file, this.#dir);
+      if (reason !== null) {
+        this.#logger.warn(`after a hook host restart, ${file} is not loaded again: ${reason}`);
+      }
+      return reason === null;
+    });
     const starting = this.#launch().then(({ host, files }) => {
       this.#noteChanges(files);
       if (!host) throw new Error("no TypeScript hook file could be loaded any more");

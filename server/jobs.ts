@@ -100,6 +100,17 @@ interface JobHooks {
   }[];
 }
 
+/** How long hooks may go on after a shutdown's kill grace before they are cut short. */
+const SHUTDOWN_HOOK_GRACE_MS = 3000;
+
+/** How a run ended, before hooks decide whether it is the job's outcome. */
+interface RunOutcome {
+  status: JobStatus;
+  reason: string | null;
+  exit_code: number | null;
+  signal: string | null;
+}
+
 /** Executions kept in one job's record (the rest are counted in hooks.status). */
 const RECORD_EXECUTIONS_KEPT = 50;
 
@@ -210,10 +221,17 @@ export class Job {
     this.#manager = manager;
     this.#group = group;
     this.#hooks = hooks;
+    this.#params = params;
     this.timeout = timeout;
     this.id = id;
     this.command = params.command;
     this.requestedCommand = requestedCommand;
+    if (hooks) {
+      hooks.output = hooks.set.outputFilter(this.#hookBase(), {
+        onFailure: (failure) => this.#hookError(failure),
+        stop: manager.hookStop,
+      });
+    }
     this.cwd = params.cwd ?? null;
     this.detach = params.detach ?? false;
     this.owner = owner;
@@ -563,47 +581,64 @@ export class Job {
 
   async #finish(status: Deno.CommandStatus): Promise<void> {
     if (this.isFinished) return;
-    const exitCode = status.signal === null ? status.code : null;
-    let outcome: Pick<JobInfo, "status" | "reason">;
+    let run: RunOutcome;
+    const exit_code = status.signal === null ? status.code : null;
     if (this.#cause) {
-      outcome = { status: this.#cause.status, reason: this.#cause.reason };
+      run = { ...this.#cause, exit_code, signal: status.signal };
     } else if (status.signal !== null) {
-      outcome = { status: "killed", reason: `killed by ${status.signal}` };
+      run = {
+        status: "killed",
+        reason: `killed by ${status.signal}`,
+        exit_code,
+        signal: status.signal,
+      };
     } else {
-      outcome = { status: status.code === 0 ? "completed" : "failed", reason: null };
+      run = {
+        status: status.code === 0 ? "completed" : "failed",
+        reason: null,
+        exit_code,
+        signal: null,
+      };
     }
     const hooks = this.#hooks;
-    if (hooks && (hooks.set.has("error") || hooks.set.has("post_execution"))) {
-      const retry = await this.#runAfterHooks(hooks, {
-        ...outcome,
-        exitCode,
-        signal: status.signal,
-      });
+    if (!hooks || !(hooks.set.has("error") || hooks.set.has("post_execution"))) {
+      return this.#end(run);
+    }
+    // From here until the job ends or its next run starts, a cancel means "no retry".
+    this.#afterRun = true;
+    let why: string | null = null;
+    if (hooks.set.has("error")) {
+      const retry = await this.#runErrorHooks(hooks, run);
       if (this.isFinished) return; // failed meanwhile
       if (retry) {
-        return await this.#retry(retry, {
-          ...outcome,
-          exit_code: exitCode,
-          signal: status.signal,
-        });
+        const next = await this.#retry(retry, run);
+        if (this.isFinished) return;
+        if (next.started) {
+          this.#afterRun = false;
+          return;
+        }
+        why = next.why;
       }
     }
-    this.exitCode = exitCode;
-    this.signal = status.signal;
-    this.status = outcome.status;
-    this.reason = outcome.reason;
+    if (why !== null) run = { ...run, reason: run.reason ? `${run.reason}; ${why}` : why };
+    await this.#runPostHooks(hooks, run);
+    this.#afterRun = false;
+    if (!this.isFinished) this.#end(run);
+  }
+
+  #end(run: RunOutcome): void {
+    this.exitCode = run.exit_code;
+    this.signal = run.signal;
+    this.status = run.status;
+    this.reason = run.reason;
     this.#complete();
   }
 
-  /** The error chain (after a failure) and the post_execution chain; returns a retry, if asked. */
-  async #runAfterHooks(
-    hooks: JobHooks,
-    run: Pick<JobInfo, "status" | "reason"> & { exitCode: number | null; signal: string | null },
-  ): Promise<{ hook: string; command: string; message: string | null } | null> {
-    this.#afterRun = true;
-    const outcome: JobOutcome = {
+  /** What hooks are told about how a run ended. */
+  #outcomeFor(run: RunOutcome): JobOutcome {
+    return {
       status: run.status as JobOutcome["status"],
-      exit_code: run.exitCode,
+      exit_code: run.exit_code,
       signal: run.signal,
       duration_ms: this.#manager.now() - this.startedAt,
       reason: run.reason,
@@ -611,27 +646,47 @@ export class Job {
       truncated: this.truncated,
       output: { head: this.outputHead, tail: this.outputTail },
     };
-    try {
-      const result = await hooks.set.runAfter({
-        job_id: this.id,
-        session_id: this.owner,
-        attempt: this.#attempt,
-        dry_run: false,
-        request: this.#request(),
-        outcome,
-      }, {
-        maxAttempts: this.#manager.maxAttempts,
-        retryAllowed: this.#attempt < this.#manager.maxAttempts && !this.#noRetry &&
-          !this.#manager.shuttingDown,
-        onFailure: (failure) => this.#hookError(failure),
-      });
-      hooks.executions.push(...result.executions);
-      Object.assign(hooks.attached, result.attached);
-      // A cancel or a shutdown while the error hooks ran wins over their retry.
-      return this.#noRetry || this.#manager.shuttingDown ? null : result.retry;
-    } finally {
-      this.#afterRun = false;
-    }
+  }
+
+  /** The error chain after a failed run; returns the retry it asks for, if one may run. */
+  async #runErrorHooks(
+    hooks: JobHooks,
+    run: RunOutcome,
+  ): Promise<{ hook: string; command: string; message: string | null } | null> {
+    const result = await hooks.set.runError({
+      job_id: this.id,
+      session_id: this.owner,
+      attempt: this.#attempt,
+      dry_run: false,
+      request: this.#request(),
+      outcome: this.#outcomeFor(run),
+    }, {
+      maxAttempts: this.#manager.maxAttempts,
+      retryAllowed: this.#attempt < this.#manager.maxAttempts && !this.#noRetry &&
+        !this.#manager.shuttingDown,
+      onFailure: (failure) => this.#hookError(failure),
+      stop: this.#manager.hookStop,
+    });
+    hooks.executions.push(...result.executions);
+    Object.assign(hooks.attached, result.attached);
+    // A cancel or a shutdown while the error hooks ran wins over their retry.
+    return this.#noRetry || this.#manager.shuttingDown ? null : result.retry;
+  }
+
+  /** The post_execution chain, once the job's outcome is final. */
+  async #runPostHooks(hooks: JobHooks, run: RunOutcome): Promise<void> {
+    if (!hooks.set.has("post_execution")) return;
+    const result = await hooks.set.runPost({
+      job_id: this.id,
+      session_id: this.owner,
+      attempt: this.#attempt,
+      dry_run: false,
+      request: this.#request(),
+      outcome: this.#outcomeFor(run),
+      attached: hooks.attached,
+    }, { onFailure: (failure) => this.#hookError(failure), stop: this.#manager.hookStop });
+    hooks.executions.push(...result.executions);
+    Object.assign(hooks.attached, result.attached);
   }
 
   /** The job as hooks see it. */
@@ -654,15 +709,14 @@ export class Job {
   }
 
   /** Runs the command again, as an error hook asked: a new process group, the same job. */
+  /**
+   * Starts the run an error hook asked for, unless the pre_execution hooks refuse its command, its
+   * cwd is gone, or a cancel or shutdown came meanwhile: then `why` says so (null: no need).
+   */
   async #retry(
     retry: { hook: string; command: string; message: string | null },
-    previous: {
-      status: JobStatus;
-      exit_code: number | null;
-      signal: string | null;
-      reason: string | null;
-    },
-  ): Promise<void> {
+    previous: RunOutcome,
+  ): Promise<{ started: true } | { started: false; why: string | null }> {
     const hooks = this.#hooks!;
     let params: ExecuteParams = { ...this.#params, command: retry.command };
     // A retry's command is a new command: the pre_execution hooks judge it like the first, so an
@@ -674,14 +728,13 @@ export class Job {
         attempt: this.#attempt + 1,
         dry_run: false,
         request: { ...this.#request(), command: retry.command },
-      }, (failure) => this.#hookError(failure));
+      }, { onFailure: (failure) => this.#hookError(failure), stop: this.#manager.hookStop });
       hooks.executions.push(...pre.executions);
-      if (this.isFinished) return;
       if (pre.blocked) {
-        return this.#endWith(
-          previous,
-          `retry blocked by hook ${pre.blocked.hook}: ${pre.blocked.message}`,
-        );
+        return {
+          started: false,
+          why: `retry blocked by hook ${pre.blocked.hook}: ${pre.blocked.message}`,
+        };
       }
       const { request } = pre;
       params = { ...params, command: request.command };
@@ -691,64 +744,61 @@ export class Job {
         try {
           checkCwd(request.cwd);
         } catch (error) {
-          return this.#endWith(previous, `retry not run: ${(error as Error).message}`);
+          return { started: false, why: `retry not run: ${(error as Error).message}` };
         }
       }
     }
-    if (this.#noRetry || this.#manager.shuttingDown) return this.#endWith(previous, null);
+    if (this.isFinished || this.#noRetry || this.#manager.shuttingDown) {
+      return { started: false, why: null };
+    }
+    let group: ProcessGroup;
+    try {
+      group = this.#manager.respawn(this.id, {
+        shell: this.#manager.shell,
+        command: params.command,
+        cwd: params.cwd,
+        env: params.env,
+        pipeStdin: params.stdin !== undefined || params.keep_stdin_open === true,
+      });
+    } catch (error) {
+      return { started: false, why: `retry not run: ${(error as Error).message}` };
+    }
     hooks.attempts.push({ attempt: this.#attempt, command: this.command, ...previous });
     this.#attempt++;
     this.#params = params;
     this.command = params.command;
     this.cwd = params.cwd ?? null;
+    this.#group = group;
+    hooks.output?.rebase(this.#hookBase());
     this.#emit("hook.retry", {
       hook: retry.hook,
       attempt: this.#attempt,
       command: this.command,
       message: retry.message,
-      previous,
+      previous: {
+        status: previous.status,
+        exit_code: previous.exit_code,
+        signal: previous.signal,
+        reason: previous.reason,
+      },
     });
     this.#cause = null;
     this.#stopping = null;
     this.#groupGone = false;
     this.#heldBack = 0;
     this.#lastActivity = performance.now();
-    try {
-      this.#group = this.#manager.respawn(this);
-    } catch (error) {
-      this.status = "error";
-      this.reason = `Cannot run attempt ${this.#attempt}: ${(error as Error).message}`;
-      this.#complete();
-      return;
-    }
     this.#startRun();
+    return { started: true };
   }
 
-  /** Ends the job with the last run's outcome, and why no retry followed (when there is a why). */
-  #endWith(
-    run: {
-      status: JobStatus;
-      exit_code: number | null;
-      signal: string | null;
-      reason: string | null;
-    },
-    why: string | null,
-  ): void {
-    this.exitCode = run.exit_code;
-    this.signal = run.signal;
-    this.status = run.status;
-    this.reason = why === null ? run.reason : run.reason ? `${run.reason}; ${why}` : why;
-    this.#complete();
-  }
-
-  /** The spawn of this job's current command. */
-  spawnSpec(shell: string): SpawnSpec {
+  /** The context every hook of this job starts from. */
+  #hookBase() {
     return {
-      shell,
-      command: this.command,
-      cwd: this.#params.cwd,
-      env: this.#params.env,
-      pipeStdin: this.#params.stdin !== undefined || this.#params.keep_stdin_open === true,
+      job_id: this.id,
+      session_id: this.owner,
+      attempt: this.#attempt,
+      dry_run: false,
+      request: this.#request(),
     };
   }
 
@@ -763,10 +813,7 @@ export class Job {
       attempts: this.#attempt,
       ...(hooks.attempts.length > 0 ? { runs: hooks.attempts } : {}),
       attached: hooks.attached,
-      executions: [...hooks.executions, ...(hooks.output?.failures ?? [])].slice(
-        0,
-        RECORD_EXECUTIONS_KEPT,
-      ),
+      executions: keepEnds([...hooks.executions, ...(hooks.output?.failures ?? [])]),
     };
   }
 
@@ -817,8 +864,9 @@ export class Job {
 
   /** Stops the job for `cause`; the first cause wins, later ones are ignored. */
   terminate(status: Cause["status"], reason: string): void {
-    // Between runs (error hooks deciding on a retry), a stop means: no retry.
-    if (this.#afterRun) this.#noRetry = true;
+    // A canceled job is never run again; between runs (hooks deciding on a retry) neither is a
+    // stopped one.
+    if (status === "canceled" || this.#afterRun || this.group.leaderExited) this.#noRetry = true;
     // Once the leader has exited its status is the outcome; only leftovers are being swept.
     if (this.isFinished || this.#cause || this.group.leaderExited) return;
     this.#cause = { status, reason };
@@ -831,7 +879,9 @@ export class Job {
   }
 
   control(type: ControlType): JobStatus {
-    if (type === "CANCEL" && this.#afterRun && !this.isFinished) {
+    const betweenRuns = this.#afterRun ||
+      (this.group.leaderExited && this.#hooks?.set.has("error") === true);
+    if (type === "CANCEL" && betweenRuns && !this.isFinished) {
       this.#noRetry = true; // the run is over; canceling now means no retry
       return this.status;
     }
@@ -1002,6 +1052,7 @@ export class JobManager {
   #pendingRecords = new Set<Promise<void>>();
   readonly #store: Store | undefined;
   readonly #hooks: JobHooksSource | undefined;
+  readonly #hookStop = new AbortController();
 
   constructor(options: JobManagerOptions) {
     this.config = options.config;
@@ -1023,16 +1074,21 @@ export class JobManager {
     return this.#shuttingDown;
   }
 
-  /** A new process group for `job`'s next run (a retry); its record gets the new pid. */
-  respawn(job: Job): ProcessGroup {
+  /** A new process group for job `jobId`'s next run (a retry); its record gets the new pid. */
+  respawn(jobId: string, spec: SpawnSpec): ProcessGroup {
     if (this.#shuttingDown) throw new Error("the server is shutting down");
-    const group = this.#spawn(job.spawnSpec(this.shell), this.groupMode);
+    const group = this.#spawn(spec, this.groupMode);
     this.#trackRecord(this.#record(
       "jobSpawned",
-      job.id,
-      () => this.#store?.jobSpawned(job.id, { pid: group.pid, pgid: group.pgid }),
+      jobId,
+      () => this.#store?.jobSpawned(jobId, { pid: group.pid, pgid: group.pgid }),
     ));
     return group;
+  }
+
+  /** Aborted when the server stops waiting for hooks (shutdown after a grace, or killAll). */
+  get hookStop(): AbortSignal {
+    return this.#hookStop.signal;
   }
 
   get runningCount(): number {
@@ -1151,7 +1207,7 @@ export class JobManager {
       attempt: 1,
       dry_run: false,
       request: requested,
-    });
+    }, { stop: this.#hookStop.signal });
     hooks.executions.push(...pre.executions);
     if (pre.blocked) {
       await this.#recordBlocked(id, params, owner, pre.blocked.message, hooks);
@@ -1172,13 +1228,6 @@ export class JobManager {
     if (request.cwd !== null) effective.cwd = request.cwd;
     if (Object.keys(request.env).length > 0) effective.env = request.env;
     if (request.timeout !== null) effective.timeout = request.timeout;
-    hooks.output = set.outputFilter({
-      job_id: id,
-      session_id: owner,
-      attempt: 1,
-      dry_run: false,
-      request,
-    });
     const failures = pre.executions.filter((execution) => execution.outcome === "failed");
     return this.#spawnJob(id, effective, owner, hooks, failures);
   }
@@ -1440,15 +1489,22 @@ export class JobManager {
    */
   async shutdown(reason = "server shutting down"): Promise<void> {
     this.#shuttingDown = true;
+    // Hooks of the stopping jobs get the jobs' grace period and a little more, then are cut short.
+    const hookGrace = setTimeout(
+      () => this.#hookStop.abort(new Error("the server is shutting down")),
+      this.config.killGraceMs + SHUTDOWN_HOOK_GRACE_MS,
+    );
     await Promise.all([...this.#starting.values()].map((p) => p.catch(() => {})));
     const running = [...this.#running];
     for (const job of running) job.terminate("canceled", reason);
     await Promise.all(running.map((job) => job.done));
+    clearTimeout(hookGrace);
     await Promise.all(this.#pendingRecords);
   }
 
-  /** SIGKILL to every running group, for a second Ctrl-C. */
+  /** SIGKILL to every running group, for a second Ctrl-C; hooks still running are stopped too. */
   killAll(): void {
+    this.#hookStop.abort(new Error("the server is being killed"));
     for (const job of this.#running) {
       try {
         job.group.signal("SIGKILL");
@@ -1472,4 +1528,11 @@ function checkCwd(cwd: string): void {
       cwd,
     });
   }
+}
+
+/** The first and the last executions, when there are more than a record keeps. */
+function keepEnds<T>(items: T[]): T[] {
+  if (items.length <= RECORD_EXECUTIONS_KEPT) return items;
+  const head = Math.floor(RECORD_EXECUTIONS_KEPT / 5);
+  return [...items.slice(0, head), ...items.slice(items.length - (RECORD_EXECUTIONS_KEPT - head))];
 }

@@ -9,6 +9,7 @@ import { ExecutorClient, ExecutorRpcError, type JobEvent } from "../server/clien
 import { defaultConfig, type HooksConfig, type ServerConfig } from "../server/config.ts";
 import { ErrorCode } from "../server/protocol.ts";
 import type { ExecutorServer } from "../server/server.ts";
+import { processAlive } from "../server/process.ts";
 import { RawClient, startTestServer, waitUntil } from "./test_util.ts";
 
 const TYPES = new URL("../hooks/types.ts", import.meta.url).href;
@@ -197,6 +198,113 @@ Deno.test("hooks: an error hook retries a failed job with a changed command, up 
   assert.equal(sneaky.outcome.attempts, 1);
   assert.equal(sneaky.outcome.error, "retry blocked by hook retry.ts:pre_execution[0]: no");
   assert.equal(sneaky.events.filter((e) => e.method === "process.started").length, 1);
+  // The outcome is final without the retry: post_execution hooks see it.
+  assert.deepEqual(sneaky.outcome.hooks["retry.ts:post_execution[0]"], {
+    status: "failed",
+    attempt: 1,
+  });
+});
+
+Deno.test("hooks: a cancel after the command exited, while hooks still run, means no retry", async () => {
+  const dir = hooksFolder({
+    "slow.ts": `
+      export const HOOKS = {
+        // Holds the end of the run for a moment: the window between the exit and the error hooks.
+        output: [async (ctx) => { if (ctx.final) await new Promise((r) => setTimeout(r, 800)); }],
+        error: [() => ({ retry: { command: "echo retried" } })],
+      };`,
+  });
+  await using server = await startHookServer(dir);
+  await using client = await ExecutorClient.connect(server.url);
+  const events: JobEvent[] = [];
+  const outcome = client.execute({
+    command: "exit 1",
+    job_id: "no-retry",
+    onEvent: (e) => events.push(e),
+  });
+  outcome.catch(() => {}); // awaited below; a failed assertion first must not leave it unhandled
+  await waitUntil(
+    () => server.jobs.list().find((job) => job.id === "no-retry")?.group.leaderExited,
+    "the command to exit",
+  );
+  const canceled = await client.request("control", { type: "CANCEL", job_id: "no-retry" });
+  assert.equal(canceled.status, "running", "accepted: the job is still finishing");
+  const done = await outcome;
+  assert.equal(done.status, "failed");
+  assert.equal(done.exitCode, 1);
+  assert.equal(done.attempts, 1);
+  assert.equal(events.filter((e) => e.method === "process.started").length, 1);
+});
+
+Deno.test("hooks: a hanging output hook costs one timeout per job, not one per chunk; its failure is reported", async () => {
+  const dir = hooksFolder({
+    "stuck.ts": `
+      export const HOOKS = {
+        output: [{ name: "stuck", timeout_ms: 200, run: () => new Promise(() => {}) }],
+      };`,
+  });
+  await using server = await startHookServer(dir, {}, { coalesceMs: 0 });
+  await using client = await ExecutorClient.connect(server.url);
+  const started = performance.now();
+  const { outcome, events } = await run(client, {
+    command: "for i in $(seq 1 30); do echo line $i; sleep 0.01; done",
+  });
+  const elapsed = performance.now() - started;
+  assert.equal(outcome.stdout.split("\n").length - 1, 30, "on_failure proceed: the output flows");
+  assert.ok(outcome.stdout.startsWith("line 1\n") && outcome.stdout.endsWith("line 30\n"));
+  // 30 chunks x 200 ms would be 6 s; one timeout then skipping the hook is well under.
+  assert.ok(elapsed < 4000, `took ${Math.round(elapsed)} ms`);
+  const failures = events.filter((e) => e.method === "hook.error");
+  assert.equal(failures.length, 1);
+  assert.ok(failures[0]!.method === "hook.error" && failures[0]!.params.point === "output");
+  const status = await client.request("hooks.status", {});
+  assert.equal(status.hooks[0]!.counts.failed, 1);
+});
+
+Deno.test("hooks: a command hook past its timeout is killed with what it started; the job goes on", async () => {
+  const marks = Deno.makeTempDirSync();
+  const dir = hooksFolder({
+    "slow.sh": `#!/bin/sh
+cat >/dev/null
+sleep 30 &
+echo $! > ${marks}/child
+echo $$ > ${marks}/hook
+wait
+`,
+    "hooks.json": JSON.stringify({
+      hooks: [{ name: "slow", point: "pre_execution", command: ["./slow.sh"], timeout_ms: 400 }],
+    }),
+  });
+  await using server = await startHookServer(dir);
+  await using client = await ExecutorClient.connect(server.url);
+  const { outcome, events } = await run(client, { command: "echo went ahead" });
+  assert.equal(outcome.stdout, "went ahead\n");
+  const failure = events.find((e) => e.method === "hook.error");
+  assert.ok(failure && failure.method === "hook.error");
+  assert.match(failure.params.error, /400 ms/);
+  for (const name of ["hook", "child"]) {
+    const pid = Number(Deno.readTextFileSync(join(marks, name)));
+    await waitUntil(() => !processAlive(pid), `the hook's ${name} process to be gone`);
+  }
+});
+
+Deno.test("hooks: shutdown does not wait out a slow post_execution hook", async () => {
+  const dir = hooksFolder({
+    "slow.ts": `
+      export const HOOKS = {
+        post_execution: [{ timeout_ms: 600000, run: () => new Promise((r) => setTimeout(r, 60000)) }],
+      };`,
+  });
+  const server = await startHookServer(dir, {}, { killGraceMs: 300 });
+  await using client = await ExecutorClient.connect(server.url);
+  const { job_id } = await client.request("execute", { command: "echo done" });
+  await waitUntil(() => server.jobs.get(job_id).group.leaderExited, "the command to exit");
+  const started = performance.now();
+  await server.shutdown();
+  const took = performance.now() - started;
+  // The kill grace (300 ms) and the hooks' shutdown grace (3 s), not the hook's minute.
+  assert.ok(took < 6000, `shutdown took ${Math.round(took)} ms`);
+  assert.equal(server.jobs.get(job_id).status, "completed");
 });
 
 Deno.test("hooks: redact_secrets scrubs a secret split across two output chunks, from the client and the record", async () => {
