@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { dirname } from "node:path";
 
 /**
  * Why `path` must not be loaded, or null when it may: it is writable by everyone, or owned by
@@ -35,10 +36,33 @@ export function untrustedReason(path: string): string | null {
   return null;
 }
 
-/** The first reason `file` or its folder must not be loaded, or null. */
+/**
+ * The first reason `file` or its folder must not be loaded, or null. A symbolic link is judged by
+ * what it points to as well: the folder the real file sits in must be trusted too.
+ */
 export function untrustedFileReason(file: string, folder: string): string | null {
   const folderReason = untrustedReason(folder);
   if (folderReason) return `its folder ${folder} ${folderReason}`;
   const fileReason = untrustedReason(file);
-  return fileReason ? `${file} ${fileReason}` : null;
+  if (fileReason) return `${file} ${fileReason}`;
+  let real: string;
+  try {
+    real = Deno.realPathSync(file);
+  } catch (error) {
+    return `${file} cannot be checked (${(error as Error).message})`;
+  }
+  const realFolder = dirname(real);
+  if (real !== file && realFolder !== safeRealPath(folder)) {
+    const reason = untrustedReason(realFolder);
+    if (reason) return `${file} links to ${real}, whose folder ${realFolder} ${reason}`;
+  }
+  return null;
+}
+
+function safeRealPath(path: string): string {
+  try {
+    return Deno.realPathSync(path);
+  } catch {
+    return path;
+  }
 }

@@ -48,6 +48,8 @@ export const MIRRORED_PERMISSIONS = [
   "import",
 ] as const;
 
+/** Longest line read from the host before it is passed on as it is (see #readLines). */
+const MAX_LINE_CHARS = 16 * 1024 * 1024;
 /** How long an aborted call's host gets to answer a ping before it is judged stuck. */
 const PING_TIMEOUT_MS = 1000;
 /** How long a closing host gets to exit on its own before SIGKILL. */
@@ -243,11 +245,21 @@ class HostProcess {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
+        // Only the new text can hold the next newline: rescanning the whole buffer would cost
+        // quadratic time while hook code writes a long line.
+        let from = buffer.length;
         buffer += value;
         let newline;
-        while ((newline = buffer.indexOf("\n")) >= 0) {
+        while ((newline = buffer.indexOf("\n", from)) >= 0) {
           onLine(buffer.slice(0, newline));
           buffer = buffer.slice(newline + 1);
+          from = 0;
+        }
+        // No protocol message is this long: it is hook code writing without newlines. Pass it on
+        // (it is logged) instead of holding it without bound.
+        if (buffer.length > MAX_LINE_CHARS) {
+          onLine(buffer);
+          buffer = "";
         }
       }
     } catch {
