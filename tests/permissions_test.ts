@@ -56,13 +56,27 @@ Deno.test("permissions: the locked-down task runs, streams, cancels and stops gr
     [`--allow-write=${home}/.local/share/cc-executor`],
     "writes only the history database's directory",
   );
-  assert.ok(!flags.some((f) => f.startsWith("--allow-ffi") || f.startsWith("--allow-sys")));
+  assert.ok(!flags.some((f) => f.startsWith("--allow-ffi")));
+  // System access only to the user id: hook files are checked against the server's user.
+  assert.deepEqual(flags.filter((f) => f.startsWith("--allow-sys")), ["--allow-sys=uid"]);
   assert.ok(
     flags.some((f) => f.startsWith("--allow-net=")),
     "network access names the listen address",
   );
   const port = Number(/127\.0\.0\.1:(\d+)/.exec(flags.join(" "))![1]);
-  const child = server(flags, port).spawn();
+  // A hooks folder the locked server may read (the working directory is readable), so the
+  // TypeScript hook host is checked under the same permissions.
+  Deno.mkdirSync(new URL("tmp/", root), { recursive: true });
+  const hooks = Deno.makeTempDirSync({
+    dir: new URL("tmp/", root).pathname,
+    prefix: "locked-hooks-",
+  });
+  Deno.writeTextFileSync(
+    `${hooks}/guard.ts`,
+    `export const HOOKS = { pre_execution: [(ctx) => ctx.request.command.includes("forbidden") ? { proceed: false, message: "not here" } : undefined] };`,
+  );
+  Deno.chmodSync(`${hooks}/guard.ts`, 0o644);
+  const child = server(flags, port, { CC_EXECUTOR_HOOKS_DIR: hooks }).spawn();
   const stderr = new Response(child.stderr).text();
   try {
     const url = `ws://127.0.0.1:${port}/ws`;
@@ -90,10 +104,17 @@ Deno.test("permissions: the locked-down task runs, streams, cancels and stops gr
     assert.equal(info.store.status, "ok");
     const record = await connected.request("history.get", { job_id: echo.jobId });
     assert.equal(record.status, "completed", "history is written under the locked permissions");
+    const status = await connected.request("hooks.status", {});
+    assert.deepEqual(status.problems, [], "the hook file loads under the locked permissions");
+    await assert.rejects(
+      connected.execute({ command: "echo forbidden" }),
+      /Blocked by hook.*not here/,
+    );
   } finally {
     child.kill("SIGTERM");
     assert.equal((await child.status).code, 0, await stderr);
     await child.stdout.cancel();
+    Deno.removeSync(hooks, { recursive: true });
   }
 });
 
