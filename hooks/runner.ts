@@ -240,19 +240,14 @@ export class HookSet implements AsyncDisposable {
       const ctx: PreExecutionContext = { ...base, point: "pre_execution", request: copy(request) };
       const ran = await this.#run(hook, ctx, options.stop);
       if (!ran.ok) {
-        const blocks = hook.onFailure === "block";
-        const execution = this.#note(hook, base.job_id, ran, {
-          outcome: "failed",
-          on_failure: hook.onFailure,
-        });
-        executions.push(execution);
-        onFailure?.(execution);
-        if (blocks) {
+        if (this.#failed(hook, base.job_id, ran, executions, onFailure)) {
           return {
             request,
             blocked: {
               hook: hook.name,
-              message: `hook ${hook.name} failed and is required: ${ran.error}`,
+              message: `hook ${hook.name} failed and ${
+                hook.required ? "is required" : "blocks on failure"
+              }: ${ran.error}`,
             },
             executions,
           };
@@ -316,13 +311,7 @@ export class HookSet implements AsyncDisposable {
       };
       const ran = await this.#run(hook, ctx, options.stop);
       if (!ran.ok) {
-        const execution = this.#note(hook, base.job_id, ran, {
-          outcome: "failed",
-          on_failure: hook.onFailure,
-        });
-        executions.push(execution);
-        options.onFailure?.(execution);
-        if (hook.onFailure === "block") break;
+        if (this.#failed(hook, base.job_id, ran, executions, options.onFailure)) break;
         continue;
       }
       const { result } = ran;
@@ -371,13 +360,7 @@ export class HookSet implements AsyncDisposable {
       };
       const ran = await this.#run(hook, ctx, options.stop);
       if (!ran.ok) {
-        const execution = this.#note(hook, base.job_id, ran, {
-          outcome: "failed",
-          on_failure: hook.onFailure,
-        });
-        executions.push(execution);
-        options.onFailure?.(execution);
-        if (hook.onFailure === "block") break;
+        if (this.#failed(hook, base.job_id, ran, executions, options.onFailure)) break;
         continue;
       }
       const { result } = ran;
@@ -449,6 +432,23 @@ export class HookSet implements AsyncDisposable {
     function fail(error: string, timedOut = false): Ran {
       return { ok: false, error, durationMs: performance.now() - started, timedOut };
     }
+  }
+
+  /** Records a failed run and tells the listener; true when the hook's on_failure stops the chain. */
+  #failed(
+    hook: Hook,
+    jobId: string,
+    ran: Ran,
+    executions: HookExecution[],
+    onFailure?: FailureListener,
+  ): boolean {
+    const execution = this.#note(hook, jobId, ran, {
+      outcome: "failed",
+      on_failure: hook.onFailure,
+    });
+    executions.push(execution);
+    onFailure?.(execution);
+    return hook.onFailure === "block";
   }
 
   /** Counts an output hook's run without keeping it in the recent list (there is one per chunk). */

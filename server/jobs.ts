@@ -653,20 +653,16 @@ export class Job {
     hooks: JobHooks,
     run: RunOutcome,
   ): Promise<{ hook: string; command: string; message: string | null } | null> {
-    const result = await hooks.set.runError({
-      job_id: this.id,
-      session_id: this.owner,
-      attempt: this.#attempt,
-      dry_run: false,
-      request: this.#request(),
-      outcome: this.#outcomeFor(run),
-    }, {
-      maxAttempts: this.#manager.maxAttempts,
-      retryAllowed: this.#attempt < this.#manager.maxAttempts && !this.#noRetry &&
-        !this.#manager.shuttingDown,
-      onFailure: (failure) => this.#hookError(failure),
-      stop: this.#manager.hookStop,
-    });
+    const result = await hooks.set.runError(
+      { ...this.#hookBase(), outcome: this.#outcomeFor(run) },
+      {
+        maxAttempts: this.#manager.maxAttempts,
+        retryAllowed: this.#attempt < this.#manager.maxAttempts && !this.#noRetry &&
+          !this.#manager.shuttingDown,
+        onFailure: (failure) => this.#hookError(failure),
+        stop: this.#manager.hookStop,
+      },
+    );
     hooks.executions.push(...result.executions);
     Object.assign(hooks.attached, result.attached);
     // A cancel or a shutdown while the error hooks ran wins over their retry.
@@ -677,11 +673,7 @@ export class Job {
   async #runPostHooks(hooks: JobHooks, run: RunOutcome): Promise<void> {
     if (!hooks.set.has("post_execution")) return;
     const result = await hooks.set.runPost({
-      job_id: this.id,
-      session_id: this.owner,
-      attempt: this.#attempt,
-      dry_run: false,
-      request: this.#request(),
+      ...this.#hookBase(),
       outcome: this.#outcomeFor(run),
       attached: hooks.attached,
     }, { onFailure: (failure) => this.#hookError(failure), stop: this.#manager.hookStop });
@@ -723,10 +715,8 @@ export class Job {
     // error hook cannot run what they would refuse.
     if (hooks.set.has("pre_execution")) {
       const pre = await hooks.set.runPre({
-        job_id: this.id,
-        session_id: this.owner,
+        ...this.#hookBase(),
         attempt: this.#attempt + 1,
-        dry_run: false,
         request: { ...this.#request(), command: retry.command },
       }, { onFailure: (failure) => this.#hookError(failure), stop: this.#manager.hookStop });
       hooks.executions.push(...pre.executions);
