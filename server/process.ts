@@ -18,7 +18,13 @@ export type GroupMode = "setsid" | "detached";
 
 export interface SpawnSpec {
   shell: string;
+  /** Run as `<shell> -c <command>`; for display only when `argv` is given. */
   command: string;
+  /**
+   * Run this program with these arguments directly, with no shell: for commands cc-executor builds
+   * itself (a `claude -p <prompt>` run), so no text in an argument can be read as shell syntax.
+   */
+  argv?: readonly string[];
   cwd?: string;
   /** Merged over the server's environment. */
   env?: Record<string, string>;
@@ -83,11 +89,12 @@ export class ProcessGroup implements AsyncDisposable {
    * @throws {SpawnError} when the program cannot be started (missing, not permitted).
    */
   static spawn(spec: SpawnSpec, mode: GroupMode): ProcessGroup {
-    const args = ["-c", spec.command];
     // Found on the server's PATH, not the job's: a job that sets its own PATH still gets its shell.
-    const shell = onServerPath(spec.shell);
+    const [leader, ...args] = spec.argv && spec.argv.length > 0
+      ? spec.argv
+      : [onServerPath(spec.shell), "-c", spec.command];
     const options: Deno.CommandOptions = {
-      args: mode === "setsid" ? [shell, ...args] : args,
+      args: mode === "setsid" ? [leader!, ...args] : args,
       cwd: spec.cwd,
       env: spec.env,
       stdin: spec.pipeStdin ? "piped" : "null",
@@ -95,7 +102,7 @@ export class ProcessGroup implements AsyncDisposable {
       stderr: "piped",
       detached: mode === "detached",
     };
-    const program = mode === "setsid" ? onServerPath("setsid") : shell;
+    const program = mode === "setsid" ? onServerPath("setsid") : leader!;
     let child: Deno.ChildProcess;
     try {
       child = new Deno.Command(program, options).spawn();

@@ -118,3 +118,29 @@ Deno.test("process: a shell that cannot be started is a SpawnError, not a crash"
       error instanceof SpawnError && /Cannot start \/nonexistent\/shell/.test(error.message),
   );
 });
+
+for (const groupMode of ["setsid", "detached"] as const) {
+  Deno.test(`process (${groupMode}): argv runs without a shell, so no argument is shell syntax`, async () => {
+    const hostile = `"; touch /tmp/cc-pwned-$$ ; echo '$(id)' \`whoami\`\n-- -p`;
+    await using group = ProcessGroup.spawn({
+      shell: "bash",
+      command: "(shown only)",
+      argv: ["printf", "%s\\0", "-p", hostile],
+      pipeStdin: false,
+    }, groupMode);
+    assert.equal(await drain(group), `-p\0${hostile}\0`);
+    assert.equal((await group.status).code, 0);
+    // The program leads its own group, as the shell does.
+    await using sleeper = ProcessGroup.spawn(
+      { shell: "bash", command: "sleep 5", argv: ["sleep", "5"], pipeStdin: false },
+      groupMode,
+    );
+    const deadline = performance.now() + 5000;
+    while (pgrpOf(sleeper.pid) !== sleeper.pid && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.equal(pgrpOf(sleeper.pid), sleeper.pid);
+    await sleeper.stop(1000);
+    await drain(sleeper);
+  });
+}
