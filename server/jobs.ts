@@ -32,6 +32,12 @@ import { ReplayBuffer, type ReplaySlice } from "./replay.ts";
 import { commandShape, estimateTimeout } from "./store/shape.ts";
 import type { Store } from "./store/store.ts";
 
+/**
+ * What a job runs: an execute's params with the command settled. `argv`, when set, is run
+ * directly with no shell (a command cc-executor built itself); `command` is then its display form.
+ */
+export type JobParams = ExecuteParams & { argv?: string[] };
+
 /** Someone who receives a job's notifications: in practice a WebSocket session. */
 export interface Subscriber {
   readonly id: string;
@@ -204,13 +210,13 @@ export class Job {
   /** Set while hooks run after a run; a cancel then means "no retry". */
   #afterRun = false;
   #noRetry = false;
-  #params!: ExecuteParams;
+  #params!: JobParams;
   #config!: JobManagerConfig;
 
   constructor(
     manager: JobManager,
     id: string,
-    params: ExecuteParams,
+    params: JobParams,
     owner: string,
     group: ProcessGroup,
     replayBufferBytes: number,
@@ -346,7 +352,7 @@ export class Job {
   // -- running ----------------------------------------------------------------
 
   /** Called once by the manager right after spawn; `preFailures` are pre_execution hooks that failed. */
-  start(params: ExecuteParams, config: JobManagerConfig, preFailures: HookExecution[] = []): void {
+  start(params: JobParams, config: JobManagerConfig, preFailures: HookExecution[] = []): void {
     this.#params = params;
     this.#config = config;
     for (const failure of preFailures) this.#hookError(failure);
@@ -710,7 +716,7 @@ export class Job {
     previous: RunOutcome,
   ): Promise<{ started: true } | { started: false; why: string | null }> {
     const hooks = this.#hooks!;
-    let params: ExecuteParams = { ...this.#params, command: retry.command };
+    let params: JobParams = withCommand(this.#params, retry.command);
     // A retry's command is a new command: the pre_execution hooks judge it like the first, so an
     // error hook cannot run what they would refuse.
     if (hooks.set.has("pre_execution")) {
@@ -727,7 +733,7 @@ export class Job {
         };
       }
       const { request } = pre;
-      params = { ...params, command: request.command };
+      params = withCommand(params, request.command);
       if (request.cwd !== null) params.cwd = request.cwd;
       if (Object.keys(request.env).length > 0) params.env = request.env;
       if (request.cwd !== null && request.cwd !== this.cwd) {
@@ -746,6 +752,7 @@ export class Job {
       group = this.#manager.respawn(this.id, {
         shell: this.#manager.shell,
         command: params.command,
+        argv: params.argv,
         cwd: params.cwd,
         env: params.env,
         pipeStdin: params.stdin !== undefined || params.keep_stdin_open === true,
@@ -956,7 +963,7 @@ export class Job {
 
   // -- stdin ----------------------------------------------------------------
 
-  #openStdin(params: ExecuteParams): void {
+  #openStdin(params: JobParams): void {
     this.#stdin = this.group.stdin!.getWriter();
     if (params.stdin !== undefined) {
       this.input(params.stdin, !params.keep_stdin_open).catch(() => {});
@@ -1107,7 +1114,7 @@ export class JobManager {
    *
    * @throws {RpcError} SHUTTING_DOWN, JOB_ID_CONFLICT, TOO_MANY_JOBS, INVALID_CWD, SPAWN_FAILED
    */
-  async start(params: ExecuteParams, owner: string): Promise<{ job: Job; existing: boolean }> {
+  async start(params: JobParams, owner: string): Promise<{ job: Job; existing: boolean }> {
     if (this.#shuttingDown) {
       throw new RpcError(ErrorCode.SHUTTING_DOWN, "Cannot execute: the server is shutting down");
     }
@@ -1152,7 +1159,7 @@ export class JobManager {
 
   async #launch(
     id: string,
-    params: ExecuteParams,
+    params: JobParams,
     owner: string,
     clientChosenId: boolean,
   ): Promise<Job> {
@@ -1173,7 +1180,7 @@ export class JobManager {
   /** Runs the pre_execution hooks, then starts the job as they left it (or records the refusal). */
   async #launchWithHooks(
     id: string,
-    params: ExecuteParams,
+    params: JobParams,
     owner: string,
     set: HookSet,
   ): Promise<Job> {
@@ -1214,7 +1221,7 @@ export class JobManager {
     }
     const { request } = pre;
     if (request.cwd !== null && request.cwd !== requested.cwd) checkCwd(request.cwd);
-    const effective: ExecuteParams = { ...params, command: request.command };
+    const effective: JobParams = withCommand(params, request.command);
     if (request.cwd !== null) effective.cwd = request.cwd;
     if (Object.keys(request.env).length > 0) effective.env = request.env;
     if (request.timeout !== null) effective.timeout = request.timeout;
@@ -1225,7 +1232,7 @@ export class JobManager {
   /** A job a hook refused is recorded too (status blocked), so history shows who tried what. */
   async #recordBlocked(
     id: string,
-    params: ExecuteParams,
+    params: JobParams,
     owner: string,
     message: string,
     hooks: JobHooks,
@@ -1263,7 +1270,7 @@ export class JobManager {
 
   async #spawnJob(
     id: string,
-    params: ExecuteParams,
+    params: JobParams,
     owner: string,
     hooks: JobHooks | null,
     preFailures: HookExecution[] = [],
@@ -1292,6 +1299,7 @@ export class JobManager {
       group = this.#spawn({
         shell: this.shell,
         command: params.command,
+        argv: params.argv,
         cwd: params.cwd,
         env: params.env,
         pipeStdin: params.stdin !== undefined || params.keep_stdin_open === true,
@@ -1362,7 +1370,7 @@ export class JobManager {
   }
 
   /** The request's timeout, or one estimated from the command shape's history. */
-  async #timeoutFor(params: ExecuteParams, shape: string): Promise<ExecuteResult["timeout"]> {
+  async #timeoutFor(params: JobParams, shape: string): Promise<ExecuteResult["timeout"]> {
     if (params.timeout !== undefined) {
       return { seconds: params.timeout, source: "request", samples: 0 };
     }
@@ -1525,4 +1533,14 @@ function keepEnds<T>(items: T[]): T[] {
   if (items.length <= RECORD_EXECUTIONS_KEPT) return items;
   const head = Math.floor(RECORD_EXECUTIONS_KEPT / 5);
   return [...items.slice(0, head), ...items.slice(items.length - (RECORD_EXECUTIONS_KEPT - head))];
+}
+
+/**
+ * `params` running `command` instead: a built argv no longer says what runs once a hook changed
+ * the command (the new text is shell text), so it is dropped then.
+ */
+function withCommand(params: JobParams, command: string): JobParams {
+  if (command === params.command) return params;
+  const { argv: _built, ...rest } = params;
+  return { ...rest, command };
 }
