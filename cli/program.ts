@@ -16,6 +16,7 @@ import { initCommand } from "./init.ts";
 import { jobsCommand } from "./jobs.ts";
 import { runCommand } from "./run.ts";
 import { serverCommand } from "./server.ts";
+import { templatesCommand } from "./templates.ts";
 import { versionCommand } from "./version.ts";
 
 /** The `cc-executor` program; errors surface as CommanderError (exitOverride) for main.ts. */
@@ -50,6 +51,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addCommand(jobsCommand(ctx))
     .addCommand(historyCommand(ctx))
     .addCommand(hooksCommand(ctx))
+    .addCommand(templatesCommand(ctx))
     .addCommand(initCommand(ctx))
     .addCommand(configCommand(ctx))
     .addCommand(versionCommand(ctx))

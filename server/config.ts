@@ -99,6 +99,10 @@ const ConfigSchema = z.object({
     ),
   CC_EXECUTOR_RECORD_METRICS: onOff("off")
     .describe("on: record_metrics keeps per-command-shape counts and durations in the store."),
+  CC_EXECUTOR_TEMPLATES_DIR: z.string().trim().min(1).default("templates")
+    .describe(
+      "Folder of prompt templates (*.md), relative to the working directory; adds to the built-ins.",
+    ),
 });
 
 /** A variable the server reads, for templates and `config show`. */
@@ -154,6 +158,11 @@ export interface ServerConfig {
   /** 0: never prune. */
   historyRetentionDays: number;
   hooks: HooksConfig;
+  /**
+   * The folder of the user's prompt templates, relative to the working directory or absolute;
+   * its files add to or replace the built-in ones by name (templates/loader.ts).
+   */
+  templatesDir: string;
 }
 
 /** Where hooks come from and which built-ins run (docs/hooks.md). */
@@ -317,6 +326,7 @@ export function inspectConfig(options: LoadConfigOptions = {}): ConfigReport {
         pythonVenv: c.CC_EXECUTOR_PYTHON_VENV === "on",
         recordMetrics: c.CC_EXECUTOR_RECORD_METRICS === "on",
       },
+      templatesDir: c.CC_EXECUTOR_TEMPLATES_DIR,
     };
     try {
       validateConfig(candidate);

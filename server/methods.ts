@@ -7,6 +7,8 @@
 import type { z } from "zod";
 import { dryRun } from "../hooks/dry_run.ts";
 import type { HookRegistry } from "../hooks/registry.ts";
+import type { TemplateSet } from "../templates/loader.ts";
+import { listTemplates, renderNamed } from "../templates/status.ts";
 import type { JobManager } from "./jobs.ts";
 import {
   ControlParams,
@@ -28,6 +30,7 @@ import {
   Methods,
   RpcError,
   type ServerInfoResult,
+  TemplatesRenderParams,
 } from "./protocol.ts";
 import { getHistory, historyStats, listHistory, pruneHistory } from "./history.ts";
 import type { MethodDefinition } from "./rpc.ts";
@@ -38,6 +41,8 @@ export interface MethodDeps {
   jobs: JobManager;
   store: Store;
   hooks: HookRegistry;
+  /** The prompt templates loaded at start (templates/loader.ts). */
+  templates: TemplateSet;
   /** Everything `server.info` reports that the job manager does not know. */
   info: () => Omit<ServerInfoResult, "running_jobs">;
 }
@@ -57,7 +62,7 @@ type Table = {
 };
 
 /** The method table the dispatcher serves; `Methods` in protocol.ts lists the same names. */
-export function createMethods({ jobs, store, hooks, info }: MethodDeps): Table {
+export function createMethods({ jobs, store, hooks, templates, info }: MethodDeps): Table {
   const hookStatus = {
     params: EmptyParams,
     handler: () => hooks.status(),
@@ -206,6 +211,16 @@ export function createMethods({ jobs, store, hooks, info }: MethodDeps): Table {
           set.release();
         }
       },
+    },
+
+    "templates.list": {
+      params: EmptyParams,
+      handler: () => listTemplates(templates, store),
+    },
+
+    "templates.render": {
+      params: TemplatesRenderParams,
+      handler: (params) => renderNamed(templates, params),
     },
 
     "server.info": {

@@ -35,6 +35,8 @@ export const ErrorCode = {
   STORE_UNAVAILABLE: -32009,
   /** A pre_execution hook blocked the job (or a required one failed); data names the hook. */
   HOOK_BLOCKED: -32010,
+  /** `templates.render` named a template that is not loaded; data lists the known ones. */
+  TEMPLATE_NOT_FOUND: -32011,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -436,6 +438,80 @@ export const HooksRunResult = z.object({
 });
 export type HooksRunResult = z.infer<typeof HooksRunResult>;
 
+// ---------------------------------------------------------------------------
+// Prompt templates (docs/claude.md#templates)
+
+/** A template file that was refused, and why. */
+export const TemplateProblem = z.object({
+  /** The file's path. */
+  file: z.string(),
+  /** 1-based; null when the problem concerns the whole file (unreadable, a bad name). */
+  line: z.number().int().nullable(),
+  message: z.string(),
+});
+export type TemplateProblem = z.infer<typeof TemplateProblem>;
+
+export const TemplateInfo = z.object({
+  /** The file name without `.md`. */
+  name: z.string(),
+  /** The template's file. */
+  file: z.string(),
+  /** "builtin": shipped with cc-executor; "user": from CC_EXECUTOR_TEMPLATES_DIR. */
+  source: z.enum(["builtin", "user"]),
+  /** The built-in file this user template replaces, if any. */
+  overrides: z.string().nullable(),
+  description: z.string(),
+  /** Conciseness rank: 1 is mildly more concise, higher is terser. */
+  order: z.number().int(),
+  /** The placeholders it uses, e.g. ["prompt", "word_budget"]. */
+  placeholders: z.array(z.string()),
+  /** Retries that used it, across every server sharing the store. */
+  uses: z.number().int(),
+  successes: z.number().int(),
+  /** successes / uses; null when it was never used. */
+  success_rate: z.number().nullable(),
+  /** When a retry last used it (ISO 8601); null when never. */
+  last_used_at: z.string().nullable(),
+});
+export type TemplateInfo = z.infer<typeof TemplateInfo>;
+
+export const TemplatesListResult = z.object({
+  /** The user's templates folder (CC_EXECUTOR_TEMPLATES_DIR), absolute. */
+  dir: z.string(),
+  /** Why that folder was not read, when it was not (it is the built-ins' own folder). */
+  dir_note: z.string().nullable(),
+  loaded_at: z.string(),
+  /** Mildest first (by order, then name). */
+  templates: z.array(TemplateInfo),
+  /** Files that were refused. */
+  problems: z.array(TemplateProblem),
+  /** Set when the statistics could not be read (history off, Redis down): uses are then 0. */
+  stats_note: z.string().nullable(),
+});
+export type TemplatesListResult = z.infer<typeof TemplatesListResult>;
+
+export const TemplatesRenderParams = z.strictObject({
+  name: z.string().min(1),
+  /** The original prompt. */
+  prompt: z.string().refine((s) => s.trim().length > 0, "prompt is empty"),
+  /** The output-token limit Claude hit. @default 32000 (Claude Code's default limit) */
+  max_output_tokens: z.number().int().positive().max(100_000_000).optional(),
+  /** The attempt the prompt is for (1 is the original run). @default 2 */
+  attempt: z.number().int().positive().max(1000).optional(),
+});
+export type TemplatesRenderParams = z.input<typeof TemplatesRenderParams>;
+
+export const TemplatesRenderResult = z.object({
+  name: z.string(),
+  /** The prompt as the template rewrites it. */
+  text: z.string(),
+  max_output_tokens: z.number().int(),
+  /** The word budget the template was given (~0.6 words per token of the limit). */
+  word_budget: z.number().int(),
+  attempt: z.number().int(),
+});
+export type TemplatesRenderResult = z.infer<typeof TemplatesRenderResult>;
+
 /** Every method: its params schema and result schema. */
 export const Methods = {
   execute: { params: ExecuteParams, result: ExecuteResult },
@@ -455,6 +531,9 @@ export const Methods = {
   /** Loads the hooks again (as SIGHUP does); jobs already running keep the hooks they started with. */
   "hooks.reload": { params: EmptyParams, result: HookStatusResult },
   "hooks.run": { params: HooksRunParams, result: HooksRunResult },
+  "templates.list": { params: EmptyParams, result: TemplatesListResult },
+  /** What a prompt becomes through one template; nothing runs. */
+  "templates.render": { params: TemplatesRenderParams, result: TemplatesRenderResult },
   "server.info": { params: EmptyParams, result: ServerInfoResult },
   ping: { params: EmptyParams, result: PingResult },
   /** Accepted from clients of the earlier cc_executor, which answered pings with `pong`. */

@@ -18,6 +18,7 @@ import { openStore } from "./store/open.ts";
 import type { Store } from "./store/store.ts";
 import { StoreUpkeep } from "./store/upkeep.ts";
 import { HookRegistry } from "../hooks/registry.ts";
+import { formatProblem, loadTemplates, type TemplateSet } from "../templates/loader.ts";
 import { sweepOrphans } from "./sweep.ts";
 import { VERSION } from "./version.ts";
 
@@ -30,6 +31,8 @@ export interface StartServerOptions {
   groupMode?: GroupMode;
   /** Where jobs are recorded. @default opened from the config (Redis with REDIS_URL, else SQLite); closed at shutdown */
   store?: Store;
+  /** The prompt templates. @default the built-ins and config.templatesDir's, loaded at start */
+  templates?: TemplateSet;
 }
 
 /** A running server. `await using` shuts it down at the end of the block. */
@@ -40,6 +43,8 @@ export interface ExecutorServer extends AsyncDisposable {
   readonly jobs: JobManager;
   /** The loaded hooks; `hooks.reload()` is what SIGHUP and `hooks.reload` do. */
   readonly hooks: HookRegistry;
+  /** The prompt templates loaded at start; refused files are in `templates.problems`. */
+  readonly templates: TemplateSet;
   /** Stops every job (their clients get `process.completed`), closes every session, stops listening. */
   shutdown(): Promise<void>;
   /** Resolves when the server has stopped listening. */
@@ -90,8 +95,11 @@ export async function startServer(
   const ownStore = options.store === undefined;
   let hooks: HookRegistry | undefined;
   try {
+    // A bad template file is refused and logged; the server starts with the others.
+    const templates = options.templates ?? await loadTemplates({ dir: config.templatesDir });
+    logTemplates(templates, logger);
     hooks = await HookRegistry.open({ config: config.hooks, store, logger });
-    return await listen(config, { logger, shell, groupMode, store, ownStore, hooks });
+    return await listen(config, { logger, shell, groupMode, store, ownStore, hooks, templates });
   } catch (error) {
     await hooks?.[Symbol.asyncDispose]();
     if (ownStore) await store[Symbol.asyncDispose]();
@@ -107,12 +115,13 @@ interface ListenOptions {
   /** The server opened the store, so it closes it at shutdown. */
   ownStore: boolean;
   hooks: HookRegistry;
+  templates: TemplateSet;
 }
 
 /** Sweeps what a dead server left, then serves; the second half of `startServer`. */
 async function listen(
   config: ServerConfig,
-  { logger, shell, groupMode, store, ownStore, hooks }: ListenOptions,
+  { logger, shell, groupMode, store, ownStore, hooks, templates }: ListenOptions,
 ): Promise<ExecutorServer> {
   const swept = await sweepOrphans(store, {
     nodeId: config.nodeId,
@@ -144,6 +153,7 @@ async function listen(
       jobs,
       store,
       hooks,
+      templates,
       info: () => ({
         name: "cc-executor",
         version: VERSION,
@@ -281,10 +291,30 @@ async function listen(
     url: `ws://${host}:${addr.port}/ws`,
     jobs,
     hooks,
+    templates,
     shutdown,
     finished: listening.finished,
     [Symbol.asyncDispose]: shutdown,
   };
+}
+
+/** Each refused template file as a warning (file:line: why), then what loaded. */
+function logTemplates(templates: TemplateSet, logger: Logger): void {
+  if (templates.dirNote) logger.info(`templates: ${templates.dirNote}`);
+  const cwd = Deno.cwd();
+  for (const problem of templates.problems) {
+    logger.warn(`template refused: ${formatProblem(problem, cwd)}`);
+  }
+  // The built-ins alone load at every start: worth a line only when the user's folder added some.
+  const own = templates.templates.filter((template) => template.source === "user").length;
+  const fields = {
+    templates: templates.templates.length,
+    user: own,
+    refused: templates.problems.length,
+    dir: templates.dir,
+  };
+  if (own > 0 || templates.problems.length > 0) logger.info("templates loaded", fields);
+  else logger.debug("templates loaded", fields);
 }
 
 /**

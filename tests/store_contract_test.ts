@@ -10,6 +10,7 @@ import { createClient } from "redis";
 import { createLogger, type Logger } from "../server/log.ts";
 import { CursorError, encodeCursor } from "../server/store/cursor.ts";
 import { redactRedisUrl, RedisStore, RedisUnavailableError } from "../server/store/redis.ts";
+import { HistoryOffError, NoStore } from "../server/store/none.ts";
 import { SqliteStore } from "../server/store/sqlite.ts";
 import type {
   JobEnd,
@@ -629,6 +630,64 @@ function contract(backend: Backend): void {
     assert.deepStrictEqual(await store.metrics(5), []);
   });
 
+  test("recordTemplateOutcome counts uses and successes per template; templateStats lists them by name", async (store) => {
+    const outcome = (template: string, success: boolean, at: number) =>
+      store.recordTemplateOutcome({ template, success, at });
+    assert.deepStrictEqual(await store.templateStats(), []);
+    await outcome("very_concise", true, T0 + 10);
+    await outcome("very_concise", false, T0 + 30);
+    await outcome("very_concise", true, T0 + 20); // ended earlier: last_used_at stays T0 + 30
+    await outcome("concise", false, T0 + 5);
+    await outcome("concise", false, T0 + 6);
+    // Any name round-trips, colons included; the order is byte order ("Z" < "a" < "é").
+    for (const template of ["é", "a:b:c", "Zed"]) await outcome(template, true, T0 + 1);
+    assert.deepStrictEqual(await store.templateStats(), [
+      { template: "Zed", uses: 1, successes: 1, last_used_at: T0 + 1 },
+      { template: "a:b:c", uses: 1, successes: 1, last_used_at: T0 + 1 },
+      { template: "concise", uses: 2, successes: 0, last_used_at: T0 + 6 },
+      { template: "very_concise", uses: 3, successes: 2, last_used_at: T0 + 30 },
+      { template: "é", uses: 1, successes: 1, last_used_at: T0 + 1 },
+    ]);
+  });
+
+  test("template statistics are kept apart from the job records: prune leaves them", async (store) => {
+    await add(store, start("retry", { command: "claude -p x" }), end({ ended_at: T0 + 10 }));
+    await store.recordTemplateOutcome({ template: "concise", success: true, at: T0 + 10 });
+    await store.recordMetrics({
+      shape: "claude",
+      status: "completed",
+      duration_ms: 1,
+      ended_at: T0,
+    });
+    assert.equal(await store.prune(T0 + 1_000_000), 1);
+    assert.equal(await store.get("retry"), null);
+    assert.deepStrictEqual(await store.templateStats(), [
+      { template: "concise", uses: 1, successes: 1, last_used_at: T0 + 10 },
+    ]);
+    // The two kinds of statistics do not mix.
+    assert.deepStrictEqual((await store.metrics(5)).map((m) => m.shape), ["claude"]);
+  });
+
+  test("recordTemplateOutcome rejects an outcome it could not count, and records nothing", async (store) => {
+    const good = { template: "concise", success: true, at: T0 };
+    for (
+      const bad of [
+        { ...good, template: "" },
+        { ...good, at: NaN },
+        { ...good, at: -1 },
+        { ...good, success: "yes" as unknown as boolean },
+      ]
+    ) {
+      await assert.rejects(
+        async () => await store.recordTemplateOutcome(bad),
+        (error: Error) =>
+          error instanceof TypeError && /^Cannot record a template outcome: /.test(error.message),
+        JSON.stringify(bad),
+      );
+    }
+    assert.deepStrictEqual(await store.templateStats(), []);
+  });
+
   test(
     "sessions are live until they expire; heartbeat extends them; closed ones are gone",
     async (store, clock) => {
@@ -671,7 +730,10 @@ Deno.test("store sqlite: a database from before metrics is migrated forward, its
     }
     // Back to schema version 1: as a cc-executor from before record_metrics left it.
     const db = new DatabaseSync(path);
-    db.exec("DROP TABLE shape_metrics; DROP TABLE shape_metrics_status; PRAGMA user_version = 1;");
+    db.exec(
+      "DROP TABLE shape_metrics; DROP TABLE shape_metrics_status; DROP TABLE template_stats; " +
+        "PRAGMA user_version = 1;",
+    );
     db.close();
     {
       await using store = new SqliteStore(path);
@@ -689,14 +751,56 @@ Deno.test("store sqlite: a database from before metrics is migrated forward, its
     const version = reopened.prepare("PRAGMA user_version").get() as { user_version: number };
     reopened.exec("PRAGMA user_version = 99");
     reopened.close();
-    assert.equal(version.user_version, 2);
+    assert.equal(version.user_version, 3);
     assert.throws(
       () => new SqliteStore(path),
-      /has schema version 99, newer than this cc-executor knows \(2\)/,
+      /has schema version 99, newer than this cc-executor knows \(3\)/,
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("store sqlite: a database from before template statistics gains them, its metrics kept", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cc-executor-store-" });
+  const path = `${dir}/store.db`;
+  try {
+    {
+      await using store = new SqliteStore(path);
+      await add(store, start("a"), end());
+      await store.recordMetrics({
+        shape: "echo",
+        status: "completed",
+        duration_ms: 2,
+        ended_at: T0,
+      });
+    }
+    // Back to schema version 2: as a cc-executor from before prompt templates left it.
+    const db = new DatabaseSync(path);
+    db.exec("DROP TABLE template_stats; PRAGMA user_version = 2;");
+    db.close();
+    {
+      await using store = new SqliteStore(path);
+      assert.deepStrictEqual(await store.get("a"), record(start("a"), null, end()));
+      assert.equal((await store.metrics(5))[0]?.runs, 1);
+      assert.deepStrictEqual(await store.templateStats(), []);
+      await store.recordTemplateOutcome({ template: "concise", success: false, at: T0 });
+      assert.deepStrictEqual(await store.templateStats(), [
+        { template: "concise", uses: 1, successes: 0, last_used_at: T0 },
+      ]);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+// ---- no store (history off) --------------------------------------------------------------------
+
+Deno.test("store none: template outcomes cost nothing; reading the statistics says history is off", async () => {
+  await using store: Store = new NoStore();
+  await store.recordTemplateOutcome({ template: "concise", success: true, at: T0 });
+  await assert.rejects(store.templateStats(), HistoryOffError);
+  await assert.rejects(store.metrics(5), HistoryOffError);
 });
 
 // ---- Redis only --------------------------------------------------------------------------------
@@ -962,6 +1066,40 @@ redisTest(
   },
 );
 
+redisTest(
+  "template outcomes wait out an outage in order, and survive a restart in the outbox",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "cc-executor-store-" });
+    try {
+      await using server = await startRedis();
+      const outboxPath = `${dir}/redis-outbox.db`;
+      {
+        await using store = await RedisStore.open(server.url, {
+          outboxPath,
+          connectTimeoutMs: 500,
+        });
+        await server.stop();
+        await waitUntil(() => store.health().status === "degraded", "the store to see the outage");
+        // Each resolves at once: queued.
+        await store.recordTemplateOutcome({ template: "concise", success: false, at: T0 });
+        await store.recordTemplateOutcome({ template: "concise", success: true, at: T0 + 2 });
+        await store.recordTemplateOutcome({ template: "outline_only", success: true, at: T0 + 1 });
+        assert.equal(store.health().pending_writes, 3);
+        await assert.rejects(store.templateStats(), RedisUnavailableError);
+      } // disposed with Redis still down: the writes stay in the outbox
+      await server.restart();
+      await using next = await RedisStore.open(server.url, { outboxPath });
+      await waitUntil(() => next.health().pending_writes === 0, "the outbox to be replayed");
+      assert.deepStrictEqual(await next.templateStats(), [
+        { template: "concise", uses: 2, successes: 1, last_used_at: T0 + 2 },
+        { template: "outline_only", uses: 1, successes: 1, last_used_at: T0 + 1 },
+      ]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
 Deno.test("store redis: open rejects naming the URL without its password when Redis is unreachable", async () => {
   const port = freePort();
   const started = performance.now();
@@ -1037,6 +1175,8 @@ redisTest("prefixes keep deployments apart; reads never walk the key space", asy
     await one.stats({ shapes: 5 });
     await one.recordMetrics({ shape: "make", status: "completed", duration_ms: 1, ended_at: T0 });
     await one.metrics(5);
+    await one.recordTemplateOutcome({ template: "concise", success: true, at: T0 });
+    await one.templateStats();
     await one.prune(T0);
     await one.liveSessions();
     const commandStats = await raw.info("commandstats");

@@ -11,6 +11,7 @@ import type {
   Store,
   StoreHealth,
   StoreStats,
+  TemplateStatsRecord,
 } from "./store.ts";
 
 export class HistoryOffError extends Error {
@@ -55,6 +56,13 @@ export class NoStore implements Store {
     return Promise.resolve();
   }
   metrics(): Promise<ShapeMetricsRecord[]> {
+    return Promise.reject(new HistoryOffError());
+  }
+  /** Nothing is kept: retries still choose templates, every one counting as never used. */
+  recordTemplateOutcome(): Promise<void> {
+    return Promise.resolve();
+  }
+  templateStats(): Promise<TemplateStatsRecord[]> {
     return Promise.reject(new HistoryOffError());
   }
   prune(): Promise<number> {

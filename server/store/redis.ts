@@ -14,6 +14,8 @@
  *     metrics:<shape>         hash of record_metrics' counts: runs, status:<status> (one field
  *                             per status seen), total_ms, max_ms, last_at; never pruned
  *     metrics                 sorted set of shape -> runs: the most-run shapes first
+ *     template_stats          hash of the prompt templates' counts: uses:<name>,
+ *                             successes:<name>, last_used_at:<name>; never pruned
  *     sessions                sorted set of session ids by expiry (epoch ms)
  *
  * No operation walks the key space (no KEYS, no SCAN): every read is an index
@@ -68,8 +70,10 @@ import type {
   Store,
   StoreHealth,
   StoreStats,
+  TemplateOutcome,
+  TemplateStatsRecord,
 } from "./store.ts";
-import { checkMetricsSample } from "./store.ts";
+import { checkMetricsSample, checkTemplateOutcome } from "./store.ts";
 
 export interface RedisStoreOptions {
   /** Prepended to every key, so several deployments can share one Redis. @default "cc-executor:" */
@@ -370,6 +374,18 @@ redis.call('HSET', KEYS[1], 'total_ms', string.format('%.17g', total),
 redis.call('ZINCRBY', p .. 'metrics', 1, shape)
 return 1
 `),
+  // KEYS[1] the template_stats hash; ARGV: prefix, template, success (1 or 0), at.
+  // One hash for every template: there are a handful, and templateStats reads them in one HGETALL.
+  recordTemplateOutcome: script(`
+local name, at = ARGV[2], tonumber(ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'uses:' .. name, 1)
+redis.call('HINCRBY', KEYS[1], 'successes:' .. name, tonumber(ARGV[3]))
+local last = tonumber(redis.call('HGET', KEYS[1], 'last_used_at:' .. name))
+if not last or at > last then
+  redis.call('HSET', KEYS[1], 'last_used_at:' .. name, string.format('%.17g', at))
+end
+return 1
+`),
 };
 
 function newClient(
@@ -412,7 +428,8 @@ type DurableScript =
   | "jobSpawned"
   | "jobEnded"
   | "markInterrupted"
-  | "recordMetrics";
+  | "recordMetrics"
+  | "recordTemplateOutcome";
 
 /** What `#deadline` resolves to when Redis has not answered in time. */
 const LATE = Symbol("late");
@@ -1068,10 +1085,57 @@ export class RedisStore implements Store {
   }
 
   /**
+   * One script call. Queued (and kept in the outbox) like a job write while Redis is unreachable;
+   * as with the metrics, a write replayed after its reply was lost counts the retry twice.
+   */
+  recordTemplateOutcome(outcome: TemplateOutcome): Promise<void> {
+    try {
+      checkTemplateOutcome(outcome);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const key = `${this.prefix}template_stats`;
+    const args = [this.prefix, outcome.template, outcome.success ? "1" : "0", String(outcome.at)];
+    return this.#write(
+      `recordTemplateOutcome ${outcome.template}`,
+      async () => {
+        await this.#client.recordTemplateOutcome(key, args);
+      },
+      undefined,
+      { script: "recordTemplateOutcome", key, args },
+    );
+  }
+
+  /** One round trip: the whole hash. */
+  templateStats(): Promise<TemplateStatsRecord[]> {
+    return this.#read(async (client, ask) => {
+      const hash = await ask(client.hGetAll(`${this.prefix}template_stats`));
+      const byName = new Map<string, TemplateStatsRecord>();
+      for (const [field, value] of Object.entries(hash)) {
+        // "uses:<name>": the name is everything after the first colon, colons included.
+        const colon = field.indexOf(":");
+        if (colon === -1) continue;
+        const what = field.slice(0, colon);
+        const template = field.slice(colon + 1);
+        let record = byName.get(template);
+        if (!record) {
+          byName.set(template, record = { template, uses: 0, successes: 0, last_used_at: 0 });
+        }
+        if (what === "uses" || what === "successes" || what === "last_used_at") {
+          record[what] = Number(value);
+        }
+      }
+      return [...byName.values()]
+        .filter((record) => record.uses > 0)
+        .sort((a, b) => compareBytes(a.template, b.template));
+    });
+  }
+
+  /**
    * Deletes finished jobs that ended before `before`, `PRUNE_BATCH` per round trip. The
-   * durations lists and the metrics are statistics and keep their values. Not queued during an
-   * outage: it fails at once, like a read, since its answer (how many were deleted) cannot be
-   * known later.
+   * durations lists, the metrics and the template statistics keep their values. Not queued
+   * during an outage: it fails at once, like a read, since its answer (how many were deleted)
+   * cannot be known later.
    */
   prune(before: number): Promise<number> {
     const key = `${this.prefix}jobs:ended`;

@@ -22,8 +22,10 @@ import type {
   Store,
   StoreHealth,
   StoreStats,
+  TemplateOutcome,
+  TemplateStatsRecord,
 } from "./store.ts";
-import { checkMetricsSample } from "./store.ts";
+import { checkMetricsSample, checkTemplateOutcome } from "./store.ts";
 import { decodeCursor, encodeCursor } from "./cursor.ts";
 
 /**
@@ -81,6 +83,14 @@ const MIGRATIONS: string[] = [
      status TEXT NOT NULL,
      runs INTEGER NOT NULL,
      PRIMARY KEY (shape, status)
+   ) WITHOUT ROWID;`,
+  // Prompt template statistics: one row per template, counts only (no job ids), so prune, which
+  // deletes job records, never touches them.
+  `CREATE TABLE template_stats (
+     template TEXT PRIMARY KEY,
+     uses INTEGER NOT NULL,
+     successes INTEGER NOT NULL,
+     last_used_at INTEGER NOT NULL
    ) WITHOUT ROWID;`,
 ];
 
@@ -377,6 +387,34 @@ export class SqliteStore implements Store {
           last_at: Number(row.last_at),
         };
       });
+    });
+  }
+
+  recordTemplateOutcome(outcome: TemplateOutcome): Promise<void> {
+    return this.#run(() => {
+      checkTemplateOutcome(outcome);
+      // One statement: uses and successes move together.
+      this.#statement(
+        `INSERT INTO template_stats (template, uses, successes, last_used_at) VALUES (?, 1, ?, ?)
+         ON CONFLICT (template) DO UPDATE SET uses = uses + 1,
+           successes = successes + excluded.successes,
+           last_used_at = max(last_used_at, excluded.last_used_at)`,
+      ).run(outcome.template, outcome.success ? 1 : 0, outcome.at);
+    });
+  }
+
+  templateStats(): Promise<TemplateStatsRecord[]> {
+    return this.#run(() => {
+      // TEXT compares with memcmp over UTF-8: byte order, as the Redis store sorts.
+      const rows = this.#statement(
+        "SELECT template, uses, successes, last_used_at FROM template_stats ORDER BY template",
+      ).all() as { template: string; uses: number; successes: number; last_used_at: number }[];
+      return rows.map((row) => ({
+        template: row.template,
+        uses: Number(row.uses),
+        successes: Number(row.successes),
+        last_used_at: Number(row.last_used_at),
+      }));
     });
   }
 

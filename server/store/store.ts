@@ -155,6 +155,55 @@ export interface ShapeMetricsRecord {
   last_at: number;
 }
 
+/** How one retry that used a prompt template ended (templates/select.ts learns from these). */
+export interface TemplateOutcome {
+  /** The template's name, e.g. "concise". */
+  template: string;
+  /** True when the retry's run no longer hit the limit that made it necessary. */
+  success: boolean;
+  /** When the retry ended (epoch ms). */
+  at: number;
+}
+
+/**
+ * Rejects an outcome the backends could not count (an empty name, a time that is not a finite
+ * number), so that it fails at the caller rather than as a write Redis refuses later.
+ * @throws {TypeError} naming the field and its value.
+ */
+export function checkTemplateOutcome(outcome: TemplateOutcome): void {
+  if (typeof outcome.template !== "string" || outcome.template === "") {
+    throw new TypeError("Cannot record a template outcome: template must be a non-empty string");
+  }
+  if (typeof outcome.success !== "boolean") {
+    throw new TypeError(
+      `Cannot record a template outcome: success must be true or false, got ${
+        String(outcome.success)
+      }`,
+    );
+  }
+  if (typeof outcome.at !== "number" || !Number.isFinite(outcome.at) || outcome.at < 0) {
+    throw new TypeError(
+      `Cannot record a template outcome: at must be a finite number >= 0, got ${
+        String(outcome.at)
+      }`,
+    );
+  }
+}
+
+/**
+ * All-time counts of one prompt template's retries, from `recordTemplateOutcome`. Like the
+ * metrics they are not tied to job records, so `prune` leaves them.
+ */
+export interface TemplateStatsRecord {
+  template: string;
+  /** Retries that used it. */
+  uses: number;
+  /** Of those, the ones that succeeded. */
+  successes: number;
+  /** The latest `at` recorded (epoch ms). */
+  last_used_at: number;
+}
+
 /** "none": CC_EXECUTOR_HISTORY=off. */
 export type StoreBackend = "sqlite" | "redis" | "none";
 
@@ -205,10 +254,20 @@ export interface Store extends AsyncDisposable {
    */
   metrics(limit: number): Promise<ShapeMetricsRecord[]>;
   /**
+   * Counts one retry that used a prompt template. A write like the job writes: while Redis is
+   * unreachable it is queued (and kept in the outbox) and resolves at once.
+   */
+  recordTemplateOutcome(outcome: TemplateOutcome): Promise<void>;
+  /**
+   * Every template with a recorded outcome, by name (in byte order). Rejects when the backend is
+   * unreachable or history is off, like `metrics`.
+   */
+  templateStats(): Promise<TemplateStatsRecord[]>;
+  /**
    * Deletes finished jobs that ended before `before` (epoch ms); resolves to how many. Rejects
    * when the backend is unreachable (never queued). Timing statistics may outlive the records
    * (Redis keeps its per-shape duration lists; SQLite computes them from the records), and the
-   * metrics of `recordMetrics` are never pruned.
+   * metrics of `recordMetrics` and the template statistics are never pruned.
    */
   prune(before: number): Promise<number>;
 
