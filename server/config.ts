@@ -99,6 +99,8 @@ const ConfigSchema = z.object({
     ),
   CC_EXECUTOR_RECORD_METRICS: onOff("off")
     .describe("on: record_metrics keeps per-command-shape counts and durations in the store."),
+  CC_EXECUTOR_CLAUDE_BIN: z.string().trim().min(1).default("claude")
+    .describe("The claude program an execute with a prompt runs (a name on PATH, or a path)."),
   CC_EXECUTOR_TEMPLATES_DIR: z.string().trim().min(1).default("templates")
     .describe(
       "Folder of prompt templates (*.md), relative to the working directory; adds to the built-ins.",
@@ -163,6 +165,8 @@ export interface ServerConfig {
    * its files add to or replace the built-in ones by name (templates/loader.ts).
    */
   templatesDir: string;
+  /** The program `execute` with `prompt` runs. */
+  claudeBin: string;
 }
 
 /** Where hooks come from and which built-ins run (docs/hooks.md). */
@@ -327,6 +331,7 @@ export function inspectConfig(options: LoadConfigOptions = {}): ConfigReport {
         recordMetrics: c.CC_EXECUTOR_RECORD_METRICS === "on",
       },
       templatesDir: c.CC_EXECUTOR_TEMPLATES_DIR,
+      claudeBin: c.CC_EXECUTOR_CLAUDE_BIN,
     };
     try {
       validateConfig(candidate);

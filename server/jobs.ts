@@ -10,6 +10,8 @@
 import type { HookExecution, HookSet, OutputFilter } from "../hooks/runner.ts";
 import type { JobOutcome, JobRequest } from "../hooks/types.ts";
 import { Coalescer, type Timer, utf8SafeLength } from "./chunker.ts";
+import { claudeInvocation } from "./claude/invocation.ts";
+import { type ClaudeNotice, ClaudeWatcher } from "./claude/watcher.ts";
 import type { ServerConfig } from "./config.ts";
 import { settlesWithin } from "./deadline.ts";
 import type { Logger } from "./log.ts";
@@ -36,7 +38,10 @@ import type { Store } from "./store/store.ts";
  * What a job runs: an execute's params with the command settled. `argv`, when set, is run
  * directly with no shell (a command cc-executor built itself); `command` is then its display form.
  */
-export type JobParams = ExecuteParams & { argv?: string[] };
+export type JobParams = Omit<ExecuteParams, "command" | "prompt" | "claude"> & {
+  command: string;
+  argv?: string[];
+};
 
 /** Someone who receives a job's notifications: in practice a WebSocket session. */
 export interface Subscriber {
@@ -207,6 +212,8 @@ export class Job {
   /** Output waiting for the output hooks, in order. */
   #outputChain: Promise<void> = Promise.resolve();
   #outputBacklog = 0;
+  /** Reads the current run's output when it is a Claude run (docs/claude.md); else null. */
+  #claude: ClaudeWatcher | null = null;
   /** Set while hooks run after a run; a cancel then means "no retry". */
   #afterRun = false;
   #noRetry = false;
@@ -363,6 +370,7 @@ export class Job {
   #startRun(): void {
     const params = this.#params;
     const config = this.#config;
+    this.#claude = claudeWatcherFor(this.command);
     this.#emit("process.started", {
       pid: this.group.pid,
       pgid: this.group.pgid,
@@ -495,6 +503,8 @@ export class Job {
     this.#outputBudget -= bytes.length;
     if (cut) this.truncated = true;
     const data = decoder.decode(bytes);
+    // Limits are read from what Claude printed, before any output hook rewrites it.
+    if (this.#claude) this.#sendClaude(this.#claude[stream](data));
     const filter = this.#hooks?.output;
     if (!filter) return this.#deliver(stream, offset, data, cut);
     // Output hooks may take time: chunks go through them one after another, in order.
@@ -563,6 +573,7 @@ export class Job {
     await this.#drainPipes();
     this.#pumps = []; // a finished job kept in memory must not keep its read buffers
     await this.#flushOutputHooks();
+    if (this.#claude) this.#sendClaude(this.#claude.end());
     await this.#finish(status);
   }
 
@@ -695,6 +706,16 @@ export class Job {
       env: { ...this.#params.env },
       timeout: this.#params.timeout ?? null,
     };
+  }
+
+  #sendClaude(notices: ClaudeNotice[]): void {
+    for (const notice of notices) {
+      // Narrowed one by one: #emit types its params by the method name.
+      if (notice.method === "claude.event") this.#emit("claude.event", notice.params);
+      else if (notice.method === "error.token_limit_exceeded") {
+        this.#emit("error.token_limit_exceeded", notice.params);
+      } else this.#emit("error.rate_limit_exceeded", notice.params);
+    }
   }
 
   #hookError(failure: HookExecution): void {
@@ -849,6 +870,7 @@ export class Job {
       truncated: this.truncated,
       reason: this.reason,
       ...(hooks ? { hooks: { attached: hooks.attached, attempts: this.#attempt } } : {}),
+      ...(this.#claude ? { claude: this.#claude.summary() } : {}),
     });
     this.#subscribers.clear();
     this.#replay.shrink(this.#manager.config.finishedReplayBytes);
@@ -1543,4 +1565,12 @@ function withCommand(params: JobParams, command: string): JobParams {
   if (command === params.command) return params;
   const { argv: _built, ...rest } = params;
   return { ...rest, command };
+}
+
+/** A watcher for `command` when it runs Claude (a session, not a subcommand such as `claude mcp`). */
+function claudeWatcherFor(command: string): ClaudeWatcher | null {
+  // Most commands never name claude: skip parsing them.
+  if (!command.includes("claude")) return null;
+  const invocation = claudeInvocation(command);
+  return invocation && !invocation.subcommand ? new ClaudeWatcher(invocation) : null;
 }

@@ -9,6 +9,7 @@ import { dryRun } from "../hooks/dry_run.ts";
 import type { HookRegistry } from "../hooks/registry.ts";
 import type { TemplateSet } from "../templates/loader.ts";
 import { listTemplates, renderNamed } from "../templates/status.ts";
+import { toJobParams } from "./claude/prompt.ts";
 import type { JobManager } from "./jobs.ts";
 import {
   ControlParams,
@@ -43,6 +44,8 @@ export interface MethodDeps {
   hooks: HookRegistry;
   /** The prompt templates loaded at start (templates/loader.ts). */
   templates: TemplateSet;
+  /** The program an execute with a prompt runs (CC_EXECUTOR_CLAUDE_BIN). */
+  claudeBin: string;
   /** Everything `server.info` reports that the job manager does not know. */
   info: () => Omit<ServerInfoResult, "running_jobs">;
 }
@@ -62,7 +65,9 @@ type Table = {
 };
 
 /** The method table the dispatcher serves; `Methods` in protocol.ts lists the same names. */
-export function createMethods({ jobs, store, hooks, templates, info }: MethodDeps): Table {
+export function createMethods(
+  { jobs, store, hooks, templates, claudeBin, info }: MethodDeps,
+): Table {
   const hookStatus = {
     params: EmptyParams,
     handler: () => hooks.status(),
@@ -73,7 +78,7 @@ export function createMethods({ jobs, store, hooks, templates, info }: MethodDep
       handler: async (params, { session, afterResponse }) => {
         let started;
         try {
-          started = await jobs.start(params, session.id);
+          started = await jobs.start(toJobParams(params, claudeBin), session.id);
         } catch (error) {
           // The client hears which hook refused the job before the error response.
           if (error instanceof RpcError && error.code === ErrorCode.HOOK_BLOCKED) {

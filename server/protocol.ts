@@ -84,8 +84,29 @@ const Seconds = z.number().positive().max(
 // ---------------------------------------------------------------------------
 // Method params and results
 
+/** How to run Claude for an `execute` with a `prompt` (docs/claude.md). */
+export const ClaudeOptions = z.strictObject({
+  /** @default "stream-json" (progress is reported as claude.event) */
+  output_format: z.enum(["text", "json", "stream-json"]).optional(),
+  model: z.string().regex(/^[A-Za-z0-9._:\[\]-]+$/, "expected a model name such as sonnet")
+    .optional(),
+  /** More arguments for claude, each passed as one argument (no shell reads them). */
+  args: z.array(z.string().refine((s) => !s.includes("\0"), "must not contain NUL")).max(200)
+    .optional(),
+});
+export type ClaudeOptions = z.infer<typeof ClaudeOptions>;
+
 export const ExecuteParams = z.strictObject({
-  command: z.string().refine((s) => s.trim().length > 0, "command is empty"),
+  /** Shell text, run as `<shell> -c <command>`. Give either this or `prompt`. */
+  command: z.string().refine((s) => s.trim().length > 0, "command is empty").optional(),
+  /**
+   * A prompt for Claude: the server runs `claude -p <prompt>` itself, passing the prompt as one
+   * argument with no shell, so nothing in it can be read as shell syntax.
+   */
+  prompt: z.string().refine((s) => s.trim().length > 0, "prompt is empty")
+    .refine((s) => !s.includes("\0"), "prompt must not contain NUL").optional(),
+  /** With `prompt`: how to run Claude. */
+  claude: ClaudeOptions.optional(),
   /** Wall-clock limit in seconds. */
   timeout: Seconds.optional(),
   /** Kill the job when it has written nothing for this many seconds. */
@@ -104,6 +125,19 @@ export const ExecuteParams = z.strictObject({
   max_output_bytes: z.number().int().positive().optional(),
   /** Client-chosen id: a retried execute with the same id attaches to the existing job. */
   job_id: JobId.optional(),
+}).superRefine((params, ctx) => {
+  if ((params.command === undefined) === (params.prompt === undefined)) {
+    ctx.addIssue({
+      code: "custom",
+      path: [params.command === undefined ? "command" : "prompt"],
+      message: params.command === undefined
+        ? "give command (shell text) or prompt (for Claude)"
+        : "give command or prompt, not both",
+    });
+  }
+  if (params.claude !== undefined && params.prompt === undefined) {
+    ctx.addIssue({ code: "custom", path: ["claude"], message: "claude options go with prompt" });
+  }
 });
 export type ExecuteParams = z.infer<typeof ExecuteParams>;
 
@@ -544,6 +578,92 @@ export type MethodParams<M extends MethodName> = z.input<(typeof Methods)[M]["pa
 export type MethodResult<M extends MethodName> = z.infer<(typeof Methods)[M]["result"]>;
 
 // ---------------------------------------------------------------------------
+// Claude runs (docs/claude.md)
+
+/** A limit a Claude run hit, with what could be read from Claude's message. */
+export const ClaudeLimit = z.object({
+  kind: z.enum(["token_limit", "usage_limit", "rate_limit", "context_overflow"]),
+  /** Whether running again (after a wait, or with a shorter prompt) can succeed. */
+  retryable: z.boolean(),
+  /** The line (or event field) it was read from. */
+  message: z.string(),
+  /** token_limit: the output-token maximum the message names. */
+  max_output_tokens: z.number().int().nullable().optional(),
+  /** usage_limit: which limit ("session limit", "weekly limit"...). */
+  limit: z.string().optional(),
+  /** usage_limit: when it resets (ISO 8601), null when unknown. */
+  resets_at: z.string().nullable().optional(),
+  reset_text: z.string().nullable().optional(),
+  time_zone: z.string().nullable().optional(),
+  /** rate_limit: 429 (rate_limit) or 529 (overloaded). */
+  cause: z.enum(["rate_limit", "overloaded"]).optional(),
+  status: z.number().int().nullable().optional(),
+  retry_after_seconds: z.number().nullable().optional(),
+  /** context_overflow: the figures of "A + B > C", when given. */
+  input_tokens: z.number().int().nullable().optional(),
+  max_tokens: z.number().int().nullable().optional(),
+  context_limit: z.number().int().nullable().optional(),
+});
+export type ClaudeLimit = z.infer<typeof ClaudeLimit>;
+
+/** What `process.completed` says about a Claude run. */
+export const ClaudeSummary = z.object({
+  /** The result event's answer or error text (stream-json only), else null. */
+  result: z.string().nullable(),
+  is_error: z.boolean().nullable(),
+  subtype: z.string().nullable(),
+  cost_usd: z.number().nullable(),
+  usage: z.record(z.string(), z.number()).nullable(),
+  num_turns: z.number().int().nullable(),
+  session_id: z.string().nullable(),
+  model: z.string().nullable(),
+  tool_use_count: z.number().int(),
+  limit: ClaudeLimit.nullable(),
+});
+export type ClaudeSummary = z.infer<typeof ClaudeSummary>;
+
+/** Progress of a Claude run read from its stream-json output: what changed and the totals. */
+export const ClaudeEventParams = z.object({
+  job_id: z.string(),
+  seq: z.number().int(),
+  /** init, turn, text, tool_use, tool_error, api_retry, result. */
+  reasons: z.array(z.string()),
+  turns: z.number().int(),
+  tool_uses: z.record(z.string(), z.number().int()),
+  tool_use_count: z.number().int(),
+  session_id: z.string().nullable(),
+  model: z.string().nullable(),
+  /** The tools this event used. */
+  tools: z.array(z.string()).optional(),
+  /** The latest assistant text (bounded). */
+  text: z.string().optional(),
+  /** With the result event: answer, cost, usage, turns. */
+  result: z.object({
+    subtype: z.string(),
+    is_error: z.boolean(),
+    text: z.string().nullable(),
+    total_cost_usd: z.number().nullable(),
+    usage: z.object({
+      input_tokens: z.number(),
+      output_tokens: z.number(),
+      cache_creation_input_tokens: z.number(),
+      cache_read_input_tokens: z.number(),
+    }).nullable(),
+    num_turns: z.number().int().nullable(),
+    duration_ms: z.number().nullable(),
+    duration_api_ms: z.number().nullable(),
+    session_id: z.string().nullable(),
+    api_error_status: z.number().int().nullable(),
+  }).optional(),
+});
+
+/** A Claude run hit a limit: sent the moment it shows in the output. */
+export const ClaudeLimitParams = ClaudeLimit.extend({
+  job_id: z.string(),
+  seq: z.number().int(),
+});
+
+// ---------------------------------------------------------------------------
 // Notifications (server -> client)
 
 export const ConnectedParams = z.object({
@@ -602,6 +722,8 @@ export const ProcessCompletedParams = z.object({
     attached: z.record(z.string(), z.unknown()),
     attempts: z.number().int(),
   }).optional(),
+  /** Present for a Claude run (docs/claude.md): its result, cost, usage and any limit it hit. */
+  claude: ClaudeSummary.optional(),
 });
 export type ProcessCompletedParams = z.infer<typeof ProcessCompletedParams>;
 
@@ -658,6 +780,11 @@ export const Notifications = {
   "hook.blocked": HookBlockedParams,
   "hook.error": HookErrorParams,
   "hook.retry": HookRetryParams,
+  "claude.event": ClaudeEventParams,
+  /** The output-token limit (or the context window) was hit. */
+  "error.token_limit_exceeded": ClaudeLimitParams,
+  /** A usage limit or an API rate limit (429, 529) was hit. */
+  "error.rate_limit_exceeded": ClaudeLimitParams,
 } as const;
 export type NotificationName = keyof typeof Notifications;
 export type NotificationParams<N extends NotificationName> = z.infer<(typeof Notifications)[N]>;

@@ -154,6 +154,7 @@ async function listen(
       store,
       hooks,
       templates,
+      claudeBin: config.claudeBin,
       info: () => ({
         name: "cc-executor",
         version: VERSION,

@@ -1,0 +1,159 @@
+/**
+ * Claude runs through a real server, with the fake `claude` of tests/fake_claude/ (it prints what
+ * Claude Code 2.1.197 prints, without a network): progress from stream-json, limits told the
+ * moment they show, the summary in process.completed, and prompts passed with no shell.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { ExecutorClient, ExecutorRpcError, type JobEvent } from "../server/client.ts";
+import { ErrorCode } from "../server/protocol.ts";
+import { RawClient, startTestServer } from "./test_util.ts";
+
+const FAKE_DIR = new URL("./fake_claude/", import.meta.url).pathname;
+const FAKE_CLAUDE = join(FAKE_DIR, "claude");
+
+async function run(client: ExecutorClient, params: Parameters<ExecutorClient["execute"]>[0]) {
+  const events: JobEvent[] = [];
+  const outcome = await client.execute({ ...params, onEvent: (event) => events.push(event) });
+  return { outcome, events };
+}
+
+function logOf(file: string): { argv: string[]; prompt: string }[] {
+  return Deno.readTextFileSync(file).trim().split("\n").map((line) => JSON.parse(line));
+}
+
+Deno.test("claude: a prompt runs claude -p with no shell; progress, result, cost and usage reach the client", async () => {
+  const log = Deno.makeTempFileSync({ suffix: ".jsonl" });
+  await using server = await startTestServer({ claudeBin: FAKE_CLAUDE });
+  await using client = await ExecutorClient.connect(server.url);
+  // Everything a shell would act on, and a leading dash claude would read as an option.
+  const prompt = `-rf "it's" $(touch /tmp/cc-pwned) \`id\` ; echo owned\nsecond line [[ok:2]]`;
+  const { outcome, events } = await run(client, { prompt, env: { FAKE_CLAUDE_LOG: log } });
+  assert.equal(outcome.status, "completed", outcome.stderr);
+  const [received] = logOf(log);
+  assert.equal(received!.prompt, prompt, "the prompt arrives as one argument, untouched");
+  assert.deepEqual(received!.argv.slice(-2), ["--", prompt]);
+
+  const started = events.find((e) => e.method === "process.started");
+  assert.ok(started?.method === "process.started");
+  // The command shown and recorded is the argv, quoted: pasted into a shell it runs the same.
+  assert.match(
+    started.params.command,
+    /fake_claude\/claude -p '--output-format=stream-json' --verbose -- '-rf /,
+  );
+
+  const progress = events.filter((e) => e.method === "claude.event");
+  assert.ok(progress.length >= 3, `progress events: ${progress.length}`);
+  const last = progress.at(-1)!;
+  assert.ok(last.method === "claude.event");
+  assert.ok(last.params.reasons.includes("result"));
+  assert.deepEqual(last.params.tool_uses, { Bash: 1, Read: 1 }, "two tool rounds, as asked");
+
+  const done = events.find((e) => e.method === "process.completed");
+  assert.ok(done?.method === "process.completed");
+  const claude = done.params.claude!;
+  assert.equal(claude.is_error, false);
+  assert.equal(typeof claude.result, "string");
+  assert.ok(claude.result!.length > 0);
+  assert.ok(claude.cost_usd! > 0);
+  assert.ok(claude.usage!.output_tokens! > 0);
+  assert.equal(claude.tool_use_count, 2);
+  assert.equal(claude.limit, null);
+  assert.equal(events.some((e) => e.method.startsWith("error.")), false);
+});
+
+Deno.test("claude: the output-token limit is told at once, with the maximum from the message", async () => {
+  await using server = await startTestServer({ claudeBin: FAKE_CLAUDE });
+  await using client = await ExecutorClient.connect(server.url);
+  for (const output_format of ["stream-json", "text"] as const) {
+    const { outcome, events } = await run(client, {
+      prompt: "write a very long essay [[token-limit:16000]]",
+      claude: { output_format },
+    });
+    assert.equal(outcome.status, "failed");
+    const at = events.findIndex((e) => e.method === "error.token_limit_exceeded");
+    assert.ok(at >= 0, `${output_format}: no token limit notification`);
+    const notice = events[at]!;
+    assert.ok(notice.method === "error.token_limit_exceeded");
+    assert.equal(notice.params.kind, "token_limit");
+    assert.equal(notice.params.max_output_tokens, 16000);
+    assert.equal(notice.params.retryable, true);
+    assert.match(notice.params.message, /exceeded the 16000 output token maximum/);
+    const doneAt = events.findIndex((e) => e.method === "process.completed");
+    assert.ok(at < doneAt, "told before the job ends");
+    const done = events[doneAt]!;
+    assert.ok(done.method === "process.completed");
+    assert.equal(done.params.claude!.limit!.kind, "token_limit");
+  }
+});
+
+Deno.test("claude: a usage limit is told with its reset time; a rate limit with retry-after", async () => {
+  await using server = await startTestServer({ claudeBin: FAKE_CLAUDE });
+  await using client = await ExecutorClient.connect(server.url);
+  const before = Date.now();
+  const usage = await run(client, {
+    prompt: "hello [[usage-limit:7200]]",
+    env: { FAKE_CLAUDE_TZ: "Europe/London" },
+  });
+  const told = usage.events.find((e) => e.method === "error.rate_limit_exceeded");
+  assert.ok(told?.method === "error.rate_limit_exceeded");
+  assert.equal(told.params.kind, "usage_limit");
+  assert.equal(told.params.retryable, true);
+  const resets = Date.parse(told.params.resets_at!);
+  // Two hours away, to the minute (stream-json also carries the exact epoch).
+  assert.ok(Math.abs(resets - (before + 7200_000)) < 5 * 60_000, told.params.resets_at!);
+
+  const rate = await run(client, { prompt: "hello [[rate-limit:3]]" });
+  const limited = rate.events.find((e) => e.method === "error.rate_limit_exceeded");
+  assert.ok(limited?.method === "error.rate_limit_exceeded");
+  assert.equal(limited.params.kind, "rate_limit");
+  assert.equal(limited.params.retry_after_seconds, 3);
+});
+
+Deno.test("claude: a claude run in shell text is recognised; ordinary output about tokens is not a limit", async () => {
+  await using server = await startTestServer();
+  await using client = await ExecutorClient.connect(server.url);
+  const path = `${FAKE_DIR}:${Deno.env.get("PATH")}`;
+  const shell = await run(client, {
+    command: `cd /tmp && FOO=1 claude -p "a long answer [[long-answer:30]]" --output-format text`,
+    env: { PATH: path },
+  });
+  assert.equal(shell.outcome.status, "completed", shell.outcome.stderr);
+  assert.match(shell.outcome.stdout, /token/i, "the answer talks about tokens and limits");
+  assert.equal(shell.events.some((e) => e.method.startsWith("error.")), false);
+  const done = shell.events.find((e) => e.method === "process.completed");
+  assert.ok(done?.method === "process.completed" && done.params.claude, "it is a Claude run");
+  assert.equal(done.params.claude.limit, null);
+
+  const plain = await run(client, {
+    command: "echo claude; echo 'exceeded the 32000 output token maximum'",
+  });
+  const plainDone = plain.events.find((e) => e.method === "process.completed");
+  assert.ok(plainDone?.method === "process.completed");
+  assert.equal(plainDone.params.claude, undefined, "echo claude runs no claude");
+  assert.equal(plain.events.some((e) => e.method.startsWith("error.")), false);
+});
+
+Deno.test("claude: execute takes a command or a prompt, not both; claude options need a prompt", async () => {
+  await using server = await startTestServer({ claudeBin: FAKE_CLAUDE });
+  await using client = await ExecutorClient.connect(server.url);
+  for (
+    const params of [
+      { command: "echo", prompt: "hi" },
+      {},
+      { command: "echo", claude: { model: "sonnet" } },
+      { prompt: "hi", claude: { args: ["--", "--print"] } },
+    ]
+  ) {
+    await assert.rejects(client.request("execute", params as never), (error) => {
+      assert.ok(error instanceof ExecutorRpcError, String(error));
+      assert.equal(error.code, ErrorCode.INVALID_PARAMS);
+      return true;
+    }, JSON.stringify(params));
+  }
+  // The same refusal from the server itself, not only from the client's check before sending.
+  await using raw = await RawClient.connect(server.url);
+  const both = await raw.call("execute", { command: "echo", prompt: "hi" });
+  assert.equal(both.error.code, ErrorCode.INVALID_PARAMS);
+  assert.match(both.error.message, /give command or prompt, not both/);
+});
