@@ -10,7 +10,7 @@
 import type { HookExecution, HookSet, OutputFilter } from "../hooks/runner.ts";
 import type { JobOutcome, JobRequest } from "../hooks/types.ts";
 import { Coalescer, type Timer, utf8SafeLength } from "./chunker.ts";
-import { claudeInvocation } from "./claude/invocation.ts";
+import { claudeInvocation, type ClaudeOutputFormat } from "./claude/invocation.ts";
 import { type ClaudeNotice, ClaudeWatcher } from "./claude/watcher.ts";
 import type { ServerConfig } from "./config.ts";
 import { settlesWithin } from "./deadline.ts";
@@ -41,6 +41,8 @@ import type { Store } from "./store/store.ts";
 export type JobParams = Omit<ExecuteParams, "command" | "prompt" | "claude"> & {
   command: string;
   argv?: string[];
+  /** Set when `argv` is a `claude -p` run cc-executor built: its output format. */
+  claudeOutputFormat?: ClaudeOutputFormat;
 };
 
 /** Someone who receives a job's notifications: in practice a WebSocket session. */
@@ -370,7 +372,9 @@ export class Job {
   #startRun(): void {
     const params = this.#params;
     const config = this.#config;
-    this.#claude = claudeWatcherFor(this.command);
+    this.#claude = params.argv && params.claudeOutputFormat
+      ? new ClaudeWatcher({ outputFormat: params.claudeOutputFormat })
+      : claudeWatcherFor(this.command);
     this.#emit("process.started", {
       pid: this.group.pid,
       pgid: this.group.pgid,
@@ -494,7 +498,14 @@ export class Job {
   }
 
   #output(stream: StreamName, offset: number, bytes: Uint8Array): void {
-    if (this.truncated) return; // past max_output_bytes: read (so the command does not block) but drop
+    // Claude's progress and limits are read from everything it printed: past max_output_bytes
+    // too, and before any output hook rewrites it. They are sent after the chunk they came in.
+    const whole = this.#claude ? decoder.decode(bytes) : null;
+    const notices = whole === null ? null : this.#claude![stream](whole);
+    if (this.truncated) { // past max_output_bytes: read (so the command does not block) but drop
+      if (notices) this.#sendClaude(notices);
+      return;
+    }
     let cut = false;
     if (bytes.length > this.#outputBudget) {
       bytes = bytes.subarray(0, utf8SafeLength(bytes, this.#outputBudget));
@@ -502,17 +513,22 @@ export class Job {
     }
     this.#outputBudget -= bytes.length;
     if (cut) this.truncated = true;
-    const data = decoder.decode(bytes);
-    // Limits are read from what Claude printed, before any output hook rewrites it.
-    if (this.#claude) this.#sendClaude(this.#claude[stream](data));
+    const data = whole !== null && !cut ? whole : decoder.decode(bytes);
     const filter = this.#hooks?.output;
-    if (!filter) return this.#deliver(stream, offset, data, cut);
+    if (!filter) {
+      this.#deliver(stream, offset, data, cut);
+      if (notices) this.#sendClaude(notices);
+      return;
+    }
     // Output hooks may take time: chunks go through them one after another, in order.
     this.#outputBacklog++;
     this.#outputChain = this.#outputChain
       .then(() => filter.push(stream, data, offset))
       .catch((error) => `[output withheld: output hooks failed: ${(error as Error).message}]\n`)
-      .then((text) => this.#deliver(stream, offset, text, cut))
+      .then((text) => {
+        this.#deliver(stream, offset, text, cut);
+        if (notices) this.#sendClaude(notices);
+      })
       .finally(() => this.#outputBacklog--);
   }
 
@@ -709,13 +725,23 @@ export class Job {
   }
 
   #sendClaude(notices: ClaudeNotice[]): void {
-    for (const notice of notices) {
+    // With output hooks, Claude's own text (answers, assistant text) would go around them (a
+    // redaction, a withheld chunk): it is left out of the notifications then; the figures stay.
+    const withoutText = this.#hooks?.output ? true : false;
+    for (let notice of notices) {
+      if (withoutText && notice.method === "claude.event") notice = withoutClaudeText(notice);
       // Narrowed one by one: #emit types its params by the method name.
       if (notice.method === "claude.event") this.#emit("claude.event", notice.params);
       else if (notice.method === "error.token_limit_exceeded") {
         this.#emit("error.token_limit_exceeded", notice.params);
       } else this.#emit("error.rate_limit_exceeded", notice.params);
     }
+  }
+
+  #claudeSummary(watcher: ClaudeWatcher) {
+    const summary = watcher.summary();
+    // As in #sendClaude: Claude's answer would go around the output hooks.
+    return this.#hooks?.output ? { ...summary, result: null } : summary;
   }
 
   #hookError(failure: HookExecution): void {
@@ -870,7 +896,7 @@ export class Job {
       truncated: this.truncated,
       reason: this.reason,
       ...(hooks ? { hooks: { attached: hooks.attached, attempts: this.#attempt } } : {}),
-      ...(this.#claude ? { claude: this.#claude.summary() } : {}),
+      ...(this.#claude ? { claude: this.#claudeSummary(this.#claude) } : {}),
     });
     this.#subscribers.clear();
     this.#replay.shrink(this.#manager.config.finishedReplayBytes);
@@ -1563,7 +1589,7 @@ function keepEnds<T>(items: T[]): T[] {
  */
 function withCommand(params: JobParams, command: string): JobParams {
   if (command === params.command) return params;
-  const { argv: _built, ...rest } = params;
+  const { argv: _built, claudeOutputFormat: _format, ...rest } = params;
   return { ...rest, command };
 }
 
@@ -1573,4 +1599,13 @@ function claudeWatcherFor(command: string): ClaudeWatcher | null {
   if (!command.includes("claude")) return null;
   const invocation = claudeInvocation(command);
   return invocation && !invocation.subcommand ? new ClaudeWatcher(invocation) : null;
+}
+
+/** A progress notification without Claude's text (see Job.#sendClaude). */
+function withoutClaudeText(notice: ClaudeNotice & { method: "claude.event" }): ClaudeNotice {
+  const { text: _text, result, ...params } = notice.params;
+  return {
+    method: "claude.event",
+    params: { ...params, ...(result ? { result: { ...result, text: null } } : {}) },
+  };
 }

@@ -91,7 +91,7 @@ export class ProcessGroup implements AsyncDisposable {
   static spawn(spec: SpawnSpec, mode: GroupMode): ProcessGroup {
     // Found on the server's PATH, not the job's: a job that sets its own PATH still gets its shell.
     const [leader, ...args] = spec.argv && spec.argv.length > 0
-      ? spec.argv
+      ? [onServerPath(spec.argv[0]!), ...spec.argv.slice(1)]
       : [onServerPath(spec.shell), "-c", spec.command];
     const options: Deno.CommandOptions = {
       args: mode === "setsid" ? [leader!, ...args] : args,

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { ExecutorClient, ExecutorRpcError, type JobEvent } from "../server/client.ts";
+import { defaultConfig } from "../server/config.ts";
 import { ErrorCode } from "../server/protocol.ts";
 import { RawClient, startTestServer } from "./test_util.ts";
 
@@ -65,7 +66,7 @@ Deno.test("claude: a prompt runs claude -p with no shell; progress, result, cost
 Deno.test("claude: the output-token limit is told at once, with the maximum from the message", async () => {
   await using server = await startTestServer({ claudeBin: FAKE_CLAUDE });
   await using client = await ExecutorClient.connect(server.url);
-  for (const output_format of ["stream-json", "text"] as const) {
+  for (const output_format of ["stream-json", "text", "json"] as const) {
     const { outcome, events } = await run(client, {
       prompt: "write a very long essay [[token-limit:16000]]",
       claude: { output_format },
@@ -73,6 +74,11 @@ Deno.test("claude: the output-token limit is told at once, with the maximum from
     assert.equal(outcome.status, "failed");
     const at = events.findIndex((e) => e.method === "error.token_limit_exceeded");
     assert.ok(at >= 0, `${output_format}: no token limit notification`);
+    assert.equal(
+      events.filter((e) => e.method.startsWith("error.")).length,
+      1,
+      `${output_format}: told once`,
+    );
     const notice = events[at]!;
     assert.ok(notice.method === "error.token_limit_exceeded");
     assert.equal(notice.params.kind, "token_limit");
@@ -125,13 +131,55 @@ Deno.test("claude: a claude run in shell text is recognised; ordinary output abo
   assert.ok(done?.method === "process.completed" && done.params.claude, "it is a Claude run");
   assert.equal(done.params.claude.limit, null);
 
+  // The very line Claude prints at the limit, from a command that runs no claude: not a limit.
   const plain = await run(client, {
-    command: "echo claude; echo 'exceeded the 32000 output token maximum'",
+    command:
+      `echo claude; echo "API Error: Claude's response exceeded the 32000 output token maximum."`,
   });
   const plainDone = plain.events.find((e) => e.method === "process.completed");
   assert.ok(plainDone?.method === "process.completed");
   assert.equal(plainDone.params.claude, undefined, "echo claude runs no claude");
   assert.equal(plain.events.some((e) => e.method.startsWith("error.")), false);
+});
+
+Deno.test("claude: limits are read past max_output_bytes; a claude program of another name is still watched", async () => {
+  // A wrapper named claude-code: the job is known to be a Claude run from how it was built.
+  const bin = Deno.makeTempDirSync();
+  const wrapper = join(bin, "claude-code");
+  Deno.writeTextFileSync(wrapper, `#!/bin/sh\nexec '${FAKE_CLAUDE}' "$@"\n`);
+  Deno.chmodSync(wrapper, 0o755);
+  await using server = await startTestServer({ claudeBin: wrapper });
+  await using client = await ExecutorClient.connect(server.url);
+  const { outcome, events } = await run(client, {
+    prompt: "long [[token-limit]]",
+    max_output_bytes: 100,
+  });
+  assert.equal(outcome.truncated, true);
+  assert.ok(events.some((e) => e.method === "error.token_limit_exceeded"), "seen past the cut");
+  const done = events.find((e) => e.method === "process.completed");
+  assert.ok(done?.method === "process.completed");
+  assert.equal(done.params.claude!.limit!.max_output_tokens, 32000);
+});
+
+Deno.test("claude: with output hooks, Claude's text stays out of the notifications (it would bypass them)", async () => {
+  await using server = await startTestServer({
+    claudeBin: FAKE_CLAUDE,
+    hooks: { ...defaultConfig().hooks, dir: "/nonexistent-hooks", redactSecrets: true },
+  });
+  await using client = await ExecutorClient.connect(server.url);
+  const { outcome, events } = await run(client, { prompt: "hello [[ok]]" });
+  assert.equal(outcome.status, "completed");
+  const progress = events.filter((e) => e.method === "claude.event");
+  assert.ok(progress.length > 0);
+  for (const event of progress) {
+    assert.ok(event.method === "claude.event");
+    assert.equal(event.params.text, undefined);
+    assert.equal(event.params.result?.text ?? null, null);
+  }
+  const done = events.find((e) => e.method === "process.completed");
+  assert.ok(done?.method === "process.completed");
+  assert.equal(done.params.claude!.result, null);
+  assert.ok(done.params.claude!.cost_usd! > 0, "the figures stay");
 });
 
 Deno.test("claude: execute takes a command or a prompt, not both; claude options need a prompt", async () => {

@@ -113,6 +113,7 @@ export function claudeArgv(prompt: string, options: ClaudeArgvOptions = {}): str
     }
     argv.push(`--model=${options.model}`);
   }
+  for (const arg of options.extraArgs ?? []) checkExtraArg(arg);
   argv.push(...(options.extraArgs ?? []), "--", prompt);
   for (const [index, word] of argv.entries()) assertArgvWord(word, index);
   // The words are read back the way Claude's parser reads them: extra arguments that end in an
@@ -129,6 +130,40 @@ export function claudeArgv(prompt: string, options: ClaudeArgvOptions = {}): str
     );
   }
   return argv;
+}
+
+/** Options a caller may not add: they would change how (or whether) the prompt is read. */
+const REFUSED_EXTRA = new Set([
+  "--print",
+  "--output-format",
+  "--input-format",
+  "--help",
+  "--version",
+  "--verbose",
+]);
+
+/**
+ * Extra arguments fail closed: only long options Claude is known to have, values attached with
+ * `=`, so an option this table does not know (or one that takes a value we do not expect) can
+ * never swallow the `--` before the prompt.
+ */
+function checkExtraArg(arg: string): void {
+  const eq = arg.indexOf("=");
+  const name = arg.startsWith("--") ? (eq === -1 ? arg : arg.slice(0, eq)) : null;
+  const arity = name === null ? undefined : LONG_OPTIONS.get(name);
+  const refuse = (why: string) => {
+    throw new TypeError(
+      `Cannot build a claude command: extra argument ${JSON.stringify(arg)} ${why}`,
+    );
+  };
+  if (name !== null && REFUSED_EXTRA.has(name)) refuse("is set by cc-executor itself");
+  if (name === null || arity === undefined) {
+    refuse("is not a known long option of claude (--name or --name=value)");
+  }
+  if ((arity === "required" || arity === "variadic") && eq === -1) {
+    refuse(`needs its value attached: ${name}=<value>`);
+  }
+  if (arity === "flag" && eq !== -1) refuse("takes no value");
 }
 
 /**

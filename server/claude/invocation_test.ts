@@ -321,7 +321,7 @@ Deno.test("invocation: claudeArgv's exact shape and its refusals", () => {
     claudeArgv("hi", {
       outputFormat: "stream-json",
       model: "-weird",
-      extraArgs: ["--max-turns", "3"],
+      extraArgs: ["--max-turns=3"],
     }),
     [
       "claude",
@@ -329,39 +329,26 @@ Deno.test("invocation: claudeArgv's exact shape and its refusals", () => {
       "--output-format=stream-json",
       "--verbose",
       "--model=-weird",
-      "--max-turns",
-      "3",
+      "--max-turns=3",
       "--",
       "hi",
     ],
   );
   assert.deepEqual(
-    claudeArgv("hi", { program: "/opt/bin/claude", extraArgs: ["--allowedTools", "Bash", "Edit"] }),
-    [
-      "/opt/bin/claude",
-      "-p",
-      "--allowedTools",
-      "Bash",
-      "Edit",
-      "--",
-      "hi",
-    ],
+    claudeArgv("hi", { program: "/opt/bin/claude", extraArgs: ["--allowedTools=Bash Edit"] }),
+    ["/opt/bin/claude", "-p", "--allowedTools=Bash Edit", "--", "hi"],
   );
   assert.throws(() => claudeArgv("   "), /the prompt is empty/);
   assert.throws(() => claudeArgv("a\0b"), /word 3 contains a NUL/);
   assert.throws(() => claudeArgv("hi", { model: "" }), /the model is empty/);
-  assert.throws(
-    () => claudeArgv("hi", { extraArgs: ["--model"] }),
-    /would change how the prompt is read/,
-  );
-  assert.throws(
-    () => claudeArgv("hi", { extraArgs: ["stray"] }),
-    /would change how the prompt is read/,
-  );
-  assert.throws(
-    () => claudeArgv("hi", { extraArgs: ["-n"] }),
-    /would change how the prompt is read/,
-  );
+  // Extra arguments fail closed: known long options only, values attached.
+  assert.throws(() => claudeArgv("hi", { extraArgs: ["--model"] }), /needs its value attached/);
+  assert.throws(() => claudeArgv("hi", { extraArgs: ["stray"] }), /not a known long option/);
+  assert.throws(() => claudeArgv("hi", { extraArgs: ["-n"] }), /not a known long option/);
+  assert.throws(() => claudeArgv("hi", { extraArgs: ["--no-such"] }), /not a known long option/);
+  for (const own of ["--print", "--input-format=text", "--output-format=json", "--verbose"]) {
+    assert.throws(() => claudeArgv("hi", { extraArgs: [own] }), /set by cc-executor itself/, own);
+  }
   // An optional value never takes "--" (commander), so this one is safe.
   assert.deepEqual(claudeArgv("hi", { extraArgs: ["--resume"] }).slice(-3), [
     "--resume",

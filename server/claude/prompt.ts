@@ -19,10 +19,11 @@ export function toJobParams(params: ExecuteParams, claudeBin: string): JobParams
   const { prompt, claude, command, ...rest } = params;
   if (prompt === undefined) return { ...rest, command: command! };
   let argv: string[];
+  const outputFormat = claude?.output_format ?? "stream-json";
   try {
     argv = claudeArgv(prompt, {
       program: claudeBin,
-      outputFormat: claude?.output_format ?? "stream-json",
+      outputFormat,
       model: claude?.model,
       extraArgs: claude?.args,
     });
@@ -30,8 +31,14 @@ export function toJobParams(params: ExecuteParams, claudeBin: string): JobParams
     throw new RpcError(
       ErrorCode.INVALID_PARAMS,
       `Invalid params for "execute": ${(error as Error).message}`,
-      { issues: [{ path: "claude.args", message: (error as Error).message, code: "custom" }] },
+      {
+        issues: [{
+          path: (error as Error).message.includes("extra argument") ? "claude.args" : "prompt",
+          message: (error as Error).message,
+          code: "custom",
+        }],
+      },
     );
   }
-  return { ...rest, command: shellQuoteArgv(argv), argv };
+  return { ...rest, command: shellQuoteArgv(argv), argv, claudeOutputFormat: outputFormat };
 }

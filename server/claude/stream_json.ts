@@ -157,8 +157,9 @@ export interface StreamJsonReaderOptions {
  * ```
  */
 export class StreamJsonReader {
-  #buffer = "";
-  #scanFrom = 0;
+  /** The start of a line still waiting for its newline, in the pieces it came in. */
+  #pending: string[] = [];
+  #pendingLength = 0;
   #discarding = false;
   #decoder = new TextDecoder();
   #messageIds = new Set<string>();
@@ -208,9 +209,9 @@ export class StreamJsonReader {
   /** Ends the input: the last line counts even without a newline. */
   end(): StreamJsonItem[] {
     const items = this.#take(this.#decoder.decode());
-    const last = this.#buffer;
-    this.#buffer = "";
-    this.#scanFrom = 0;
+    const last = this.#pending.join("");
+    this.#pending = [];
+    this.#pendingLength = 0;
     if (!this.#discarding && last.trim() !== "") items.push(this.#line(last));
     this.#discarding = false;
     return items;
@@ -218,12 +219,16 @@ export class StreamJsonReader {
 
   #take(text: string): StreamJsonItem[] {
     const items: StreamJsonItem[] = [];
-    this.#buffer += text;
     let start = 0;
     for (;;) {
-      const newline = this.#buffer.indexOf("\n", Math.max(start, this.#scanFrom));
+      // Only the new text is searched: a long line arriving in many chunks is joined once, when
+      // its newline comes, not rescanned on every chunk.
+      const newline = text.indexOf("\n", start);
       if (newline === -1) break;
-      const line = this.#buffer.slice(start, newline);
+      const piece = text.slice(start, newline);
+      const line = this.#pending.length > 0 ? this.#pending.join("") + piece : piece;
+      this.#pending = [];
+      this.#pendingLength = 0;
       start = newline + 1;
       if (this.#discarding) {
         this.#discarding = false; // the rest of an over-long line ends here
@@ -233,13 +238,16 @@ export class StreamJsonReader {
         items.push(this.#line(line));
       }
     }
-    this.#buffer = this.#buffer.slice(start);
-    this.#scanFrom = this.#buffer.length;
-    if (this.#buffer.length > this.#maxLine) {
-      if (!this.#discarding) items.push(this.#overlong(this.#buffer));
-      this.#discarding = true;
-      this.#buffer = "";
-      this.#scanFrom = 0;
+    const rest = text.slice(start);
+    if (rest.length > 0 && !this.#discarding) {
+      this.#pending.push(rest);
+      this.#pendingLength += rest.length;
+      if (this.#pendingLength > this.#maxLine) {
+        items.push(this.#overlong(this.#pending.join("")));
+        this.#pending = [];
+        this.#pendingLength = 0;
+        this.#discarding = true;
+      }
     }
     return items;
   }

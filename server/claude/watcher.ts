@@ -59,8 +59,12 @@ export class ClaudeWatcher {
   readonly #told = new Set<string>();
   #limit: LimitSignal | null = null;
 
-  constructor(invocation: ClaudeInvocation, options: { now?: () => Date } = {}) {
-    const streaming = invocation.outputFormat === "stream-json";
+  constructor(
+    invocation: Pick<ClaudeInvocation, "outputFormat">,
+    options: { now?: () => Date } = {},
+  ) {
+    // `json` is one result event on one line: read like stream-json.
+    const streaming = invocation.outputFormat !== "text";
     this.#stream = streaming ? new StreamJsonReader({ now: options.now }) : null;
     // Without stream-json Claude prints its limit messages on stdout as plain text (2.1.x).
     this.#stdoutLimits = streaming ? null : new LimitWatcher({ now: options.now });
