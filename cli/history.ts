@@ -5,7 +5,9 @@
  * @module
  */
 import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
+import { type ExecutorClient, ExecutorRpcError } from "../server/client.ts";
 import {
+  ErrorCode,
   type HistoryRecord,
   type HistoryStatsResult,
   HistoryStatus,
@@ -118,6 +120,14 @@ export function historyCommand(ctx: CliContext) {
       "only jobs started since then: an age (30m, 2h, 7d) or an ISO 8601 date/time",
       (value) => parseSince(value),
     )
+    .option(
+      "--parent <job_id>",
+      "only the retry attempts of this job, oldest attempt first",
+      (value) => {
+        if (value === "") throw new InvalidArgumentError("expected a job id.");
+        return value;
+      },
+    )
     .option("--cursor <cursor>", "the next page: the cursor a previous list printed", (value) => {
       if (value === "") throw new InvalidArgumentError("expected the cursor a list printed.");
       return value;
@@ -128,6 +138,7 @@ export function historyCommand(ctx: CliContext) {
       examples([
         ['cc-executor history list --search "npm test" --since 2h', ""],
         ["cc-executor history list --status interrupted", "jobs whose server died under them"],
+        ["cc-executor history list --parent 3c8e…", "the retry attempts of one job"],
         ["cc-executor history list --json | jq -r '.jobs[].job_id'", ""],
       ]),
     )
@@ -141,11 +152,12 @@ export function historyCommand(ctx: CliContext) {
           status: options.status,
           search: options.search,
           since: options.since,
+          parent_job_id: options.parent,
         })
       );
       if (options.json) return ctx.output.json(page);
       const filtered = options.status !== undefined || options.search !== undefined ||
-        options.since !== undefined;
+        options.since !== undefined || options.parent !== undefined;
       if (page.jobs.length === 0) {
         return ctx.output.err(filtered ? "no jobs match" : "no jobs in the history");
       }
@@ -161,6 +173,7 @@ export function historyCommand(ctx: CliContext) {
         if (options.status !== undefined) next.push("--status", options.status);
         if (options.search !== undefined) next.push("--search", options.search);
         if (options.since !== undefined) next.push("--since", options.since);
+        if (options.parent !== undefined) next.push("--parent", options.parent);
         if (options.url !== undefined) next.push("--url", options.url);
         ctx.output.err(`more: ${next.map(shellQuote).join(" ")}`);
       }
@@ -186,6 +199,15 @@ export function historyCommand(ctx: CliContext) {
       const fields = recordFields(record, paint);
       const width = Math.max(...fields.map(([name]) => name.length)) + 2;
       for (const [name, value] of fields) ctx.output.out(`${(name + ":").padEnd(width)}${value}`);
+      const attempts = await rpc(() => attemptsOf(client, record.job_id));
+      if (attempts && attempts.jobs.length > 0) {
+        const more = attempts.next_cursor !== null ? ", the first shown" : "";
+        ctx.output.out(paint.dim(`--- retry attempts (${attempts.jobs.length}${more}) ---`));
+        ctx.output.table(
+          ["JOB", "ATTEMPT", "STATUS", "EXIT", "DURATION", "STARTED"],
+          attemptRows(attempts.jobs, paint),
+        );
+      }
       const head = record.output?.head ?? "";
       const tail = record.output?.tail ?? "";
       if (head === "" && tail === "") return ctx.output.out(paint.dim("--- no output ---"));
@@ -257,22 +279,67 @@ export function historyCommand(ctx: CliContext) {
   return history;
 }
 
-/** Table rows for `history list`, statuses coloured (padding counts characters, so pad first). */
+/**
+ * The first page of `jobId`'s retry attempts (`history.list` filtered by parent), or undefined
+ * from a server older than retry attempts (it knows no such filter).
+ */
+async function attemptsOf(client: ExecutorClient, jobId: string) {
+  try {
+    return await client.request("history.list", { parent_job_id: jobId, limit: MAX_PAGE });
+  } catch (error) {
+    if (
+      error instanceof ExecutorRpcError &&
+      (error.code === ErrorCode.INVALID_PARAMS || error.code === ErrorCode.METHOD_NOT_FOUND)
+    ) return undefined;
+    throw error;
+  }
+}
+
+/**
+ * Table rows for `history list`, statuses coloured (padding counts characters, so pad first). A
+ * retry attempt's command is marked `↳ attempt N of <parent>:`.
+ */
 function historyRows(jobs: HistoryRecord[], paint: Paint): string[][] {
-  const statusWidth = Math.max(...jobs.map((job) => job.status.length));
+  const pad = statusPadder(jobs, paint);
   return jobs.map((job) => {
     const command = job.command.replace(/\s+/g, " ");
+    const parent = job.parent_job_id ?? null; // absent from a server older than retry attempts
     return [
       job.job_id,
-      paintStatus(job.status, paint) + " ".repeat(statusWidth - job.status.length),
+      pad(job),
       exitText(job) ?? "",
-      job.duration_ms !== null
-        ? formatDuration(job.duration_ms)
-        : formatDuration(Math.max(0, Date.now() - Date.parse(job.started_at))),
+      durationText(job),
       formatTime(job.started_at),
-      command.length > 60 ? command.slice(0, 59) + "…" : command,
+      (parent === null ? "" : `↳ attempt ${job.attempt ?? 1} of ${parent}: `) +
+      (command.length > 60 ? command.slice(0, 59) + "…" : command),
     ];
   });
+}
+
+/** Table rows for the retry attempts `history show` lists under a job. */
+function attemptRows(jobs: HistoryRecord[], paint: Paint): string[][] {
+  const pad = statusPadder(jobs, paint);
+  return jobs.map((job) => [
+    job.job_id,
+    String(job.attempt),
+    pad(job),
+    exitText(job) ?? "",
+    durationText(job),
+    formatTime(job.started_at),
+  ]);
+}
+
+/** A job's status coloured and padded to the widest of `jobs`. */
+function statusPadder(jobs: HistoryRecord[], paint: Paint): (job: HistoryRecord) => string {
+  const width = Math.max(...jobs.map((job) => job.status.length));
+  return (job) => paintStatus(job.status, paint) + " ".repeat(width - job.status.length);
+}
+
+/** Its duration, or for a job still running the time so far. */
+function durationText(job: HistoryRecord): string {
+  return job.duration_ms !== null
+    ? formatDuration(job.duration_ms)
+    : formatDuration(Math.max(0, Date.now() - Date.parse(job.started_at)));
 }
 
 function paintStatus(status: HistoryStatus, paint: Paint): string {
@@ -295,8 +362,17 @@ function recordFields(record: HistoryRecord, paint: Paint): [string, string][] {
   const timeout = record.timeout.seconds === null
     ? `none (${record.timeout.source})`
     : `${record.timeout.seconds}s (${record.timeout.source})`;
+  // Absent from a server older than retry attempts: a job's own first run.
+  const parent = record.parent_job_id ?? null;
+  const attempt = record.attempt ?? 1;
   return [
     ["job", record.job_id],
+    ...(parent !== null || attempt !== 1
+      ? [
+        ["parent", parent ?? none] as [string, string],
+        ["attempt", String(attempt)] as [string, string],
+      ]
+      : []),
     ["status", paintStatus(record.status, paint)],
     ["exit code", record.exit_code !== null ? String(record.exit_code) : none],
     ["signal", record.signal ?? none],

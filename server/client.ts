@@ -448,7 +448,7 @@ function toOutcome(
     error,
     truncated: done.truncated,
     hooks: done.hooks?.attached ?? {},
-    attempts: done.hooks?.attempts ?? 1,
+    attempts: done.hooks?.attempts ?? done.claude?.attempts ?? 1,
     bytes: done.bytes,
   };
 }

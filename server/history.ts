@@ -37,6 +37,8 @@ export function toHistoryRecord(record: JobRecord, includeOutput: boolean): Hist
     bytes: { stdout: record.bytes_stdout, stderr: record.bytes_stderr },
     truncated: record.truncated,
     timeout: { seconds: record.timeout_s, source: record.timeout_source },
+    parent_job_id: record.parent_job_id,
+    attempt: record.attempt,
     hooks: record.hooks,
     ...(includeOutput ? { output: { head: record.output_head, tail: record.output_tail } } : {}),
   };
@@ -50,6 +52,7 @@ export async function listHistory(
     status?: HistoryStatus;
     search?: string;
     since?: string;
+    parent_job_id?: string;
   },
 ): Promise<{ jobs: HistoryRecord[]; next_cursor: string | null }> {
   try {
@@ -59,6 +62,7 @@ export async function listHistory(
       status: params.status,
       search: params.search,
       since: params.since === undefined ? undefined : Date.parse(params.since),
+      parent_job_id: params.parent_job_id,
     });
     return {
       jobs: page.jobs.map((record) => toHistoryRecord(record, false)),

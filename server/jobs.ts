@@ -10,7 +10,16 @@
 import type { HookExecution, HookSet, OutputFilter } from "../hooks/runner.ts";
 import type { JobOutcome, JobRequest } from "../hooks/types.ts";
 import { Coalescer, type Timer, utf8SafeLength } from "./chunker.ts";
-import { claudeInvocation, type ClaudeOutputFormat } from "./claude/invocation.ts";
+import { eligibleTemplates, selectTemplate, type TemplateTally } from "../templates/select.ts";
+import type { Template, TemplateSet } from "../templates/loader.ts";
+import { renderTemplate } from "../templates/render.ts";
+import {
+  claudeArgv,
+  claudeInvocation,
+  type ClaudeOutputFormat,
+  shellQuoteArgv,
+} from "./claude/invocation.ts";
+import type { LimitSignal } from "./claude/limits.ts";
 import { type ClaudeNotice, ClaudeWatcher } from "./claude/watcher.ts";
 import type { ServerConfig } from "./config.ts";
 import { settlesWithin } from "./deadline.ts";
@@ -18,6 +27,7 @@ import type { Logger } from "./log.ts";
 import { type GroupMode, ProcessGroup, type SpawnSpec } from "./process.ts";
 import {
   type ByteCounts,
+  type ClaudeRetry,
   type ControlType,
   ErrorCode,
   type ExecuteParams,
@@ -38,12 +48,24 @@ import type { Store } from "./store/store.ts";
  * What a job runs: an execute's params with the command settled. `argv`, when set, is run
  * directly with no shell (a command cc-executor built itself); `command` is then its display form.
  */
-export type JobParams = Omit<ExecuteParams, "command" | "prompt" | "claude"> & {
+export type JobParams = Omit<ExecuteParams, "command" | "prompt" | "claude" | "retry"> & {
   command: string;
   argv?: string[];
   /** Set when `argv` is a `claude -p` run cc-executor built: its output format. */
   claudeOutputFormat?: ClaudeOutputFormat;
+  /** Set for an execute with a prompt: what a retry needs to build the next run. */
+  claudeRun?: ClaudeRun;
 };
+
+/** How a prompt job's `claude -p` run was built, so a retry can build the next one. */
+export interface ClaudeRun {
+  prompt: string;
+  program: string;
+  outputFormat: ClaudeOutputFormat;
+  model?: string;
+  args?: string[];
+  retry?: ClaudeRetry;
+}
 
 /** Someone who receives a job's notifications: in practice a WebSocket session. */
 export interface Subscriber {
@@ -84,6 +106,8 @@ export interface JobManagerOptions {
   now?: () => number;
   /** Where jobs get their hooks; without it no hooks run. */
   hooks?: JobHooksSource;
+  /** The prompt templates Claude retries rewrite prompts with; without them no such retry. */
+  templates?: TemplateSet;
 }
 
 /** The hooks new jobs use (the registry's current set) and how many runs error hooks may ask for. */
@@ -102,16 +126,16 @@ interface JobHooks {
   attached: Record<string, unknown>;
   /** The command as the client asked for it, when hooks changed it. */
   requestedCommand: string;
-  /** Each run's command and outcome, when an error hook asked for more than one. */
-  attempts: {
-    attempt: number;
-    command: string;
-    status: JobStatus;
-    exit_code: number | null;
-    signal: string | null;
-    reason: string | null;
-  }[];
 }
+
+/** Longest wait for a Claude limit to lift when the request names none (max_wait_seconds). */
+const DEFAULT_MAX_WAIT_SECONDS = 900;
+
+/** A rate limit's wait when Claude's output gives no retry-after. */
+const DEFAULT_RATE_LIMIT_WAIT_SECONDS = 30;
+
+/** Past a usage limit's printed reset (it is to the minute), before running again. */
+const RESET_MARGIN_SECONDS = 5;
 
 /** How long hooks may go on after a shutdown's kill grace before they are cut short. */
 const SHUTDOWN_HOOK_GRACE_MS = 3000;
@@ -214,6 +238,23 @@ export class Job {
   /** Output waiting for the output hooks, in order. */
   #outputChain: Promise<void> = Promise.resolve();
   #outputBacklog = 0;
+  /** When the current run started, and the byte counts before it: for its attempt record. */
+  #runStartedAt: number;
+  #runBytesBefore: ByteCounts = { stdout: 0, stderr: 0 };
+  /** Every earlier run's command and outcome (retries). */
+  #runs: {
+    attempt: number;
+    command: string;
+    status: JobStatus;
+    exit_code: number | null;
+    signal: string | null;
+    reason: string | null;
+  }[] = [];
+  /** Claude retries: the template the last rewrite used, and the one the current run uses. */
+  #lastTemplate: Template | null = null;
+  #templateInUse: string | null = null;
+  /** Ends a Claude retry's wait early (a cancel). */
+  #wakeRetryWait: (() => void) | null = null;
   /** Reads the current run's output when it is a Claude run (docs/claude.md); else null. */
   #claude: ClaudeWatcher | null = null;
   /** Set while hooks run after a run; a cancel then means "no retry". */
@@ -251,6 +292,7 @@ export class Job {
     this.detach = params.detach ?? false;
     this.owner = owner;
     this.startedAt = manager.now();
+    this.#runStartedAt = this.startedAt;
     this.#lastActivity = performance.now();
     this.#replay = new ReplayBuffer(replayBufferBytes);
     this.#outputBudget = params.max_output_bytes ?? Infinity;
@@ -634,17 +676,37 @@ export class Job {
       };
     }
     const hooks = this.#hooks;
-    if (!hooks || !(hooks.set.has("error") || hooks.set.has("post_execution"))) {
+    this.#noteTemplateOutcome();
+    const claudeRetry = this.#claudeRetryFor(run);
+    if (!claudeRetry && (!hooks || !(hooks.set.has("error") || hooks.set.has("post_execution")))) {
       return this.#end(run);
     }
     // From here until the job ends or its next run starts, a cancel means "no retry".
     this.#afterRun = true;
     let why: string | null = null;
-    if (hooks.set.has("error")) {
+    let decided = false;
+    if (hooks?.set.has("error")) {
       const retry = await this.#runErrorHooks(hooks, run);
       if (this.isFinished) return; // failed meanwhile
       if (retry) {
-        const next = await this.#retry(retry, run);
+        decided = true;
+        const next = await this.#runAgain(
+          { command: retry.command },
+          run,
+          (command) =>
+            this.#emit("hook.retry", {
+              hook: retry.hook,
+              attempt: this.#attempt,
+              command,
+              message: retry.message,
+              previous: {
+                status: run.status,
+                exit_code: run.exit_code,
+                signal: run.signal,
+                reason: run.reason,
+              },
+            }),
+        );
         if (this.isFinished) return;
         if (next.started) {
           this.#afterRun = false;
@@ -653,8 +715,17 @@ export class Job {
         why = next.why;
       }
     }
+    if (!decided && claudeRetry && !this.#noRetry && !this.#manager.shuttingDown) {
+      const next = await this.#retryClaude(claudeRetry, run);
+      if (this.isFinished) return;
+      if (next.started) {
+        this.#afterRun = false;
+        return;
+      }
+      why = next.why;
+    }
     if (why !== null) run = { ...run, reason: run.reason ? `${run.reason}; ${why}` : why };
-    await this.#runPostHooks(hooks, run);
+    if (hooks) await this.#runPostHooks(hooks, run);
     this.#afterRun = false;
     if (!this.isFinished) this.#end(run);
   }
@@ -755,22 +826,27 @@ export class Job {
 
   /** Runs the command again, as an error hook asked: a new process group, the same job. */
   /**
-   * Starts the run an error hook asked for, unless the pre_execution hooks refuse its command, its
-   * cwd is gone, or a cancel or shutdown came meanwhile: then `why` says so (null: no need).
+   * Starts the job's next run (an error hook's retry, or a Claude retry), unless the
+   * pre_execution hooks refuse its command, its cwd is gone, or a cancel or shutdown came
+   * meanwhile: then `why` says so (null: no need). `announce` sends the notification that says
+   * why this run comes, before its `process.started`.
    */
-  async #retry(
-    retry: { hook: string; command: string; message: string | null },
+  async #runAgain(
+    next: { command: string; argv?: string[] },
     previous: RunOutcome,
+    announce: (command: string) => void,
   ): Promise<{ started: true } | { started: false; why: string | null }> {
-    const hooks = this.#hooks!;
-    let params: JobParams = withCommand(this.#params, retry.command);
+    const hooks = this.#hooks;
+    let params: JobParams = next.argv
+      ? { ...this.#params, command: next.command, argv: next.argv }
+      : withCommand(this.#params, next.command);
     // A retry's command is a new command: the pre_execution hooks judge it like the first, so an
     // error hook cannot run what they would refuse.
-    if (hooks.set.has("pre_execution")) {
+    if (hooks?.set.has("pre_execution")) {
       const pre = await hooks.set.runPre({
         ...this.#hookBase(),
         attempt: this.#attempt + 1,
-        request: { ...this.#request(), command: retry.command },
+        request: { ...this.#request(), command: params.command },
       }, { onFailure: (failure) => this.#hookError(failure), stop: this.#manager.hookStop });
       hooks.executions.push(...pre.executions);
       if (pre.blocked) {
@@ -807,25 +883,17 @@ export class Job {
     } catch (error) {
       return { started: false, why: `retry not run: ${(error as Error).message}` };
     }
-    hooks.attempts.push({ attempt: this.#attempt, command: this.command, ...previous });
+    this.#runs.push({ attempt: this.#attempt, command: this.command, ...previous });
+    this.#recordAttempt(previous);
     this.#attempt++;
+    this.#runStartedAt = this.#manager.now();
+    this.#runBytesBefore = { ...this.bytes };
     this.#params = params;
     this.command = params.command;
     this.cwd = params.cwd ?? null;
     this.#group = group;
-    hooks.output?.rebase(this.#hookBase());
-    this.#emit("hook.retry", {
-      hook: retry.hook,
-      attempt: this.#attempt,
-      command: this.command,
-      message: retry.message,
-      previous: {
-        status: previous.status,
-        exit_code: previous.exit_code,
-        signal: previous.signal,
-        reason: previous.reason,
-      },
-    });
+    hooks?.output?.rebase(this.#hookBase());
+    announce(this.command);
     this.#cause = null;
     this.#stopping = null;
     this.#groupGone = false;
@@ -833,6 +901,142 @@ export class Job {
     this.#lastActivity = performance.now();
     this.#startRun();
     return { started: true };
+  }
+
+  /** The current run as a record of its own, a child of this job's record (`<id>.attempt-<N>`). */
+  #recordAttempt(run: RunOutcome): void {
+    const endedAt = this.#manager.now();
+    this.#manager.recordAttempt(this, {
+      attempt: this.#attempt,
+      command: this.command,
+      cwd: this.cwd,
+      pid: this.group.pid,
+      pgid: this.group.pgid,
+      startedAt: this.#runStartedAt,
+      endedAt,
+      run,
+      bytes: {
+        stdout: this.bytes.stdout - this.#runBytesBefore.stdout,
+        stderr: this.bytes.stderr - this.#runBytesBefore.stderr,
+      },
+    });
+  }
+
+  // -- adaptive retry of Claude runs (docs/claude.md#adaptive-retry) ----------------------------
+
+  /** The limit a finished run hit when the request asked to retry after it, and may; else null. */
+  #claudeRetryFor(run: RunOutcome): { limit: LimitSignal; claude: ClaudeRun } | null {
+    const claude = this.#params.claudeRun;
+    const limit = this.#claude?.limit;
+    if (!claude?.retry || !limit || run.status === "canceled") return null;
+    if (this.#attempt >= claude.retry.max_attempts) return null;
+    const strategy = claude.retry.strategy ?? "adaptive";
+    if (limit.kind === "token_limit") return strategy === "wait" ? null : { limit, claude };
+    if (limit.kind === "usage_limit" || limit.kind === "rate_limit") {
+      return strategy === "concise" ? null : { limit, claude };
+    }
+    return null; // context_overflow: the same input fails again
+  }
+
+  /**
+   * A Claude retry: after an output-token limit, the prompt rewritten through a more concise
+   * template chosen by measured success rate; after a usage or rate limit, the same run once the
+   * limit lifts (within max_wait_seconds).
+   */
+  async #retryClaude(
+    { limit, claude }: { limit: LimitSignal; claude: ClaudeRun },
+    previous: RunOutcome,
+  ): Promise<{ started: true } | { started: false; why: string | null }> {
+    const maxWait = claude.retry!.max_wait_seconds ?? DEFAULT_MAX_WAIT_SECONDS;
+    let argv = this.#params.argv!;
+    let template: string | null = null;
+    let waitSeconds = 0;
+    if (limit.kind === "token_limit") {
+      const templates = this.#manager.templates;
+      const stats = await this.#manager.templateStats();
+      const chosen = templates &&
+        selectTemplate(eligibleTemplates(templates.templates, this.#lastTemplate), stats);
+      if (!chosen) {
+        return { started: false, why: "no more concise prompt template to retry with" };
+      }
+      const rendered = renderTemplate(chosen, {
+        prompt: claude.prompt,
+        max_output_tokens: limit.max_output_tokens ?? undefined,
+        attempt: this.#attempt + 1,
+      });
+      argv = claudeArgv(rendered.text, {
+        program: claude.program,
+        outputFormat: claude.outputFormat,
+        model: claude.model,
+        extraArgs: claude.args,
+      });
+      this.#lastTemplate = chosen;
+      template = chosen.name;
+    } else if (limit.kind === "rate_limit") {
+      waitSeconds = limit.retry_after_seconds ?? DEFAULT_RATE_LIMIT_WAIT_SECONDS;
+    } else if (limit.kind === "usage_limit") {
+      if (limit.resets_at === null) {
+        return { started: false, why: `the ${limit.limit} has no reset time to wait for` };
+      }
+      waitSeconds = Math.max(0, (Date.parse(limit.resets_at) - this.#manager.now()) / 1000) +
+        RESET_MARGIN_SECONDS;
+    }
+    if (waitSeconds > maxWait) {
+      const when = limit.kind === "usage_limit"
+        ? `resets at ${limit.resets_at}`
+        : `asks to wait ${waitSeconds} s`;
+      return {
+        started: false,
+        why:
+          `no retry: the ${limit.kind === "usage_limit" ? limit.limit : "rate limit"} ${when}, ` +
+          `beyond max_wait_seconds (${maxWait})`,
+      };
+    }
+    this.#emit("claude.retry", {
+      attempt: this.#attempt + 1,
+      reason: limit.kind as "token_limit" | "usage_limit" | "rate_limit",
+      template,
+      wait_seconds: Math.round(waitSeconds * 1000) / 1000,
+      resumes_at: new Date(this.#manager.now() + waitSeconds * 1000).toISOString(),
+    });
+    if (waitSeconds > 0 && !(await this.#waitForRetry(waitSeconds * 1000))) {
+      this.#lastTemplate = null;
+      return { started: false, why: "canceled while waiting for the limit to lift" };
+    }
+    const started = await this.#runAgain(
+      { command: shellQuoteArgv(argv), argv },
+      previous,
+      () => {},
+    );
+    if (started.started && template !== null) this.#templateInUse = template;
+    return started;
+  }
+
+  /** Waits `ms`; false when a cancel, disconnect or shutdown came first. */
+  #waitForRetry(ms: number): Promise<boolean> {
+    if (this.#noRetry || this.#manager.shuttingDown) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const stop = this.#manager.hookStop;
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        stop.removeEventListener("abort", onStop);
+        this.#wakeRetryWait = null;
+        resolve(ok);
+      };
+      const onStop = () => done(false);
+      const timer = setTimeout(() => done(true), ms);
+      stop.addEventListener("abort", onStop, { once: true });
+      this.#wakeRetryWait = () => done(false);
+    });
+  }
+
+  /** A run made with a template has ended: whether it stayed under the limit is its outcome. */
+  #noteTemplateOutcome(): void {
+    const template = this.#templateInUse;
+    if (template === null) return;
+    this.#templateInUse = null;
+    const success = this.#claude?.limit?.kind !== "token_limit";
+    this.#manager.recordTemplateOutcome({ template, success, at: this.#manager.now() });
   }
 
   /** The context every hook of this job starts from. */
@@ -851,11 +1055,11 @@ export class Job {
     const hooks = this.#hooks;
     if (!hooks) return null;
     return {
-      ...(hooks.requestedCommand !== (hooks.attempts[0]?.command ?? this.command)
+      ...(hooks.requestedCommand !== (this.#runs[0]?.command ?? this.command)
         ? { requested_command: hooks.requestedCommand }
         : {}),
       attempts: this.#attempt,
-      ...(hooks.attempts.length > 0 ? { runs: hooks.attempts } : {}),
+      ...(this.#runs.length > 0 ? { runs: this.#runs } : {}),
       attached: hooks.attached,
       executions: keepEnds([...hooks.executions, ...(hooks.output?.failures ?? [])]),
     };
@@ -887,6 +1091,15 @@ export class Job {
     this.endedAt = this.#manager.now();
     this.#closeStdin();
     const hooks = this.#hooks;
+    // A job that ran more than once keeps each run as its own record; this is the last.
+    if (this.#attempt > 1) {
+      this.#recordAttempt({
+        status: this.status,
+        exit_code: this.exitCode,
+        signal: this.signal,
+        reason: this.reason,
+      });
+    }
     this.#emit("process.completed", {
       status: this.status,
       exit_code: this.exitCode,
@@ -896,7 +1109,9 @@ export class Job {
       truncated: this.truncated,
       reason: this.reason,
       ...(hooks ? { hooks: { attached: hooks.attached, attempts: this.#attempt } } : {}),
-      ...(this.#claude ? { claude: this.#claudeSummary(this.#claude) } : {}),
+      ...(this.#claude
+        ? { claude: { ...this.#claudeSummary(this.#claude), attempts: this.#attempt } }
+        : {}),
     });
     this.#subscribers.clear();
     this.#replay.shrink(this.#manager.config.finishedReplayBytes);
@@ -911,7 +1126,10 @@ export class Job {
   terminate(status: Cause["status"], reason: string): void {
     // A canceled job is never run again; between runs (hooks deciding on a retry) neither is a
     // stopped one.
-    if (status === "canceled" || this.#afterRun || this.group.leaderExited) this.#noRetry = true;
+    if (status === "canceled" || this.#afterRun || this.group.leaderExited) {
+      this.#noRetry = true;
+      this.#wakeRetryWait?.();
+    }
     // Once the leader has exited its status is the outcome; only leftovers are being swept.
     if (this.isFinished || this.#cause || this.group.leaderExited) return;
     this.#cause = { status, reason };
@@ -925,9 +1143,11 @@ export class Job {
 
   control(type: ControlType): JobStatus {
     const betweenRuns = this.#afterRun ||
-      (this.group.leaderExited && this.#hooks?.set.has("error") === true);
+      (this.group.leaderExited &&
+        (this.#hooks?.set.has("error") === true || this.#params.claudeRun?.retry !== undefined));
     if (type === "CANCEL" && betweenRuns && !this.isFinished) {
       this.#noRetry = true; // the run is over; canceling now means no retry
+      this.#wakeRetryWait?.();
       return this.status;
     }
     if (this.isFinished || this.#cause || this.group.leaderExited) {
@@ -1098,6 +1318,7 @@ export class JobManager {
   readonly #store: Store | undefined;
   readonly #hooks: JobHooksSource | undefined;
   readonly #hookStop = new AbortController();
+  readonly templates: TemplateSet | undefined;
 
   constructor(options: JobManagerOptions) {
     this.config = options.config;
@@ -1108,6 +1329,83 @@ export class JobManager {
     this.#spawn = options.spawn ?? ProcessGroup.spawn;
     this.#store = options.store;
     this.#hooks = options.hooks;
+    this.templates = options.templates;
+  }
+
+  /**
+   * Writes one run of `job` as a record of its own, `<job id>.attempt-<N>`, linked to the job's
+   * record (`parent_job_id`), so history shows every attempt of a retried job.
+   */
+  recordAttempt(job: Job, attempt: {
+    attempt: number;
+    command: string;
+    cwd: string | null;
+    pid: number;
+    pgid: number;
+    startedAt: number;
+    endedAt: number;
+    run: RunOutcome;
+    bytes: ByteCounts;
+  }): void {
+    const id = `${job.id}.attempt-${attempt.attempt}`;
+    const store = this.#store;
+    if (!store) return;
+    // Three writes, each retried on its own and chained in order under the attempt's id.
+    this.#record("jobStarted", id, () =>
+      store.jobStarted({
+        job_id: id,
+        command: attempt.command,
+        shape: commandShape(attempt.command),
+        cwd: attempt.cwd,
+        session_id: job.owner,
+        node_id: this.config.nodeId,
+        server_pid: Deno.pid,
+        started_at: attempt.startedAt,
+        timeout_s: job.timeout.seconds,
+        timeout_source: job.timeout.source,
+        parent_job_id: job.id,
+        attempt: attempt.attempt,
+      }));
+    this.#record(
+      "jobSpawned",
+      id,
+      () => store.jobSpawned(id, { pid: attempt.pid, pgid: attempt.pgid }),
+    );
+    this.#trackRecord(this.#record("jobEnded", id, () =>
+      store.jobEnded(id, {
+        status: attempt.run.status,
+        ended_at: attempt.endedAt,
+        duration_ms: attempt.endedAt - attempt.startedAt,
+        exit_code: attempt.run.exit_code,
+        signal: attempt.run.signal,
+        reason: attempt.run.reason,
+        bytes_stdout: attempt.bytes.stdout,
+        bytes_stderr: attempt.bytes.stderr,
+        truncated: false,
+        // The output stays with the job's own record.
+        output_head: "",
+        output_tail: "",
+        hooks: null,
+      })));
+  }
+
+  /** Each template's uses and successes; none (all alike) when the store cannot say. */
+  async templateStats(): Promise<TemplateTally[]> {
+    try {
+      return (await this.#store?.templateStats()) ?? [];
+    } catch {
+      return [];
+    }
+  }
+
+  /** Records how a retry with a template went; a store that cannot take it is logged. */
+  recordTemplateOutcome(outcome: { template: string; success: boolean; at: number }): void {
+    this.#store?.recordTemplateOutcome(outcome).catch((error) =>
+      this.logger.warn("cannot record a template's outcome", {
+        template: outcome.template,
+        error: (error as Error).message,
+      })
+    );
   }
 
   /** Runs a job may get in all, retries asked for by error hooks included. */
@@ -1238,7 +1536,6 @@ export class JobManager {
       executions: [],
       attached: {},
       requestedCommand: params.command,
-      attempts: [],
     };
     const requested: JobRequest = {
       command: params.command,
@@ -1589,7 +1886,7 @@ function keepEnds<T>(items: T[]): T[] {
  */
 function withCommand(params: JobParams, command: string): JobParams {
   if (command === params.command) return params;
-  const { argv: _built, claudeOutputFormat: _format, ...rest } = params;
+  const { argv: _built, claudeOutputFormat: _format, claudeRun: _run, ...rest } = params;
   return { ...rest, command };
 }
 

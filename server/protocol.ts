@@ -96,6 +96,21 @@ export const ClaudeOptions = z.strictObject({
 });
 export type ClaudeOptions = z.infer<typeof ClaudeOptions>;
 
+/** Adaptive retry of a Claude run (docs/claude.md#adaptive-retry); off unless asked for. */
+export const ClaudeRetry = z.strictObject({
+  /** Runs in all, the first included. */
+  max_attempts: z.number().int().min(1).max(10),
+  /**
+   * adaptive: both of the others; concise: after an output-token limit, run again with the prompt
+   * rewritten through a more concise template; wait: after a usage or rate limit, run again once
+   * it lifts. @default "adaptive"
+   */
+  strategy: z.enum(["adaptive", "concise", "wait"]).optional(),
+  /** Longest wait for a limit to lift; a later reset ends the job, saying when. @default 900 */
+  max_wait_seconds: z.number().positive().max(7 * 24 * 3600).optional(),
+});
+export type ClaudeRetry = z.infer<typeof ClaudeRetry>;
+
 export const ExecuteParams = z.strictObject({
   /** Shell text, run as `<shell> -c <command>`. Give either this or `prompt`. */
   command: z.string().refine((s) => s.trim().length > 0, "command is empty").optional(),
@@ -107,6 +122,8 @@ export const ExecuteParams = z.strictObject({
     .refine((s) => !s.includes("\0"), "prompt must not contain NUL").optional(),
   /** With `prompt`: how to run Claude. */
   claude: ClaudeOptions.optional(),
+  /** With `prompt`: run again after a limit, with a more concise prompt or after a wait. */
+  retry: ClaudeRetry.optional(),
   /** Wall-clock limit in seconds. */
   timeout: Seconds.optional(),
   /** Kill the job when it has written nothing for this many seconds. */
@@ -137,6 +154,13 @@ export const ExecuteParams = z.strictObject({
   }
   if (params.claude !== undefined && params.prompt === undefined) {
     ctx.addIssue({ code: "custom", path: ["claude"], message: "claude options go with prompt" });
+  }
+  if (params.retry !== undefined && params.prompt === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["retry"],
+      message: "retry goes with prompt (cc-executor rewrites the prompt it runs)",
+    });
   }
 });
 export type ExecuteParams = z.infer<typeof ExecuteParams>;
@@ -274,6 +298,13 @@ export const HistoryRecord = z.object({
     seconds: z.number().nullable(),
     source: z.enum(["request", "history", "default", "none"]),
   }),
+  /**
+   * The logical job this record is a retry attempt of (a child record, job id
+   * `<parent>.attempt-<N>`), null for a job's own run.
+   */
+  parent_job_id: z.string().nullable(),
+  /** Which run of the logical job this is: 1 for its first (and for a record without a parent). */
+  attempt: z.number().int().positive(),
   hooks: z.unknown(),
   /** With include_output: the first and last bytes of the output (interleaved), bounded. */
   output: z.object({ head: z.string(), tail: z.string() }).optional(),
@@ -290,6 +321,11 @@ export const HistoryListParams = z.strictObject({
   search: z.string().min(1).optional(),
   /** Only jobs started at or after this time (ISO 8601). */
   since: z.iso.datetime({ offset: true }).optional(),
+  /**
+   * Only this job's retry attempts (the records whose parent_job_id it is), oldest attempt first
+   * instead of newest first. Without it every record is listed, attempts included.
+   */
+  parent_job_id: z.string().min(1).optional(),
 });
 export const HistoryListResult = z.object({
   jobs: z.array(HistoryRecord),
@@ -619,6 +655,8 @@ export const ClaudeSummary = z.object({
   model: z.string().nullable(),
   tool_use_count: z.number().int(),
   limit: ClaudeLimit.nullable(),
+  /** Runs made: more than 1 after retries (adaptive retry, or error hooks). */
+  attempts: z.number().int().optional(),
 });
 export type ClaudeSummary = z.infer<typeof ClaudeSummary>;
 
@@ -655,6 +693,22 @@ export const ClaudeEventParams = z.object({
     session_id: z.string().nullable(),
     api_error_status: z.number().int().nullable(),
   }).optional(),
+});
+
+/** A Claude run will run again after a limit (adaptive retry): which attempt, why, how. */
+export const ClaudeRetryParams = z.object({
+  job_id: z.string(),
+  seq: z.number().int(),
+  /** The attempt about to run. */
+  attempt: z.number().int(),
+  /** The limit that ended the previous run. */
+  reason: z.enum(["token_limit", "usage_limit", "rate_limit"]),
+  /** The template the prompt was rewritten through (token_limit), else null. */
+  template: z.string().nullable(),
+  /** How long the job waits before the run (rate and usage limits), 0 for none. */
+  wait_seconds: z.number(),
+  /** When the run starts. */
+  resumes_at: z.string(),
 });
 
 /** A Claude run hit a limit: sent the moment it shows in the output. */
@@ -781,6 +835,7 @@ export const Notifications = {
   "hook.error": HookErrorParams,
   "hook.retry": HookRetryParams,
   "claude.event": ClaudeEventParams,
+  "claude.retry": ClaudeRetryParams,
   /** The output-token limit (or the context window) was hit. */
   "error.token_limit_exceeded": ClaudeLimitParams,
   /** A usage limit or an API rate limit (429, 529) was hit. */

@@ -144,6 +144,7 @@ async function listen(
       },
       maxAttempts: config.hooks.maxAttempts,
     },
+    templates,
   });
   const sessions = new Set<Session>();
   const background = new StoreUpkeep(store, config, logger, () => [...sessions].map((s) => s.id));

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { ExecutorClient, ExecutorRpcError, type JobEvent } from "../server/client.ts";
 import { defaultConfig } from "../server/config.ts";
 import { ErrorCode } from "../server/protocol.ts";
-import { RawClient, startTestServer } from "./test_util.ts";
+import { RawClient, startTestServer, waitUntil } from "./test_util.ts";
 
 const FAKE_DIR = new URL("./fake_claude/", import.meta.url).pathname;
 const FAKE_CLAUDE = join(FAKE_DIR, "claude");
@@ -190,6 +190,7 @@ Deno.test("claude: execute takes a command or a prompt, not both; claude options
       { command: "echo", prompt: "hi" },
       {},
       { command: "echo", claude: { model: "sonnet" } },
+      { command: "claude -p hi", retry: { max_attempts: 2 } },
       { prompt: "hi", claude: { args: ["--", "--print"] } },
     ]
   ) {
@@ -204,4 +205,120 @@ Deno.test("claude: execute takes a command or a prompt, not both; claude options
   const both = await raw.call("execute", { command: "echo", prompt: "hi" });
   assert.equal(both.error.code, ErrorCode.INVALID_PARAMS);
   assert.match(both.error.message, /give command or prompt, not both/);
+});
+
+Deno.test("claude retry: an output-token limit reruns the prompt through a concise template, and the template's record counts it", async () => {
+  const state = Deno.makeTempFileSync();
+  const log = Deno.makeTempFileSync({ suffix: ".jsonl" });
+  await using server = await startTestServer({ claudeBin: FAKE_CLAUDE });
+  await using client = await ExecutorClient.connect(server.url);
+  const prompt = "explain the codebase [[token-limit:8000,ok]]";
+  const { outcome, events } = await run(client, {
+    prompt,
+    retry: { max_attempts: 3 },
+    env: { FAKE_CLAUDE_STATE: state, FAKE_CLAUDE_LOG: log },
+  });
+  assert.equal(outcome.status, "completed", JSON.stringify(events.map((e) => e.method)));
+  assert.equal(outcome.attempts, 2);
+  const methods = events.map((e) => e.method).filter((m) =>
+    m !== "process.output" && m !== "claude.event"
+  );
+  assert.deepEqual(methods, [
+    "process.started",
+    "error.token_limit_exceeded",
+    "claude.retry",
+    "process.started",
+    "process.completed",
+  ]);
+  const retry = events.find((e) => e.method === "claude.retry");
+  assert.ok(retry?.method === "claude.retry");
+  assert.equal(retry.params.attempt, 2);
+  assert.equal(retry.params.reason, "token_limit");
+  assert.equal(retry.params.wait_seconds, 0);
+  const template = retry.params.template!;
+  assert.ok(["concise", "summary_first", "very_concise", "outline_only"].includes(template));
+  const [first, second] = logOf(log);
+  assert.equal(first!.prompt, prompt);
+  assert.notEqual(second!.prompt, prompt, "the retry's prompt is rewritten");
+  assert.ok(second!.prompt.includes(prompt), "and still holds the whole task");
+  assert.match(second!.prompt, /8000/, "it names the limit that was hit");
+  const listed = await client.request("templates.list", {});
+  const used = listed.templates.find((t) => t.name === template)!;
+  assert.equal(used.uses, 1);
+  assert.equal(used.successes, 1);
+  // Each attempt is its own record in history, linked to the job's.
+  const attempts = await waitUntil(async () => {
+    const page = await client.request("history.list", { parent_job_id: outcome.jobId });
+    return page.jobs.length === 2 && page.jobs.every((j) => j.ended_at !== null) ? page.jobs : null;
+  }, "both attempts' records");
+  assert.deepEqual(
+    attempts!.map((j) => [j.job_id, j.attempt, j.status, j.parent_job_id]),
+    [
+      [`${outcome.jobId}.attempt-1`, 1, "failed", outcome.jobId],
+      [`${outcome.jobId}.attempt-2`, 2, "completed", outcome.jobId],
+    ],
+  );
+  assert.equal(attempts![0]!.command.includes(prompt), true);
+  const parent = await client.request("history.get", { job_id: outcome.jobId });
+  assert.equal(parent.status, "completed");
+  assert.equal(parent.parent_job_id, null);
+});
+
+Deno.test("claude retry: a rate limit waits for its retry-after; a reset beyond max_wait_seconds ends the job saying when", async () => {
+  const state = Deno.makeTempFileSync();
+  await using server = await startTestServer({ claudeBin: FAKE_CLAUDE });
+  await using client = await ExecutorClient.connect(server.url);
+  const started = performance.now();
+  const limited = await run(client, {
+    prompt: "hello [[rate-limit:1,ok]]",
+    retry: { max_attempts: 2 },
+    env: { FAKE_CLAUDE_STATE: state },
+  });
+  assert.equal(limited.outcome.status, "completed");
+  assert.equal(limited.outcome.attempts, 2);
+  const retry = limited.events.find((e) => e.method === "claude.retry");
+  assert.ok(retry?.method === "claude.retry");
+  assert.equal(retry.params.reason, "rate_limit");
+  assert.equal(retry.params.wait_seconds, 1);
+  assert.ok(performance.now() - started >= 1000, "it waited");
+
+  const far = await run(client, {
+    prompt: "hello [[usage-limit:7200]]",
+    retry: { max_attempts: 3, max_wait_seconds: 60 },
+  });
+  assert.equal(far.outcome.status, "failed");
+  assert.equal(far.outcome.attempts, 1);
+  assert.match(far.outcome.error!, /resets at \d{4}-\d\d-\d\dT.*beyond max_wait_seconds \(60\)/);
+  assert.equal(far.events.some((e) => e.method === "claude.retry"), false);
+
+  // strategy "wait" does not rewrite prompts.
+  const waitOnly = await run(client, {
+    prompt: "hello [[token-limit]]",
+    retry: { max_attempts: 3, strategy: "wait" },
+  });
+  assert.equal(waitOnly.outcome.attempts, 1);
+});
+
+Deno.test("claude retry: a cancel during the wait ends the job at once, with no further run", async () => {
+  await using server = await startTestServer({ claudeBin: FAKE_CLAUDE });
+  await using client = await ExecutorClient.connect(server.url);
+  const events: JobEvent[] = [];
+  const outcome = client.execute({
+    prompt: "hello [[rate-limit:30]]",
+    retry: { max_attempts: 2 },
+    job_id: "waiting",
+    onEvent: (event) => events.push(event),
+  });
+  outcome.catch(() => {});
+  await waitUntil(
+    () => events.some((e) => e.method === "claude.retry"),
+    "the retry to be announced",
+  );
+  const before = performance.now();
+  await client.request("control", { type: "CANCEL", job_id: "waiting" });
+  const done = await outcome;
+  assert.ok(performance.now() - before < 5000, "not after the 30 s wait");
+  assert.equal(done.attempts, 1);
+  assert.match(done.error!, /canceled while waiting for the limit to lift/);
+  assert.equal(events.filter((e) => e.method === "process.started").length, 1);
 });

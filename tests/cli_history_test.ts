@@ -3,7 +3,10 @@ import { VERSION } from "../server/version.ts";
 import { formatMs, parseAge, parseSince } from "../cli/history.ts";
 import { ExecutorClient, ExecutorRpcError } from "../server/client.ts";
 import { defaultConfig } from "../server/config.ts";
-import type { HistoryRecord } from "../server/protocol.ts";
+import { silentLogger } from "../server/log.ts";
+import { ErrorCode, type HistoryRecord } from "../server/protocol.ts";
+import { startServer } from "../server/server.ts";
+import { SqliteStore } from "../server/store/sqlite.ts";
 import { type CliResult, runCli } from "./cli_util.ts";
 import { startTestServer, waitUntil } from "./test_util.ts";
 
@@ -357,6 +360,99 @@ Deno.test("cli history: prune deletes the records of jobs that ended before the 
 
 // --- no server needed -----------------------------------------------------------------------------
 
+Deno.test("cli history: a job's retry attempts are listed under it and shown with their parent", async () => {
+  // Attempt records as the job manager writes them for a retried job, in the server's own store.
+  await using store = new SqliteStore(":memory:");
+  // Recent: the server prunes what is older than its retention at start.
+  const t0 = Date.now() - 60_000;
+  const job = (
+    job_id: string,
+    at: number,
+    links: { parent_job_id?: string; attempt?: number },
+  ) => ({
+    job_id,
+    command: `claude -p -- 'try ${job_id}'`,
+    shape: "claude",
+    cwd: null,
+    session_id: null,
+    node_id: "elsewhere",
+    server_pid: 1,
+    started_at: t0 + at,
+    timeout_s: null,
+    timeout_source: "none" as const,
+    ...links,
+  });
+  const ended = (at: number, status: "completed" | "failed") => ({
+    status,
+    ended_at: t0 + at + 1000,
+    duration_ms: 1000,
+    exit_code: status === "completed" ? 0 : 1,
+    signal: null,
+    reason: null,
+    bytes_stdout: 0,
+    bytes_stderr: 0,
+    truncated: false,
+    output_head: "",
+    output_tail: "",
+    hooks: null,
+  });
+  for (
+    const [id, at, links, status] of [
+      ["r1", 0, {}, "failed"],
+      ["r1.attempt-2", 2000, { parent_job_id: "r1", attempt: 2 }, "failed"],
+      ["r1.attempt-3", 4000, { parent_job_id: "r1", attempt: 3 }, "completed"],
+    ] as const
+  ) {
+    await store.jobStarted(job(id, at, links));
+    await store.jobEnded(id, ended(at, status));
+  }
+  await using server = await startServer(defaultConfig({ port: 0, killGraceMs: 300 }), {
+    logger: silentLogger,
+    store,
+  });
+  const history = (...args: string[]) => runCli(["history", ...args, "--url", server.url]);
+
+  const list = await history("list");
+  assert.equal(list.code, 0, show(list));
+  assert.deepEqual(
+    list.stdout.split("\n").slice(1, -1).map((line) => line.split(" ")[0]),
+    ["r1.attempt-3", "r1.attempt-2", "r1"],
+  );
+  assert.match(
+    list.stdout,
+    /^r1\.attempt-3 .* {2}↳ attempt 3 of r1: claude -p -- 'try r1\.attempt-3'$/m,
+  );
+  assert.match(list.stdout, /^r1 .* {2}claude -p -- 'try r1'$/m);
+
+  const attempts = await history("list", "--parent", "r1", "--json");
+  assert.equal(attempts.code, 0, show(attempts));
+  assert.deepEqual(
+    JSON.parse(attempts.stdout).jobs.map((
+      j: HistoryRecord,
+    ) => [j.job_id, j.parent_job_id, j.attempt]),
+    [["r1.attempt-2", "r1", 2], ["r1.attempt-3", "r1", 3]],
+  );
+
+  const parent = await history("show", "r1");
+  assert.equal(parent.code, 0, show(parent));
+  assert.match(
+    parent.stdout,
+    /^--- retry attempts \(2\) ---\nJOB +ATTEMPT +STATUS .*\nr1\.attempt-2 +2 +failed +1 .*\nr1\.attempt-3 +3 +completed +0 /m,
+  );
+  const child = await history("show", "r1.attempt-2");
+  assert.equal(child.code, 0, show(child));
+  assert.match(child.stdout, /^job: {7}r1\.attempt-2\nparent: {4}r1\nattempt: {3}2\n/);
+  assert.doesNotMatch(child.stdout, /retry attempts/);
+
+  // An empty parent is not a filter: refused, like any bad parameter.
+  await using client = await ExecutorClient.connect(server.url);
+  await assert.rejects(client.request("history.list", { parent_job_id: "" }), (error) => {
+    assert.ok(error instanceof ExecutorRpcError);
+    assert.equal(error.code, ErrorCode.INVALID_PARAMS);
+    return true;
+  });
+});
+
 Deno.test("cli history: bad values and missing arguments are usage errors (exit 2)", async () => {
   // Nothing listens there: a usage error must come before any connection.
   const url = ["--url", "ws://127.0.0.1:9/ws"];
@@ -504,6 +600,8 @@ function record(overrides: Partial<HistoryRecord> = {}): HistoryRecord {
     bytes: { stdout: 12, stderr: 3 },
     truncated: false,
     timeout: { seconds: 60, source: "history" },
+    parent_job_id: null,
+    attempt: 1,
     hooks: null,
     ...overrides,
   };
@@ -665,6 +763,125 @@ Deno.test("cli history (fake server): show's fields and output headings", async 
   const unknown = await runCli(["history", "show", "nope", "--url", fake.url]);
   assert.equal(unknown.code, 1);
   assert.equal(unknown.stderr, 'cc-executor: Job "nope" is not in the history\n');
+});
+
+Deno.test("cli history (fake server): list marks retry attempts and filters by --parent", async () => {
+  const attempt = (n: number, overrides: Partial<HistoryRecord> = {}) =>
+    record({
+      job_id: `job-1.attempt-${n}`,
+      parent_job_id: "job-1",
+      attempt: n,
+      command: `claude -p -- 'shorter ${n}'`,
+      ...overrides,
+    });
+  await using fake = startFakeServer({
+    "history.list": (params) => ({
+      result: params.parent_job_id === undefined
+        ? {
+          jobs: [attempt(2, { status: "failed", exit_code: 1 }), record({ status: "failed" })],
+          next_cursor: null,
+        }
+        : { jobs: [attempt(2), attempt(3)], next_cursor: "Mjpqb2ItMS5hdHRlbXB0LTM" },
+    }),
+  });
+  const all = await runCli(["history", "list", "--url", fake.url]);
+  assert.equal(all.code, 0, show(all));
+  assert.equal(
+    all.stdout,
+    [
+      "JOB              STATUS  EXIT  DURATION  STARTED               COMMAND",
+      "job-1.attempt-2  failed  1     4s        2025-05-01 14:30:00Z  ↳ attempt 2 of job-1: claude -p -- 'shorter 2'",
+      "job-1            failed  0     4s        2025-05-01 14:30:00Z  npm test",
+      "",
+    ].join("\n"),
+  );
+
+  const children = await runCli(["history", "list", "--parent", "job-1", "--url", fake.url]);
+  assert.equal(children.code, 0, show(children));
+  assert.match(
+    children.stdout,
+    /^job-1\.attempt-3 .* ↳ attempt 3 of job-1: claude -p -- 'shorter 3'$/m,
+  );
+  assert.deepEqual(fake.requests[1]!.params, { limit: 20, parent_job_id: "job-1" });
+  assert.equal(
+    children.stderr,
+    `more: cc-executor history list --cursor Mjpqb2ItMS5hdHRlbXB0LTM --parent job-1 --url ${fake.url}\n`,
+  );
+  const empty = await runCli(["history", "list", "--parent", "", "--url", fake.url]);
+  assert.equal(empty.code, 2, show(empty));
+});
+
+Deno.test("cli history (fake server): show prints a retry's parent and attempt, and a job's attempts", async () => {
+  await using fake = startFakeServer({
+    "history.get": (params) => ({
+      result: params.job_id === "job-1"
+        ? record({ status: "failed", exit_code: 1, output: { head: "", tail: "" } })
+        : record({
+          job_id: "job-1.attempt-2",
+          parent_job_id: "job-1",
+          attempt: 2,
+          output: { head: "", tail: "" },
+        }),
+    }),
+    "history.list": (params) => ({
+      result: {
+        jobs: params.parent_job_id === "job-1"
+          ? [
+            record({
+              job_id: "job-1.attempt-2",
+              parent_job_id: "job-1",
+              attempt: 2,
+              status: "failed",
+              exit_code: 1,
+            }),
+            record({
+              job_id: "job-1.attempt-3",
+              parent_job_id: "job-1",
+              attempt: 3,
+              duration_ms: 1200,
+            }),
+          ]
+          : [],
+        next_cursor: null,
+      },
+    }),
+  });
+  const parent = await runCli(["history", "show", "job-1", "--url", fake.url]);
+  assert.equal(parent.code, 0, show(parent));
+  assert.doesNotMatch(parent.stdout, /^(parent|attempt):/m);
+  assert.ok(
+    parent.stdout.endsWith(
+      [
+        "timeout:   60s (history)",
+        "hooks:     -",
+        "--- retry attempts (2) ---",
+        "JOB              ATTEMPT  STATUS     EXIT  DURATION  STARTED",
+        "job-1.attempt-2  2        failed     1     4s        2025-05-01 14:30:00Z",
+        "job-1.attempt-3  3        completed  0     1s        2025-05-01 14:30:00Z",
+        "--- no output ---",
+        "",
+      ].join("\n"),
+    ),
+    parent.stdout,
+  );
+  assert.deepEqual(fake.requests[1]!.params, { parent_job_id: "job-1", limit: 1000 });
+
+  const child = await runCli(["history", "show", "job-1.attempt-2", "--url", fake.url]);
+  assert.equal(child.code, 0, show(child));
+  assert.ok(
+    child.stdout.startsWith(
+      ["job:       job-1.attempt-2", "parent:    job-1", "attempt:   2", "status:    completed", ""]
+        .join("\n"),
+    ),
+    child.stdout,
+  );
+  assert.doesNotMatch(child.stdout, /retry attempts/);
+  // --json is the record alone.
+  const json = await runCli(["history", "show", "job-1.attempt-2", "--json", "--url", fake.url]);
+  assert.deepEqual(
+    [JSON.parse(json.stdout).parent_job_id, JSON.parse(json.stdout).attempt],
+    ["job-1", 2],
+  );
 });
 
 Deno.test("cli history (fake server): stats tables and prune's sentence", async () => {

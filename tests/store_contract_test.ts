@@ -11,6 +11,7 @@ import { createLogger, type Logger } from "../server/log.ts";
 import { CursorError, encodeCursor } from "../server/store/cursor.ts";
 import { redactRedisUrl, RedisStore, RedisUnavailableError } from "../server/store/redis.ts";
 import { HistoryOffError, NoStore } from "../server/store/none.ts";
+import { Outbox } from "../server/store/outbox.ts";
 import { SqliteStore } from "../server/store/sqlite.ts";
 import type {
   JobEnd,
@@ -113,6 +114,9 @@ function end(overrides: Partial<JobEnd> = {}): JobEnd {
 /** The record of a job that was started (and maybe spawned and ended). */
 function record(s: JobStart, spawned?: JobSpawned | null, e?: JobEnd): JobRecord {
   return {
+    // A start without retry links is a job's own first run.
+    parent_job_id: null,
+    attempt: 1,
     ...s,
     status: "running",
     pid: spawned?.pid ?? null,
@@ -688,6 +692,186 @@ function contract(backend: Backend): void {
     assert.deepStrictEqual(await store.templateStats(), []);
   });
 
+  test("a retry attempt's parent and attempt round-trip; a start without them is a first run", async (store) => {
+    const parent = start("p");
+    const child = start("p.attempt-3", { parent_job_id: "p", attempt: 3, started_at: T0 + 1 });
+    const explicit = start("q", { parent_job_id: null, attempt: 1, started_at: T0 + 2 });
+    // A caller from before retry links passes neither field.
+    assert.equal("parent_job_id" in parent || "attempt" in parent, false);
+    for (const s of [parent, child, explicit]) await store.jobStarted(s);
+    assert.deepStrictEqual(await store.get("p"), record(parent));
+    assert.deepStrictEqual(await store.get("p.attempt-3"), record(child));
+    assert.deepStrictEqual(await store.get("q"), record(explicit));
+
+    // Spawned, ended or interrupted, a record keeps its links.
+    const childEnd = end({ status: "failed", exit_code: 1 });
+    await store.jobSpawned("p.attempt-3", { pid: 9, pgid: 9 });
+    await store.jobEnded("p.attempt-3", childEnd);
+    const lost = start("p.attempt-4", { parent_job_id: "p", attempt: 4, started_at: T0 + 3 });
+    await store.jobStarted(lost);
+    await store.markInterrupted("p.attempt-4", T0 + 10, "server died");
+    const childRecord = record(child, { pid: 9, pgid: 9 }, childEnd);
+    assert.deepStrictEqual(await store.get("p.attempt-3"), childRecord);
+    assert.deepStrictEqual(
+      [(await store.get("p.attempt-4"))?.parent_job_id, (await store.get("p.attempt-4"))?.attempt],
+      ["p", 4],
+    );
+    // Listed (by default every record, attempts included) with both fields.
+    const page = await store.list({ limit: 10 });
+    assert.deepStrictEqual(ids(page.jobs), ["p.attempt-4", "q", "p.attempt-3", "p"]);
+    assert.deepStrictEqual(page.jobs[2], listed(childRecord));
+    assert.deepStrictEqual(page.jobs[3], listed(record(parent)));
+    assert.deepStrictEqual(
+      (await store.orphans("node-a", 1)).map((r) => [r.job_id, r.parent_job_id, r.attempt]),
+      [["p", null, 1], ["q", null, 1]],
+    );
+  });
+
+  test("jobStarted rejects retry links it could not store, and records nothing", async (store) => {
+    for (
+      const [links, message] of [
+        [{ attempt: 0 }, /attempt must be a whole number from 1, got 0$/],
+        [{ attempt: 1.5 }, /attempt must be a whole number from 1, got 1\.5$/],
+        [{ attempt: NaN }, /attempt must be a whole number from 1, got NaN$/],
+        [{ parent_job_id: "" }, /parent_job_id must be a non-empty string or null, got ""$/],
+        [{ parent_job_id: "bad" }, /a job cannot be its own parent$/],
+      ] as [Partial<JobStart>, RegExp][]
+    ) {
+      await assert.rejects(
+        async () => await store.jobStarted(start("bad", links)),
+        (error: Error) => {
+          assert.ok(error instanceof TypeError, String(error));
+          assert.match(error.message, /^Cannot record job "bad": /);
+          assert.match(error.message, message);
+          return true;
+        },
+        JSON.stringify(links),
+      );
+    }
+    assert.equal(await store.get("bad"), null);
+    assert.deepStrictEqual((await store.list({ limit: 5 })).jobs, []);
+  });
+
+  test("list with parent_job_id: that job's attempts, oldest attempt first, paged; filters combine", async (store) => {
+    await add(store, start("p", { started_at: T0 }), end({ status: "failed", exit_code: 1 }));
+    // Attempts 2..12 started in a scrambled order (start times do not follow attempts), with
+    // ids whose byte order is not the attempts' ("p.attempt-10" < "p.attempt-2").
+    const attempts = Array.from({ length: 11 }, (_, i) => i + 2);
+    const startedAt = new Map<string, number>();
+    for (const [i, n] of [...attempts].reverse().entries()) {
+      startedAt.set(`p.attempt-${n}`, T0 + 100 + ((i * 5) % 11));
+      await add(
+        store,
+        start(`p.attempt-${n}`, {
+          parent_job_id: "p",
+          attempt: n,
+          started_at: startedAt.get(`p.attempt-${n}`),
+          command: n % 3 === 0 ? `claude -p SHORTER ${n}` : `claude -p ${n}`,
+        }),
+        n === 12 ? undefined : end({
+          status: n % 2 === 0 ? "failed" : "completed",
+          exit_code: n % 2 === 0 ? 1 : 0,
+          ended_at: T0 + 1000 + n,
+        }),
+      );
+    }
+    // Two records of one attempt: the job id orders them.
+    await add(store, start("p.attempt-7b", { parent_job_id: "p", attempt: 7, started_at: T0 + 1 }));
+    await add(store, start("q.attempt-2", { parent_job_id: "q", attempt: 2, started_at: T0 + 5 }));
+    await add(store, start("lone", { started_at: T0 + 6 }));
+
+    const expected = attempts.flatMap((n) =>
+      n === 7 ? ["p.attempt-7", "p.attempt-7b"] : [`p.attempt-${n}`]
+    );
+    assert.deepStrictEqual(
+      ids((await store.list({ limit: 50, parent_job_id: "p" })).jobs),
+      expected,
+    );
+    for (const limit of [1, 3, 5, 12]) {
+      const pages = await allPages(store, { limit, parent_job_id: "p" });
+      assert.deepStrictEqual(pages.flat().map((job) => job.job_id), expected, `limit ${limit}`);
+      assert.ok(pages.every((page) => page.length === limit || page === pages.at(-1)));
+    }
+    const exact = await store.list({ limit: expected.length, parent_job_id: "p" });
+    assert.equal(exact.next_cursor, null, "no next page when the page holds the last attempt");
+
+    // The other filters narrow the attempts and keep their order, a page at a time.
+    const by = async (query: Omit<ListQuery, "limit" | "parent_job_id">) =>
+      (await allPages(store, { limit: 2, parent_job_id: "p", ...query })).flat().map((j) =>
+        j.job_id
+      );
+    assert.deepStrictEqual(
+      await by({ status: "failed" }),
+      [2, 4, 6, 8, 10].map((n) => `p.attempt-${n}`),
+    );
+    assert.deepStrictEqual(await by({ status: "running" }), ["p.attempt-7b", "p.attempt-12"]);
+    assert.deepStrictEqual(
+      await by({ search: "shorter" }),
+      [3, 6, 9, 12].map((n) => `p.attempt-${n}`),
+    );
+    assert.deepStrictEqual(
+      await by({ search: "shorter", status: "completed" }),
+      ["p.attempt-3", "p.attempt-9"],
+    );
+    const late = expected.filter((id) => (startedAt.get(id) ?? T0) >= T0 + 106);
+    assert.equal(late.length, 5);
+    assert.deepStrictEqual(await by({ since: T0 + 106 }), late);
+
+    assert.deepStrictEqual(ids((await store.list({ limit: 5, parent_job_id: "q" })).jobs), [
+      "q.attempt-2",
+    ]);
+    assert.deepStrictEqual(await store.list({ limit: 5, parent_job_id: "lone" }), {
+      jobs: [],
+      next_cursor: null,
+    });
+    assert.deepStrictEqual(await store.list({ limit: 5, parent_job_id: "nobody" }), {
+      jobs: [],
+      next_cursor: null,
+    });
+    // Without the filter, every record, newest first, as before.
+    const newest = [...startedAt].sort(([, a], [, b]) => b - a).map(([id]) => id);
+    const everything = (await store.list({ limit: 100 })).jobs;
+    assert.equal(everything.length, expected.length + 3);
+    assert.deepStrictEqual(ids(everything).slice(0, 3), newest.slice(0, 3));
+  });
+
+  test("retry attempts are replaced and pruned like any record, each by its own end time", async (store) => {
+    await add(store, start("p", { started_at: T0 }), end({ ended_at: T0 + 100 }));
+    const child = (n: number, ended: number) =>
+      add(
+        store,
+        start(`p.attempt-${n}`, { parent_job_id: "p", attempt: n, started_at: T0 + n }),
+        end({ ended_at: ended }),
+      );
+    await child(2, T0 + 50);
+    await child(3, T0 + 500);
+    await add(store, start("p.attempt-4", { parent_job_id: "p", attempt: 4, started_at: T0 + 4 }));
+    const under = async (parent: string) =>
+      ids((await store.list({ limit: 10, parent_job_id: parent })).jobs);
+    assert.deepStrictEqual(await under("p"), ["p.attempt-2", "p.attempt-3", "p.attempt-4"]);
+
+    // Replaced by a record of another parent: it leaves p's attempts.
+    await store.jobStarted(
+      start("p.attempt-4", { parent_job_id: "r", attempt: 2, started_at: T0 + 9 }),
+    );
+    assert.deepStrictEqual(await under("p"), ["p.attempt-2", "p.attempt-3"]);
+    assert.deepStrictEqual(await under("r"), ["p.attempt-4"]);
+    // ...or by one with no parent at all.
+    await store.jobStarted(start("p.attempt-4", { started_at: T0 + 9 }));
+    assert.deepStrictEqual(await under("r"), []);
+
+    // The cut-off falls between the parent's end and its first attempt's, and before the second's:
+    // the first attempt goes with its parent, the second stays, listed under the parent it had.
+    assert.equal(await store.prune(T0 + 200), 2);
+    assert.equal(await store.get("p"), null);
+    assert.equal(await store.get("p.attempt-2"), null);
+    assert.deepStrictEqual(await under("p"), ["p.attempt-3"]);
+    assert.equal((await store.get("p.attempt-3"))?.parent_job_id, "p");
+    assert.equal(await store.prune(T0 + 1000), 1);
+    assert.deepStrictEqual(await under("p"), []);
+    assert.deepStrictEqual(ids((await store.list({ limit: 10 })).jobs), ["p.attempt-4"]);
+  });
+
   test(
     "sessions are live until they expire; heartbeat extends them; closed ones are gone",
     async (store, clock) => {
@@ -720,6 +904,14 @@ contract(redis);
 
 // ---- SQLite only -------------------------------------------------------------------------------
 
+/** Takes a database back to schema version 3: before retry links (migration 4). */
+function downgradeToVersion3(db: DatabaseSync): void {
+  db.exec(
+    "DROP INDEX jobs_by_parent; ALTER TABLE jobs DROP COLUMN parent_job_id; " +
+      "ALTER TABLE jobs DROP COLUMN attempt; PRAGMA user_version = 3;",
+  );
+}
+
 Deno.test("store sqlite: a database from before metrics is migrated forward, its records kept", async () => {
   const dir = await Deno.makeTempDir({ prefix: "cc-executor-store-" });
   const path = `${dir}/store.db`;
@@ -730,6 +922,7 @@ Deno.test("store sqlite: a database from before metrics is migrated forward, its
     }
     // Back to schema version 1: as a cc-executor from before record_metrics left it.
     const db = new DatabaseSync(path);
+    downgradeToVersion3(db);
     db.exec(
       "DROP TABLE shape_metrics; DROP TABLE shape_metrics_status; DROP TABLE template_stats; " +
         "PRAGMA user_version = 1;",
@@ -751,10 +944,10 @@ Deno.test("store sqlite: a database from before metrics is migrated forward, its
     const version = reopened.prepare("PRAGMA user_version").get() as { user_version: number };
     reopened.exec("PRAGMA user_version = 99");
     reopened.close();
-    assert.equal(version.user_version, 3);
+    assert.equal(version.user_version, 4);
     assert.throws(
       () => new SqliteStore(path),
-      /has schema version 99, newer than this cc-executor knows \(3\)/,
+      /has schema version 99, newer than this cc-executor knows \(4\)/,
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -777,6 +970,7 @@ Deno.test("store sqlite: a database from before template statistics gains them, 
     }
     // Back to schema version 2: as a cc-executor from before prompt templates left it.
     const db = new DatabaseSync(path);
+    downgradeToVersion3(db);
     db.exec("DROP TABLE template_stats; PRAGMA user_version = 2;");
     db.close();
     {
@@ -788,6 +982,67 @@ Deno.test("store sqlite: a database from before template statistics gains them, 
       assert.deepStrictEqual(await store.templateStats(), [
         { template: "concise", uses: 1, successes: 0, last_used_at: T0 },
       ]);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("store sqlite: a version-3 database gains retry links; its records become first runs of no parent", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cc-executor-store-" });
+  const path = `${dir}/store.db`;
+  try {
+    {
+      await using store = new SqliteStore(path);
+      await add(store, start("old-done"), end());
+      await store.jobStarted(start("old-running", { started_at: T0 + 1 }));
+      await store.recordTemplateOutcome({ template: "concise", success: true, at: T0 });
+    }
+    const db = new DatabaseSync(path);
+    downgradeToVersion3(db);
+    // A row as a version-3 server wrote it, with the columns it knew.
+    db.exec(
+      `INSERT INTO jobs (job_id, command, shape, node_id, server_pid, started_at, timeout_source,
+         status) VALUES ('raw', 'ls', 'ls', 'node-a', 1, ${T0 + 2}, 'none', 'running')`,
+    );
+    db.close();
+    {
+      await using store = new SqliteStore(path);
+      assert.deepStrictEqual(await store.get("old-done"), record(start("old-done"), null, end()));
+      const raw = await store.get("raw");
+      assert.deepStrictEqual([raw?.parent_job_id, raw?.attempt], [null, 1]);
+      assert.deepStrictEqual(
+        (await store.list({ limit: 10 })).jobs.map((j) => [j.job_id, j.parent_job_id, j.attempt]),
+        [["raw", null, 1], ["old-running", null, 1], ["old-done", null, 1]],
+      );
+      assert.deepStrictEqual((await store.templateStats()).map((t) => t.uses), [1]);
+      const child = start("old-done.attempt-2", {
+        parent_job_id: "old-done",
+        attempt: 2,
+        started_at: T0 + 3,
+      });
+      await store.jobStarted(child);
+      assert.deepStrictEqual(await store.get(child.job_id), record(child));
+      assert.deepStrictEqual(
+        ids((await store.list({ limit: 5, parent_job_id: "old-done" })).jobs),
+        [child.job_id],
+      );
+    }
+    const reopened = new DatabaseSync(path);
+    try {
+      const version = reopened.prepare("PRAGMA user_version").get() as { user_version: number };
+      assert.equal(version.user_version, 4);
+      // The parent filter is an index lookup, not a scan of every job.
+      const plan = reopened.prepare(
+        `EXPLAIN QUERY PLAN SELECT job_id FROM jobs WHERE parent_job_id = ?
+         ORDER BY attempt, job_id LIMIT 5`,
+      ).all("old-done") as { detail: string }[];
+      assert.match(
+        plan.map((row) => row.detail).join("\n"),
+        /USING (COVERING )?INDEX jobs_by_parent/,
+      );
+    } finally {
+      reopened.close();
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -1100,6 +1355,124 @@ redisTest(
   },
 );
 
+redisTest(
+  "a retry attempt's writes wait out an outage, survive a restart in the outbox, keep their links",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "cc-executor-store-" });
+    try {
+      await using server = await startRedis();
+      const outboxPath = `${dir}/redis-outbox.db`;
+      const parent = start("p");
+      const child = start("p.attempt-2", { parent_job_id: "p", attempt: 2, started_at: T0 + 1 });
+      const childEnd = end({ ended_at: T0 + 2000, duration_ms: 1999 });
+      {
+        await using store = await RedisStore.open(server.url, {
+          outboxPath,
+          connectTimeoutMs: 500,
+        });
+        await server.stop();
+        await waitUntil(() => store.health().status === "degraded", "the store to see the outage");
+        // Each resolves at once: queued.
+        await store.jobStarted(parent);
+        await store.jobEnded("p", end({ status: "failed", exit_code: 1 }));
+        await store.jobStarted(child);
+        await store.jobSpawned(child.job_id, { pid: 7, pgid: 7 });
+        await store.jobEnded(child.job_id, childEnd);
+        assert.equal(store.health().pending_writes, 5);
+      } // disposed with Redis still down: the writes stay in the outbox
+      await server.restart();
+      await using next = await RedisStore.open(server.url, { outboxPath });
+      await waitUntil(() => next.health().pending_writes === 0, "the outbox to be replayed");
+      const childRecord = record(child, { pid: 7, pgid: 7 }, childEnd);
+      assert.deepStrictEqual(await next.get(child.job_id), childRecord);
+      assert.deepStrictEqual((await next.list({ limit: 5, parent_job_id: "p" })).jobs, [
+        listed(childRecord),
+      ]);
+      assert.deepStrictEqual(
+        (await next.list({ limit: 5 })).jobs.map((j) => [j.job_id, j.parent_job_id, j.attempt]),
+        [["p.attempt-2", "p", 2], ["p", null, 1]],
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+redisTest(
+  "records and outbox writes from before retry links read as first runs of no parent",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "cc-executor-store-" });
+    try {
+      await using server = await startRedis();
+      const raw = createClient({ url: server.url });
+      await raw.connect();
+      try {
+        const outboxPath = `${dir}/redis-outbox.db`;
+        const prefix = "cc-executor:";
+        {
+          // A jobStarted an older server left in the outbox: its fields have neither link.
+          using outbox = new Outbox(outboxPath);
+          outbox.add("jobStarted", `${prefix}job:queued`, [
+            prefix,
+            "queued",
+            String(T0 + 1),
+            "node-a",
+            ...["job_id", "queued", "command", "echo queued", "shape", "echo", "node_id", "node-a"],
+            ...["server_pid", "4242", "started_at", String(T0 + 1), "timeout_source", "none"],
+            ...["status", "running"],
+          ]);
+        }
+        await using store = await RedisStore.open(server.url, { outboxPath });
+        await waitUntil(() => store.health().pending_writes === 0, "the outbox to be replayed");
+        const queued = await store.get("queued");
+        assert.deepStrictEqual(
+          [queued?.command, queued?.parent_job_id, queued?.attempt],
+          ["echo queued", null, 1],
+        );
+        // A hash an older server wrote has no attempt field.
+        await add(store, start("old"), end());
+        assert.equal(await raw.hDel(`${prefix}job:old`, "attempt"), 1);
+        assert.deepStrictEqual(await store.get("old"), record(start("old"), null, end()));
+        assert.deepStrictEqual(
+          (await store.list({ limit: 5 })).jobs.map((j) => [j.job_id, j.parent_job_id, j.attempt]),
+          [["queued", null, 1], ["old", null, 1]],
+        );
+      } finally {
+        raw.destroy();
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+redisTest("a parent's attempts index follows replacement and prune, and empties away", async () => {
+  await using server = await startRedis();
+  const raw = createClient({ url: server.url });
+  await raw.connect();
+  try {
+    await using store = await RedisStore.open(server.url);
+    const index = "cc-executor:jobs:parent:p";
+    for (const n of [2, 3]) {
+      await add(
+        store,
+        start(`p.attempt-${n}`, { parent_job_id: "p", attempt: n, started_at: T0 + n }),
+        end({ ended_at: T0 + 10 * n }),
+      );
+    }
+    assert.deepStrictEqual(await raw.zRangeWithScores(index, 0, -1), [
+      { value: "p.attempt-2", score: 2 },
+      { value: "p.attempt-3", score: 3 },
+    ]);
+    await store.jobStarted(start("p.attempt-3", { started_at: T0 + 9 }));
+    assert.deepStrictEqual(await raw.zRange(index, 0, -1), ["p.attempt-2"]);
+    assert.equal(await store.prune(T0 + 1000), 1);
+    assert.equal(await raw.exists(index), 0);
+  } finally {
+    raw.destroy();
+  }
+});
+
 Deno.test("store redis: open rejects naming the URL without its password when Redis is unreachable", async () => {
   const port = freePort();
   const started = performance.now();
@@ -1170,6 +1543,8 @@ redisTest("prefixes keep deployments apart; reads never walk the key space", asy
     await one.get("a");
     await one.list({ limit: 5 });
     await one.list({ limit: 5, search: "make", status: "completed", since: T0 });
+    await one.list({ limit: 5, parent_job_id: "a", search: "make", status: "completed" });
+    await one.list({ limit: 5, parent_job_id: "a", cursor: encodeCursor(2, "a.attempt-2") });
     await one.orphans("node-a", 1);
     await one.durations("make", 10);
     await one.stats({ shapes: 5 });

@@ -16,7 +16,8 @@ import { claudeArgv, shellQuoteArgv } from "./invocation.ts";
  * @throws {RpcError} INVALID_PARAMS when the claude options would change how the prompt is read.
  */
 export function toJobParams(params: ExecuteParams, claudeBin: string): JobParams {
-  const { prompt, claude, command, ...rest } = params;
+  // (retry is kept in claudeRun below, for a prompt job only: the schema allows it nowhere else.)
+  const { prompt, claude, command, retry: _retry, ...rest } = params;
   if (prompt === undefined) return { ...rest, command: command! };
   let argv: string[];
   const outputFormat = claude?.output_format ?? "stream-json";
@@ -40,5 +41,18 @@ export function toJobParams(params: ExecuteParams, claudeBin: string): JobParams
       },
     );
   }
-  return { ...rest, command: shellQuoteArgv(argv), argv, claudeOutputFormat: outputFormat };
+  return {
+    ...rest,
+    command: shellQuoteArgv(argv),
+    argv,
+    claudeOutputFormat: outputFormat,
+    claudeRun: {
+      prompt,
+      program: claudeBin,
+      outputFormat,
+      model: claude?.model,
+      args: claude?.args,
+      retry: params.retry,
+    },
+  };
 }

@@ -8,6 +8,8 @@
  *     jobs                    sorted set of job ids by started_at: the newest-first history
  *     jobs:status:<status>    sorted set by started_at, one per status: the status filter
  *     jobs:ended              sorted set of finished job ids by ended_at: what prune deletes
+ *     jobs:parent:<job_id>    sorted set of the job's retry attempts (the records whose
+ *                             parent_job_id it is) by attempt: the parent filter
  *     running:<node_id>       set of the node's running job ids: orphans()
  *     durations:<shape>       list of the last 1000 completed durations (ms), newest first
  *     shapes                  sorted set of shape -> completed jobs on record
@@ -73,7 +75,7 @@ import type {
   TemplateOutcome,
   TemplateStatsRecord,
 } from "./store.ts";
-import { checkMetricsSample, checkTemplateOutcome } from "./store.ts";
+import { checkMetricsSample, checkTemplateOutcome, jobLinks } from "./store.ts";
 
 export interface RedisStoreOptions {
   /** Prepended to every key, so several deployments can share one Redis. @default "cc-executor:" */
@@ -131,7 +133,8 @@ const RECORD_STATUSES: readonly RecordStatus[] = [...JobStatus.options, "interru
 /**
  * How each field is kept in the job hash. Strings are stored as they are, numbers in their
  * shortest exact decimal form, booleans as 1/0, hooks as JSON; a null field is left out of the
- * hash. Absent fields decode to the SQLite store's column defaults.
+ * hash. Absent fields decode to the SQLite store's column defaults (a record written before
+ * retry links has no parent_job_id and no attempt: null and 1).
  */
 const FIELDS = {
   job_id: "string",
@@ -144,6 +147,8 @@ const FIELDS = {
   started_at: "number",
   timeout_s: "number?",
   timeout_source: "string",
+  parent_job_id: "string?",
+  attempt: "number",
   status: "string",
   pid: "number?",
   pgid: "number?",
@@ -186,9 +191,13 @@ function encodeFields(values: Partial<JobRecord>): { set: string[]; unset: strin
   return { set, unset };
 }
 
+/** Absent fields whose column default is not their kind's. */
+const DEFAULTS: Partial<Record<Field, unknown>> = { attempt: 1 };
+
 function decodeField(field: Field, text: string | null | undefined): unknown {
   const kind = FIELDS[field];
   if (text === null || text === undefined) {
+    if (Object.hasOwn(DEFAULTS, field)) return DEFAULTS[field];
     switch (kind) {
       case "string":
         return "";
@@ -249,6 +258,10 @@ local function count_shape(shape, by)
   local n = tonumber(redis.call('ZINCRBY', p .. 'shapes', by, shape))
   if n <= 0 then redis.call('ZREM', p .. 'shapes', shape) end
 end
+-- Removes a job from its parent's attempts (a record that has a parent).
+local function unparent(id, parent)
+  if parent then redis.call('ZREM', p .. 'jobs:parent:' .. parent, id) end
+end
 -- Removes a job from the indexes of its status (not from 'jobs').
 local function unindex(id, status, node, shape)
   redis.call('ZREM', p .. 'jobs:status:' .. status, id)
@@ -278,18 +291,25 @@ function script(body: string) {
 
 const SCRIPTS = {
   // KEYS[1] job hash; ARGV: prefix, id, started_at, node_id, field, value, ...
-  // Replaces any record of the same id, as the SQLite store's INSERT OR REPLACE does.
+  // Replaces any record of the same id, as the SQLite store's INSERT OR REPLACE does. The parent
+  // and attempt are read back from the fields rather than passed apart, so a write an older
+  // server left in the outbox (which has neither) replays as it was meant.
   jobStarted: script(`
 local id = ARGV[2]
-local old = redis.call('HMGET', KEYS[1], 'status', 'node_id', 'shape')
+local old = redis.call('HMGET', KEYS[1], 'status', 'node_id', 'shape', 'parent_job_id')
 if old[1] then
   unindex(id, old[1], old[2], old[3])
+  unparent(id, old[4])
   redis.call('DEL', KEYS[1])
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('ZADD', p .. 'jobs', ARGV[3], id)
 redis.call('ZADD', p .. 'jobs:status:running', ARGV[3], id)
 redis.call('SADD', p .. 'running:' .. ARGV[4], id)
+local link = redis.call('HMGET', KEYS[1], 'parent_job_id', 'attempt')
+if link[1] then
+  redis.call('ZADD', p .. 'jobs:parent:' .. link[1], link[2] or 1, id)
+end
 return 1
 `),
   // KEYS[1] job hash; ARGV: prefix, pid, pgid. A job that is not on record stays unknown.
@@ -342,11 +362,12 @@ local ids = redis.call('ZRANGE', KEYS[1], '-inf', '(' .. ARGV[2], 'BYSCORE', 'LI
 local deleted = 0
 for _, id in ipairs(ids) do
   local key = p .. 'job:' .. id
-  local old = redis.call('HMGET', key, 'status', 'node_id', 'shape')
+  local old = redis.call('HMGET', key, 'status', 'node_id', 'shape', 'parent_job_id')
   if not old[1] then
     redis.call('ZREM', KEYS[1], id)
   elseif old[1] ~= 'running' then
     unindex(id, old[1], old[2], old[3])
+    unparent(id, old[4])
     redis.call('ZREM', p .. 'jobs', id)
     redis.call('DEL', key)
     deleted = deleted + 1
@@ -802,8 +823,14 @@ export class RedisStore implements Store {
   // ---- Store ------------------------------------------------------------------------------
 
   jobStarted(start: JobStart): Promise<void> {
+    let links;
+    try {
+      links = jobLinks(start);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     // A new hash: its null fields are simply absent.
-    const { set } = encodeFields({ ...start, status: "running" });
+    const { set } = encodeFields({ ...start, ...links, status: "running" });
     const args = [this.prefix, start.job_id, String(start.started_at), start.node_id, ...set];
     const key = this.#jobKey(start.job_id);
     return this.#write(
@@ -869,6 +896,7 @@ export class RedisStore implements Store {
    */
   list(query: ListQuery): Promise<ListPage> {
     const cursor = query.cursor ? decodeCursor(query.cursor) : undefined;
+    if (query.parent_job_id !== undefined) return this.#listAttempts(query, cursor);
     return this.#read(async (client, ask) => {
       const index = query.status ? this.#statusKey(query.status) : `${this.prefix}jobs`;
       const min = query.since ?? -Infinity;
@@ -910,6 +938,81 @@ export class RedisStore implements Store {
           : null,
       };
     });
+  }
+
+  /**
+   * A parent's attempts from its `jobs:parent:<id>` index, by attempt then job id (the order of
+   * a sorted set's equal scores), paged by that pair. The other filters are applied to the
+   * records read: without them a page costs two round trips; with them the index (a job's few
+   * attempts) is read `SEARCH_PAGE` at a time until `limit` match.
+   */
+  #listAttempts(
+    query: ListQuery,
+    cursor: { startedAt: number; jobId: string } | undefined,
+  ): Promise<ListPage> {
+    const index = `${this.prefix}jobs:parent:${query.parent_job_id}`;
+    const needle = query.search ? query.search.toLowerCase() : undefined;
+    const filtered = query.status !== undefined || query.since !== undefined ||
+      needle !== undefined;
+    const matches = (record: JobRecord) =>
+      (query.status === undefined || record.status === query.status) &&
+      (query.since === undefined || record.started_at >= query.since) &&
+      (needle === undefined || record.command.toLowerCase().includes(needle));
+    return this.#read(async (client, ask) => {
+      const want = Math.max(0, query.limit) + 1;
+      const found: JobRecord[] = [];
+      let from = cursor ? { id: cursor.jobId, score: cursor.startedAt } : undefined;
+      while (found.length < want) {
+        const count = filtered ? SEARCH_PAGE : want - found.length;
+        const page = await ask(this.#attemptsAfter(client, index, from, count));
+        const rows = await ask(Promise.all(
+          page.map((entry) => client.hmGet(this.#jobKey(entry.id), LIST_FIELDS)),
+        ));
+        for (const row of rows) {
+          // A job pruned between the two reads is skipped.
+          if (row[0] === null) continue;
+          const record = decodeRecord((field) => row[LIST_FIELDS.indexOf(field)]);
+          if (matches(record)) found.push({ ...record, output_head: "", output_tail: "" });
+        }
+        if (page.length < count) break;
+        from = page.at(-1);
+      }
+      const jobs = found.slice(0, Math.max(0, query.limit));
+      const last = jobs.at(-1);
+      return {
+        jobs,
+        next_cursor: found.length > jobs.length && last
+          ? encodeCursor(last.attempt, last.job_id)
+          : null,
+      };
+    });
+  }
+
+  /**
+   * Up to `count` entries of a parent's attempts index after position `from` in its order
+   * (attempt, then job id, ascending). One round trip: the entries of `from`'s attempt that sort
+   * after it, and the later attempts.
+   */
+  async #attemptsAfter(
+    client: Client,
+    index: string,
+    from: { id: string; score: number } | undefined,
+    count: number,
+  ): Promise<{ id: string; score: number }[]> {
+    const later = (min: string) =>
+      client.zRangeWithScores(index, min, "+inf", {
+        BY: "SCORE",
+        LIMIT: { offset: 0, count },
+      }).then((entries) => entries.map((e) => ({ id: e.value, score: e.score })));
+    if (from === undefined) return await later("-inf");
+    const [ties, rest] = await Promise.all([
+      client.zRange(index, from.score, from.score, { BY: "SCORE" }),
+      later(`(${from.score}`),
+    ]);
+    const after = ties
+      .filter((id) => compareBytes(id, from.id) > 0)
+      .map((id) => ({ id, score: from.score }));
+    return [...after, ...rest].slice(0, count);
   }
 
   /**

@@ -25,7 +25,7 @@ import type {
   TemplateOutcome,
   TemplateStatsRecord,
 } from "./store.ts";
-import { checkMetricsSample, checkTemplateOutcome } from "./store.ts";
+import { checkMetricsSample, checkTemplateOutcome, jobLinks } from "./store.ts";
 import { decodeCursor, encodeCursor } from "./cursor.ts";
 
 /**
@@ -92,6 +92,13 @@ const MIGRATIONS: string[] = [
      successes INTEGER NOT NULL,
      last_used_at INTEGER NOT NULL
    ) WITHOUT ROWID;`,
+  // Retry attempts as child records: the logical job they belong to and which run they are. Old
+  // rows become first runs of no parent. The index holds only children (most jobs have no parent)
+  // in the order a parent's attempts are listed.
+  `ALTER TABLE jobs ADD COLUMN parent_job_id TEXT;
+   ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
+   CREATE INDEX jobs_by_parent ON jobs (parent_job_id, attempt, job_id)
+     WHERE parent_job_id IS NOT NULL;`,
 ];
 
 export interface SqliteStoreOptions {
@@ -101,8 +108,9 @@ export interface SqliteStoreOptions {
 
 /** Columns of a listed job (no output). */
 const LIST_COLUMNS = `job_id, command, shape, cwd, session_id, node_id, server_pid, started_at,
-  timeout_s, timeout_source, status, pid, pgid, ended_at, duration_ms, exit_code, signal, reason,
-  bytes_stdout, bytes_stderr, truncated, '' AS output_head, '' AS output_tail, hooks`;
+  timeout_s, timeout_source, parent_job_id, attempt, status, pid, pgid, ended_at, duration_ms,
+  exit_code, signal, reason, bytes_stdout, bytes_stderr, truncated, '' AS output_head,
+  '' AS output_tail, hooks`;
 
 export class SqliteStore implements Store {
   readonly backend = "sqlite" as const;
@@ -179,10 +187,11 @@ export class SqliteStore implements Store {
 
   jobStarted(s: JobStart): Promise<void> {
     return this.#run(() => {
+      const links = jobLinks(s);
       this.#statement(
         `INSERT OR REPLACE INTO jobs (job_id, command, shape, cwd, session_id, node_id, server_pid,
-           started_at, timeout_s, timeout_source, status)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')`,
+           started_at, timeout_s, timeout_source, parent_job_id, attempt, status)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')`,
       ).run(
         s.job_id,
         s.command,
@@ -194,6 +203,8 @@ export class SqliteStore implements Store {
         s.started_at,
         s.timeout_s,
         s.timeout_source,
+        links.parent_job_id,
+        links.attempt,
       );
     });
   }
@@ -242,12 +253,23 @@ export class SqliteStore implements Store {
 
   list(query: ListQuery): Promise<ListPage> {
     return this.#run(() => {
+      // A parent's attempts come oldest first, paged by (attempt, job id); everything else newest
+      // first, paged by (started_at, job id). The cursor holds the pair of its own order.
+      const children = query.parent_job_id !== undefined;
       const where: string[] = [];
       const args: (string | number)[] = [];
+      if (children) {
+        where.push("parent_job_id = ?");
+        args.push(query.parent_job_id!);
+      }
       if (query.cursor) {
-        const { startedAt, jobId } = decodeCursor(query.cursor);
-        where.push("(started_at < ? OR (started_at = ? AND job_id < ?))");
-        args.push(startedAt, startedAt, jobId);
+        const { startedAt: at, jobId } = decodeCursor(query.cursor);
+        where.push(
+          children
+            ? "(attempt > ? OR (attempt = ? AND job_id > ?))"
+            : "(started_at < ? OR (started_at = ? AND job_id < ?))",
+        );
+        args.push(at, at, jobId);
       }
       if (query.status) {
         where.push("status = ?");
@@ -263,14 +285,14 @@ export class SqliteStore implements Store {
       }
       const rows = this.#db.prepare(
         `SELECT ${LIST_COLUMNS} FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
-         ORDER BY started_at DESC, job_id DESC LIMIT ?`,
+         ORDER BY ${children ? "attempt, job_id" : "started_at DESC, job_id DESC"} LIMIT ?`,
       ).all(...args, query.limit + 1);
       const jobs = rows.slice(0, query.limit).map(toRecord);
       const last = jobs.at(-1);
       return ({
         jobs,
         next_cursor: rows.length > query.limit && last
-          ? encodeCursor(last.started_at, last.job_id)
+          ? encodeCursor(children ? last.attempt : last.started_at, last.job_id)
           : null,
       });
     });
@@ -504,6 +526,8 @@ function toRecord(row: Record<string, unknown>): JobRecord {
     started_at: Number(row.started_at),
     timeout_s: row.timeout_s === null ? null : Number(row.timeout_s),
     timeout_source: row.timeout_source as JobRecord["timeout_source"],
+    parent_job_id: (row.parent_job_id as string | null) ?? null,
+    attempt: Number(row.attempt),
     status: row.status as RecordStatus,
     pid: row.pid === null ? null : Number(row.pid),
     pgid: row.pgid === null ? null : Number(row.pgid),

@@ -32,6 +32,50 @@ export interface JobStart {
   /** The effective wall-clock limit in seconds, null for none. */
   timeout_s: number | null;
   timeout_source: TimeoutSource;
+  /**
+   * The logical job this record is a retry attempt of (its own record's job id), null for a job's
+   * own run. The store keeps what it is given: it neither checks that the parent is on record nor
+   * chooses child ids (the caller names attempt N `<parent>.attempt-<N>`).
+   * @default null
+   */
+  parent_job_id?: string | null;
+  /** Which run of the logical job this is: 1 for its first. A whole number from 1. @default 1 */
+  attempt?: number;
+}
+
+/** A start's retry links with their defaults filled in. */
+export interface JobLinks {
+  parent_job_id: string | null;
+  attempt: number;
+}
+
+/**
+ * The start's `parent_job_id` and `attempt`, defaulted (null, 1) for a caller that gives neither.
+ * Rejects what the backends could not store or list consistently, so that it fails at the caller
+ * rather than as a record no filter finds.
+ * @throws {TypeError} naming the field and its value.
+ */
+export function jobLinks(start: JobStart): JobLinks {
+  const parent = start.parent_job_id ?? null;
+  const attempt = start.attempt ?? 1;
+  if (parent !== null && (typeof parent !== "string" || parent === "")) {
+    throw new TypeError(
+      `Cannot record job "${start.job_id}": parent_job_id must be a non-empty string or null, got ${
+        JSON.stringify(parent)
+      }`,
+    );
+  }
+  if (parent === start.job_id) {
+    throw new TypeError(`Cannot record job "${start.job_id}": a job cannot be its own parent`);
+  }
+  if (typeof attempt !== "number" || !Number.isSafeInteger(attempt) || attempt < 1) {
+    throw new TypeError(
+      `Cannot record job "${start.job_id}": attempt must be a whole number from 1, got ${
+        String(attempt)
+      }`,
+    );
+  }
+  return { parent_job_id: parent, attempt };
 }
 
 /** Written once the process exists, so a sweep after a crash can stop its group. */
@@ -62,7 +106,11 @@ export interface JobEnd {
 }
 
 /** A job's record as the store returns it: its start, and its end once it has one. */
-export interface JobRecord extends JobStart, Omit<JobEnd, "status" | "ended_at" | "duration_ms"> {
+export interface JobRecord
+  extends
+    Omit<JobStart, keyof JobLinks>,
+    JobLinks,
+    Omit<JobEnd, "status" | "ended_at" | "duration_ms"> {
   status: RecordStatus;
   pid: number | null;
   pgid: number | null;
@@ -71,10 +119,16 @@ export interface JobRecord extends JobStart, Omit<JobEnd, "status" | "ended_at" 
 }
 
 export interface ListQuery {
-  /** At most this many, newest first. */
+  /** At most this many, newest first (with `parent_job_id`: oldest attempt first). */
   limit: number;
-  /** From `next_cursor` of the previous page. */
+  /** From `next_cursor` of the previous page (of the same query). */
   cursor?: string;
+  /**
+   * Only the records whose `parent_job_id` is this (a job's retry attempts), ordered by attempt,
+   * then job id, instead of newest first. Combines with the other filters.
+   * @default every record, children included
+   */
+  parent_job_id?: string;
   status?: RecordStatus;
   /** Case-insensitive substring of the command. */
   search?: string;
@@ -83,7 +137,7 @@ export interface ListQuery {
 }
 
 export interface ListPage {
-  /** Newest first, without output_head/output_tail (empty strings). */
+  /** In the query's order, without output_head/output_tail (empty strings). */
   jobs: JobRecord[];
   /** Pass back as `cursor` for the next page; null on the last page. */
   next_cursor: string | null;
@@ -223,7 +277,10 @@ export interface StoreHealth {
 export interface Store extends AsyncDisposable {
   readonly backend: StoreBackend;
 
-  /** Records a job about to start (status running). */
+  /**
+   * Records a job about to start (status running), with its retry links (`parent_job_id` null and
+   * `attempt` 1 when not given). Rejects a start {@linkcode jobLinks} refuses.
+   */
   jobStarted(start: JobStart): Promise<void>;
   /** Adds the process ids once spawned. */
   jobSpawned(jobId: string, spawned: JobSpawned): Promise<void>;
@@ -264,7 +321,9 @@ export interface Store extends AsyncDisposable {
    */
   templateStats(): Promise<TemplateStatsRecord[]>;
   /**
-   * Deletes finished jobs that ended before `before` (epoch ms); resolves to how many. Rejects
+   * Deletes finished jobs that ended before `before` (epoch ms); resolves to how many. Each
+   * record goes by its own end time: a retry attempt is no different from any record (it may go
+   * before or after its parent's), and its parent's going leaves it. Rejects
    * when the backend is unreachable (never queued). Timing statistics may outlive the records
    * (Redis keeps its per-shape duration lists; SQLite computes them from the records), and the
    * metrics of `recordMetrics` and the template statistics are never pruned.
