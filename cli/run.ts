@@ -5,7 +5,7 @@
  * @module
  */
 import { isAbsolute, resolve } from "node:path";
-import { Command } from "@commander-js/extra-typings";
+import { Command, Option } from "@commander-js/extra-typings";
 import {
   ConnectionClosedError,
   type ExecuteOutcome,
@@ -37,6 +37,11 @@ export interface RunOptions {
   local?: true;
   url?: string;
   token?: string;
+  prompt?: string;
+  model?: string;
+  outputFormat?: "text" | "json" | "stream-json";
+  claudeArg?: string[];
+  retry?: number;
 }
 
 /** `run`. */
@@ -46,7 +51,23 @@ export function runCommand(ctx: CliContext) {
       .description(
         "run a shell command on the server, streaming its stdout and stderr here; exits with its exit code",
       )
-      .argument("<command...>", "the command line, run as <shell> -c <command>")
+      .argument("[command...]", "the command line, run as <shell> -c <command>")
+      .option("--prompt <text>", "run Claude with this prompt instead (claude -p, no shell)")
+      .option("--model <name>", "with --prompt: the Claude model")
+      .addOption(
+        new Option("--output-format <format>", "with --prompt: Claude's output (default: text)")
+          .choices(["text", "json", "stream-json"] as const),
+      )
+      .option(
+        "--claude-arg <arg>",
+        "with --prompt: one more argument for claude, as --name=value (repeatable)",
+        (value: string, previous: string[] = []) => [...previous, value],
+      )
+      .option(
+        "--retry <attempts>",
+        "with --prompt: run up to this many times in all after a limit (concise prompt, or a wait)",
+        positiveInt,
+      )
       .option("--timeout <seconds>", "stop it after this long (exit 124)", seconds)
       .option("--idle-timeout <seconds>", "stop it when it prints nothing for this long", seconds)
       .option("--cwd <dir>", "working directory (default: this directory, on a local server)")
@@ -77,6 +98,10 @@ ${
           ['cc-executor run --json "git status --short" | jq .stdout', ""],
           ['id=$(cc-executor run --detach "sleep 600")', "then: cc-executor jobs attach $id"],
           ['cc-executor run --local "echo works without a server"', ""],
+          [
+            'cc-executor run --prompt "summarise README.md" --retry 3',
+            "claude -p, retried after limits",
+          ],
         ])
       }`,
     )
@@ -85,8 +110,27 @@ ${
     });
 }
 
+/** The prompt options make sense only with --prompt, and a prompt replaces the command. */
+function checkPromptOptions(command: string, options: RunOptions): void {
+  if (options.prompt === undefined) {
+    const stray = [
+      ["--model", options.model],
+      ["--output-format", options.outputFormat],
+      ["--claude-arg", options.claudeArg],
+      ["--retry", options.retry],
+    ].find(([, value]) => value !== undefined);
+    if (stray) throw new UsageError(`run: ${stray[0]} goes with --prompt`);
+    if (command.trim() === "") throw new UsageError("run: the command is empty");
+    return;
+  }
+  if (command.trim() !== "") {
+    throw new UsageError("run: give a command or --prompt, not both");
+  }
+  if (options.prompt.trim() === "") throw new UsageError("run: the prompt is empty");
+}
+
 async function run(command: string, options: RunOptions, output: Output): Promise<number> {
-  if (command.trim() === "") throw new UsageError("run: the command is empty");
+  checkPromptOptions(command, options);
   if (options.local && options.url !== undefined) {
     throw new UsageError("run: --local and --url cannot be used together");
   }
@@ -127,7 +171,7 @@ async function run(command: string, options: RunOptions, output: Output): Promis
     await using client = await connectTo(target, {
       exitCode: EXIT.EXECUTOR_ERROR,
       hint: `${START_HINT}, or run it in-process: cc-executor run --local ${
-        JSON.stringify(command)
+        options.prompt === undefined ? JSON.stringify(command) : "--prompt ..."
       }`,
     });
     // Interrupted before anything started: nothing to cancel.
@@ -159,8 +203,19 @@ function buildParams(command: string, options: RunOptions, target: Target): Exec
   // A local server shares this filesystem: run where the user is, as a shell would. A remote one
   // has its own, so its default (and paths as given) apply.
   if (local) cwd = cwd === undefined ? Deno.cwd() : isAbsolute(cwd) ? cwd : resolve(cwd);
+  const what: Pick<ExecuteParams, "command" | "prompt" | "claude" | "retry"> =
+    options.prompt === undefined ? { command } : {
+      prompt: options.prompt,
+      // Text by default: a person reads the answer; stream-json is for programs (--json, pipes).
+      claude: {
+        output_format: options.outputFormat ?? "text",
+        model: options.model,
+        args: options.claudeArg,
+      },
+      retry: options.retry === undefined ? undefined : { max_attempts: options.retry },
+    };
   return {
-    command,
+    ...what,
     timeout: options.timeout,
     idle_timeout: options.idleTimeout,
     cwd,

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { ExecutorClient, ExecutorRpcError, type JobEvent } from "../server/client.ts";
 import { defaultConfig } from "../server/config.ts";
 import { ErrorCode } from "../server/protocol.ts";
+import { runCli } from "./cli_util.ts";
 import { RawClient, startTestServer, waitUntil } from "./test_util.ts";
 
 const FAKE_DIR = new URL("./fake_claude/", import.meta.url).pathname;
@@ -321,4 +322,34 @@ Deno.test("claude retry: a cancel during the wait ends the job at once, with no 
   assert.equal(done.attempts, 1);
   assert.match(done.error!, /canceled while waiting for the limit to lift/);
   assert.equal(events.filter((e) => e.method === "process.started").length, 1);
+});
+
+Deno.test("claude: cc-executor run --prompt prints Claude's answer; --retry runs again after a limit", async () => {
+  await using server = await startTestServer({ claudeBin: FAKE_CLAUDE });
+  const answer = await runCli(["run", "--url", server.url, "--prompt", "hello [[ok]]"]);
+  assert.equal(answer.code, 0, answer.stderr);
+  assert.ok(answer.stdout.trim().length > 0, "the answer, as text");
+  assert.doesNotMatch(answer.stdout, /^\{"type"/m, "not stream-json lines");
+
+  const state = Deno.makeTempFileSync();
+  const retried = await runCli([
+    "run",
+    "--url",
+    server.url,
+    "--retry",
+    "2",
+    "-e",
+    `FAKE_CLAUDE_STATE=${state}`,
+    "--prompt",
+    "essay [[token-limit,ok]]",
+  ]);
+  assert.equal(retried.code, 0, retried.stderr);
+  assert.match(retried.stdout, /exceeded the 32000 output token maximum/, "the first run's output");
+
+  const both = await runCli(["run", "--url", server.url, "--prompt", "hi", "echo", "x"]);
+  assert.equal(both.code, 2);
+  assert.match(both.stderr, /give a command or --prompt, not both/);
+  const stray = await runCli(["run", "--url", server.url, "--retry", "2", "echo x"]);
+  assert.equal(stray.code, 2);
+  assert.match(stray.stderr, /--retry goes with --prompt/);
 });
