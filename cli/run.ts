@@ -127,6 +127,12 @@ function checkPromptOptions(command: string, options: RunOptions): void {
     throw new UsageError("run: give a command or --prompt, not both");
   }
   if (options.prompt.trim() === "") throw new UsageError("run: the prompt is empty");
+  if (options.retry !== undefined && options.retry > 1 && options.stdinFile !== undefined) {
+    // The input is streamed once, to the first run: a retry would run without it.
+    throw new UsageError(
+      "run: --retry cannot be used with --stdin-file (a retry would get no input)",
+    );
+  }
 }
 
 async function run(command: string, options: RunOptions, output: Output): Promise<number> {

@@ -676,7 +676,7 @@ export class Job {
       };
     }
     const hooks = this.#hooks;
-    this.#noteTemplateOutcome();
+    this.#noteTemplateOutcome(run.status);
     const claudeRetry = this.#claudeRetryFor(run);
     if (!claudeRetry && (!hooks || !(hooks.set.has("error") || hooks.set.has("post_execution")))) {
       return this.#end(run);
@@ -928,7 +928,11 @@ export class Job {
   #claudeRetryFor(run: RunOutcome): { limit: LimitSignal; claude: ClaudeRun } | null {
     const claude = this.#params.claudeRun;
     const limit = this.#claude?.limit;
-    if (!claude?.retry || !limit || run.status === "canceled") return null;
+    // A run that completed anyway (Claude fell back and finished) is not run again: an agentic
+    // run repeated would repeat its edits.
+    if (!claude?.retry || !limit || run.status === "canceled" || run.status === "completed") {
+      return null;
+    }
     if (this.#attempt >= claude.retry.max_attempts) return null;
     const strategy = claude.retry.strategy ?? "adaptive";
     if (limit.kind === "token_limit") return strategy === "wait" ? null : { limit, claude };
@@ -992,6 +996,7 @@ export class Job {
           `beyond max_wait_seconds (${maxWait})`,
       };
     }
+    if (this.#noRetry || this.#manager.shuttingDown) return { started: false, why: null };
     this.#emit("claude.retry", {
       attempt: this.#attempt + 1,
       reason: limit.kind as "token_limit" | "usage_limit" | "rate_limit",
@@ -1014,7 +1019,9 @@ export class Job {
 
   /** Waits `ms`; false when a cancel, disconnect or shutdown came first. */
   #waitForRetry(ms: number): Promise<boolean> {
-    if (this.#noRetry || this.#manager.shuttingDown) return Promise.resolve(false);
+    if (this.#noRetry || this.#manager.shuttingDown || this.#manager.hookStop.aborted) {
+      return Promise.resolve(false);
+    }
     return new Promise((resolve) => {
       const stop = this.#manager.hookStop;
       const done = (ok: boolean) => {
@@ -1030,12 +1037,17 @@ export class Job {
     });
   }
 
-  /** A run made with a template has ended: whether it stayed under the limit is its outcome. */
-  #noteTemplateOutcome(): void {
+  /**
+   * A run made with a template has ended. Only a run that ended on its own says anything about the
+   * template: it succeeded when it completed without hitting the limit. A canceled, timed-out or
+   * killed run is not counted (it would favour templates whose runs were cut short).
+   */
+  #noteTemplateOutcome(status: JobStatus): void {
     const template = this.#templateInUse;
     if (template === null) return;
     this.#templateInUse = null;
-    const success = this.#claude?.limit?.kind !== "token_limit";
+    if (status !== "completed" && status !== "failed") return;
+    const success = status === "completed" && this.#claude?.limit?.kind !== "token_limit";
     this.#manager.recordTemplateOutcome({ template, success, at: this.#manager.now() });
   }
 
@@ -1091,6 +1103,8 @@ export class Job {
     this.endedAt = this.#manager.now();
     this.#closeStdin();
     const hooks = this.#hooks;
+    // Ended some other way than #finish (#fail): the template run still counts.
+    this.#noteTemplateOutcome(this.status);
     // A job that ran more than once keeps each run as its own record; this is the last.
     if (this.#attempt > 1) {
       this.#recordAttempt({
@@ -1347,7 +1361,8 @@ export class JobManager {
     run: RunOutcome;
     bytes: ByteCounts;
   }): void {
-    const id = `${job.id}.attempt-${attempt.attempt}`;
+    // "#" is not allowed in client job ids, so an attempt's id never names another job.
+    const id = `${job.id}#attempt-${attempt.attempt}`;
     const store = this.#store;
     if (!store) return;
     // Three writes, each retried on its own and chained in order under the attempt's id.

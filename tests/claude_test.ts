@@ -255,8 +255,8 @@ Deno.test("claude retry: an output-token limit reruns the prompt through a conci
   assert.deepEqual(
     attempts!.map((j) => [j.job_id, j.attempt, j.status, j.parent_job_id]),
     [
-      [`${outcome.jobId}.attempt-1`, 1, "failed", outcome.jobId],
-      [`${outcome.jobId}.attempt-2`, 2, "completed", outcome.jobId],
+      [`${outcome.jobId}#attempt-1`, 1, "failed", outcome.jobId],
+      [`${outcome.jobId}#attempt-2`, 2, "completed", outcome.jobId],
     ],
   );
   assert.equal(attempts![0]!.command.includes(prompt), true);
@@ -349,6 +349,19 @@ Deno.test("claude: cc-executor run --prompt prints Claude's answer; --retry runs
   const both = await runCli(["run", "--url", server.url, "--prompt", "hi", "echo", "x"]);
   assert.equal(both.code, 2);
   assert.match(both.stderr, /give a command or --prompt, not both/);
+  const input = await runCli([
+    "run",
+    "--url",
+    server.url,
+    "--retry",
+    "2",
+    "--stdin-file",
+    "-",
+    "--prompt",
+    "summarise",
+  ], { stdin: "a document" });
+  assert.equal(input.code, 2);
+  assert.match(input.stderr, /--retry cannot be used with --stdin-file/);
   const stray = await runCli(["run", "--url", server.url, "--retry", "2", "echo x"]);
   assert.equal(stray.code, 2);
   assert.match(stray.stderr, /--retry goes with --prompt/);

@@ -35,7 +35,7 @@ export interface JobStart {
   /**
    * The logical job this record is a retry attempt of (its own record's job id), null for a job's
    * own run. The store keeps what it is given: it neither checks that the parent is on record nor
-   * chooses child ids (the caller names attempt N `<parent>.attempt-<N>`).
+   * chooses child ids (the caller names attempt N `<parent>#attempt-<N>`).
    * @default null
    */
   parent_job_id?: string | null;
