@@ -89,7 +89,8 @@ export function runCommand(ctx: CliContext) {
       `
 Options go before the command; everything after it belongs to the command.
 Exit codes: the command's own; 128+N when signal N ended it; 124 on timeout;
-130 after Ctrl-C (which cancels the job); 125 when cc-executor could not run it.
+130 after Ctrl-C (which cancels the job); 125 when cc-executor could not run it;
+126 when a hook of the server blocked it.
 ${
         examples([
           ['cc-executor run "npm test"', "run in this directory on the local server"],

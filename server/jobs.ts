@@ -124,8 +124,6 @@ interface JobHooks {
   /** What ran before the job started (pre_execution), then after each run. */
   executions: HookExecution[];
   attached: Record<string, unknown>;
-  /** The command as the client asked for it, when hooks changed it. */
-  requestedCommand: string;
 }
 
 /** Longest wait for a Claude limit to lift when the request names none (max_wait_seconds). */
@@ -403,8 +401,7 @@ export class Job {
   // -- running ----------------------------------------------------------------
 
   /** Called once by the manager right after spawn; `preFailures` are pre_execution hooks that failed. */
-  start(params: JobParams, config: JobManagerConfig, preFailures: HookExecution[] = []): void {
-    this.#params = params;
+  start(config: JobManagerConfig, preFailures: HookExecution[] = []): void {
     this.#config = config;
     for (const failure of preFailures) this.#hookError(failure);
     this.#startRun();
@@ -1067,8 +1064,8 @@ export class Job {
     const hooks = this.#hooks;
     if (!hooks) return null;
     return {
-      ...(hooks.requestedCommand !== (this.#runs[0]?.command ?? this.command)
-        ? { requested_command: hooks.requestedCommand }
+      ...(this.requestedCommand !== (this.#runs[0]?.command ?? this.command)
+        ? { requested_command: this.requestedCommand }
         : {}),
       attempts: this.#attempt,
       ...(this.#runs.length > 0 ? { runs: this.#runs } : {}),
@@ -1550,7 +1547,6 @@ export class JobManager {
       output: null,
       executions: [],
       attached: {},
-      requestedCommand: params.command,
     };
     const requested: JobRequest = {
       command: params.command,
@@ -1586,7 +1582,7 @@ export class JobManager {
     if (Object.keys(request.env).length > 0) effective.env = request.env;
     if (request.timeout !== null) effective.timeout = request.timeout;
     const failures = pre.executions.filter((execution) => execution.outcome === "failed");
-    return this.#spawnJob(id, effective, owner, hooks, failures);
+    return this.#spawnJob(id, effective, owner, hooks, failures, params.command);
   }
 
   /** A job a hook refused is recorded too (status blocked), so history shows who tried what. */
@@ -1634,6 +1630,8 @@ export class JobManager {
     owner: string,
     hooks: JobHooks | null,
     preFailures: HookExecution[] = [],
+    /** What the client asked for, when pre_execution hooks changed the command. */
+    requestedCommand = params.command,
   ): Promise<Job> {
     const shape = commandShape(params.command);
     const timeout = await this.#timeoutFor(params, shape);
@@ -1698,12 +1696,12 @@ export class JobManager {
       this.config.replayBufferBytes,
       timeout,
       hooks,
-      hooks?.requestedCommand,
+      requestedCommand,
     );
     this.#jobs.set(job.id, job);
     this.#running.add(job);
     this.logger.debug("job started", { job_id: job.id, pid: group.pid, owner });
-    job.start(params, this.config, preFailures);
+    job.start(this.config, preFailures);
     // The pgid lets a later start stop this group if the server dies before the job ends. Not
     // awaited: the job runs already, and its writes are chained in order.
     this.#trackRecord(this.#record(

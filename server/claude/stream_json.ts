@@ -197,6 +197,20 @@ export class StreamJsonReader {
     return structuredClone(this.#progress);
   }
 
+  /** The running totals a progress notification carries, without copying the whole summary. */
+  get totals(): Pick<ClaudeProgress, "turns" | "tool_use_count" | "session_id" | "model"> & {
+    tool_uses: Record<string, number>;
+  } {
+    const p = this.#progress;
+    return {
+      turns: p.turns,
+      tool_uses: { ...p.tool_uses },
+      tool_use_count: p.tool_use_count,
+      session_id: p.session_id,
+      model: p.model,
+    };
+  }
+
   /**
    * Feeds a chunk of stdout (bytes may split a UTF-8 character; text may split a line) and
    * returns the items for the lines it completed.

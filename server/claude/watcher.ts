@@ -118,16 +118,11 @@ export class ClaudeWatcher {
       if (delta.limit) notices.push(...this.#limits([delta.limit]));
       const reasons = delta.reasons.filter((reason) => reason !== "limit");
       if (reasons.length === 0) continue;
-      const progress = this.#stream!.progress;
       notices.push({
         method: "claude.event",
         params: {
           reasons,
-          turns: progress.turns,
-          tool_uses: progress.tool_uses,
-          tool_use_count: progress.tool_use_count,
-          session_id: progress.session_id,
-          model: progress.model,
+          ...this.#stream!.totals,
           ...(delta.tools ? { tools: delta.tools } : {}),
           ...(delta.text !== undefined ? { text: delta.text } : {}),
           ...(delta.result ? { result: delta.result } : {}),
