@@ -14,6 +14,7 @@ import { historyCommand } from "./history.ts";
 import { hooksCommand } from "./hooks.ts";
 import { initCommand } from "./init.ts";
 import { jobsCommand } from "./jobs.ts";
+import { mcpCommand } from "./mcp.ts";
 import { runCommand } from "./run.ts";
 import { serverCommand } from "./server.ts";
 import { templatesCommand } from "./templates.ts";
@@ -52,6 +53,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addCommand(historyCommand(ctx))
     .addCommand(hooksCommand(ctx))
     .addCommand(templatesCommand(ctx))
+    .addCommand(mcpCommand(ctx))
     .addCommand(initCommand(ctx))
     .addCommand(configCommand(ctx))
     .addCommand(versionCommand(ctx))

@@ -151,10 +151,23 @@ export class ExecutorClient implements AsyncDisposable {
   /** Opens a connection and waits for the server's `connected` notification. */
   static connect(url: string, options: ConnectOptions = {}): Promise<ExecutorClient> {
     const token = options.token ?? readEnv("CC_EXECUTOR_TOKEN");
-    const timeoutMs = options.timeoutMs ?? 10_000;
     const socket = token
       ? new WebSocket(url, { headers: { authorization: `Bearer ${token}` } })
       : new WebSocket(url);
+    return ExecutorClient.attach(socket, url, options);
+  }
+
+  /**
+   * A client over a socket that is already opening: a WebSocket, or one end of
+   * `inProcessSocketPair()` (server/in_process.ts). `label` names it in errors (its URL).
+   */
+  static attach(
+    socket: WebSocket,
+    label: string,
+    options: Pick<ConnectOptions, "timeoutMs"> = {},
+  ): Promise<ExecutorClient> {
+    const url = label;
+    const timeoutMs = options.timeoutMs ?? 10_000;
     let client: ExecutorClient | undefined;
     let markClosed!: () => void;
     const closed = new Promise<void>((resolve) => (markClosed = resolve));

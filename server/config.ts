@@ -101,6 +101,23 @@ const ConfigSchema = z.object({
     .describe("on: record_metrics keeps per-command-shape counts and durations in the store."),
   CC_EXECUTOR_CLAUDE_BIN: z.string().trim().min(1).default("claude")
     .describe("The claude program an execute with a prompt runs (a name on PATH, or a path)."),
+  CC_EXECUTOR_SPOOL_DIR: z.string().trim().min(1).optional()
+    .describe(
+      "Folder where jobs' output spills past 64 KiB, for jobs.output; default spool/ beside the history file.",
+    ),
+  CC_EXECUTOR_ALLOWED_ORIGINS: z.string().default("")
+    .transform((s) => s.split(",").map((origin) => origin.trim()).filter(Boolean))
+    .describe(
+      "Browser origins allowed to open /ws and /mcp (comma-separated); requests from any other are refused with 403.",
+    ),
+  CC_EXECUTOR_MCP_MAX_TOKENS: int(500, 25_000).default(8000)
+    .describe("Tokens an MCP tool result may take (estimated), unless the call asks otherwise."),
+  CC_EXECUTOR_MCP_WAIT_SECONDS: int(1, 3600).default(50)
+    .describe(
+      "Seconds an MCP execute waits for its job before answering that it runs on in the background.",
+    ),
+  CC_EXECUTOR_MCP_PROGRESS_MS: int(100, 60_000).default(5000)
+    .describe("Milliseconds between MCP progress notifications while a tool call waits."),
   CC_EXECUTOR_TEMPLATES_DIR: z.string().trim().min(1).default("templates")
     .describe(
       "Folder of prompt templates (*.md), relative to the working directory; adds to the built-ins.",
@@ -167,6 +184,21 @@ export interface ServerConfig {
   templatesDir: string;
   /** The program `execute` with `prompt` runs. */
   claudeBin: string;
+  /** Where output spills; null: spool/ beside `db`, or a temporary folder for ":memory:". */
+  spoolDir: string | null;
+  /** Origins a browser may open /ws and /mcp from; requests with any other Origin get 403. */
+  allowedOrigins: string[];
+  mcp: McpConfig;
+}
+
+/** How the MCP face shapes and paces tool results (docs/mcp.md). */
+export interface McpConfig {
+  /** Estimated tokens a tool result may take unless the call says otherwise. */
+  maxTokens: number;
+  /** Seconds `execute` waits before it answers that the job runs on in the background. */
+  waitSeconds: number;
+  /** Milliseconds between progress notifications while a tool call waits. */
+  progressMs: number;
 }
 
 /** Where hooks come from and which built-ins run (docs/hooks.md). */
@@ -332,6 +364,13 @@ export function inspectConfig(options: LoadConfigOptions = {}): ConfigReport {
       },
       templatesDir: c.CC_EXECUTOR_TEMPLATES_DIR,
       claudeBin: c.CC_EXECUTOR_CLAUDE_BIN,
+      spoolDir: c.CC_EXECUTOR_SPOOL_DIR ?? null,
+      allowedOrigins: c.CC_EXECUTOR_ALLOWED_ORIGINS,
+      mcp: {
+        maxTokens: c.CC_EXECUTOR_MCP_MAX_TOKENS,
+        waitSeconds: c.CC_EXECUTOR_MCP_WAIT_SECONDS,
+        progressMs: c.CC_EXECUTOR_MCP_PROGRESS_MS,
+      },
     };
     try {
       validateConfig(candidate);

@@ -40,6 +40,7 @@ import {
   type StreamName,
   TERMINAL_STATUSES,
 } from "./protocol.ts";
+import { OutputSpool } from "./output_spool.ts";
 import { ReplayBuffer, type ReplaySlice } from "./replay.ts";
 import { commandShape, estimateTimeout } from "./store/shape.ts";
 import type { Store } from "./store/store.ts";
@@ -108,6 +109,11 @@ export interface JobManagerOptions {
   hooks?: JobHooksSource;
   /** The prompt templates Claude retries rewrite prompts with; without them no such retry. */
   templates?: TemplateSet;
+  /**
+   * Where jobs' output spills once it outgrows memory (server/output_spool.ts), for
+   * `jobs.output`; null keeps memory only (64 KiB a job). @default null
+   */
+  spoolDir?: string | null;
 }
 
 /** The hooks new jobs use (the registry's current set) and how many runs error hooks may ask for. */
@@ -206,6 +212,8 @@ export class Job {
   /** The start and the end of the output (both streams, in order), bounded, for history. */
   outputHead = "";
   outputTail = "";
+  /** Everything the job delivered, for `jobs.output`; kept as long as the job is in memory. */
+  readonly spool: OutputSpool;
 
   #seq = 0;
   /** Set once `process.completed` has been emitted. */
@@ -218,6 +226,10 @@ export class Job {
   #stdin: WritableStreamDefaultWriter<Uint8Array> | null = null;
   #stdinChain: Promise<unknown> = Promise.resolve();
   #lastActivity: number;
+  /** performance.now() of the last output delivered (the start until there is some). */
+  #lastOutputAt: number;
+  /** Told of each delivered chunk and of the end (`jobs.wait`). */
+  #watchers = new Set<() => void>();
   #wallTimer: Timer | undefined;
   #idleTimer: Timer | undefined;
   #pumps: Pump[] = [];
@@ -292,6 +304,8 @@ export class Job {
     this.startedAt = manager.now();
     this.#runStartedAt = this.startedAt;
     this.#lastActivity = performance.now();
+    this.#lastOutputAt = this.#lastActivity;
+    this.spool = new OutputSpool(id, { dir: manager.spoolDir });
     this.#replay = new ReplayBuffer(replayBufferBytes);
     this.#outputBudget = params.max_output_bytes ?? Infinity;
     this.done = new Promise((resolve) => (this.#resolveDone = resolve));
@@ -367,6 +381,24 @@ export class Job {
 
   isSubscribed(subscriberId: string): boolean {
     return this.#subscribers.has(subscriberId);
+  }
+
+  /**
+   * Calls `onChange` after each chunk of output is delivered and once the job has ended, until
+   * the returned function is called. Cheap: nothing is serialised for it.
+   */
+  watch(onChange: () => void): () => void {
+    this.#watchers.add(onChange);
+    return () => this.#watchers.delete(onChange);
+  }
+
+  /** Milliseconds since the job last delivered output (since it started when it has not). */
+  get quietMs(): number {
+    return performance.now() - this.#lastOutputAt;
+  }
+
+  #tellWatchers(): void {
+    for (const watcher of this.#watchers) watcher();
   }
 
   #emit<N extends JobNotificationName>(
@@ -588,6 +620,8 @@ export class Job {
     // Hooks may hold text back (or drop it): an empty chunk is not worth a frame.
     if (data.length === 0 && !cut) return;
     this.#keepForHistory(data);
+    this.spool.append(stream, data);
+    this.#lastOutputAt = performance.now();
     this.#emit("process.output", {
       stream,
       type: stream,
@@ -595,6 +629,7 @@ export class Job {
       data,
       ...(cut ? { truncated: true } : {}),
     });
+    this.#tellWatchers();
   }
 
   /** The first and last `historyOutputChars` characters of the output, for the job's record. */
@@ -1126,6 +1161,8 @@ export class Job {
     });
     this.#subscribers.clear();
     this.#replay.shrink(this.#manager.config.finishedReplayBytes);
+    this.#tellWatchers();
+    this.#watchers.clear();
     this.#manager.finished(this);
     hooks?.set.release();
     this.#resolveDone();
@@ -1330,6 +1367,8 @@ export class JobManager {
   readonly #hooks: JobHooksSource | undefined;
   readonly #hookStop = new AbortController();
   readonly templates: TemplateSet | undefined;
+  /** See JobManagerOptions.spoolDir. */
+  readonly spoolDir: string | null;
 
   constructor(options: JobManagerOptions) {
     this.config = options.config;
@@ -1341,6 +1380,7 @@ export class JobManager {
     this.#store = options.store;
     this.#hooks = options.hooks;
     this.templates = options.templates;
+    this.spoolDir = options.spoolDir ?? null;
   }
 
   /**
@@ -1825,10 +1865,29 @@ export class JobManager {
       status: job.status,
       exit_code: job.exitCode,
     });
+    // The spool's files are closed now; its reads reopen them (`jobs.output` after the end).
+    job.spool.seal().catch((error) =>
+      this.logger.warn("cannot close a job's output files", {
+        job_id: job.id,
+        error: (error as Error).message,
+      })
+    );
     this.#finishedOrder.push(job.id);
     while (this.#finishedOrder.length > this.config.keepFinishedJobs) {
-      this.#jobs.delete(this.#finishedOrder.shift()!);
+      this.#forget(this.#finishedOrder.shift()!);
     }
+  }
+
+  /** Drops a finished job from memory, and its output with it. */
+  #forget(jobId: string): void {
+    const job = this.#jobs.get(jobId);
+    this.#jobs.delete(jobId);
+    job?.spool[Symbol.asyncDispose]().catch((error) =>
+      this.logger.warn("cannot delete a job's output files", {
+        job_id: jobId,
+        error: (error as Error).message,
+      })
+    );
   }
 
   /** A connection went away: drop its subscriptions and cancel the jobs it owns, unless detached. */
@@ -1856,6 +1915,10 @@ export class JobManager {
     await Promise.all(running.map((job) => job.done));
     clearTimeout(hookGrace);
     await Promise.all(this.#pendingRecords);
+    // The spool folder goes with the server; finished jobs' outputs go with it.
+    await Promise.all(
+      [...this.#jobs.values()].map((job) => job.spool[Symbol.asyncDispose]().catch(() => {})),
+    );
   }
 
   /** SIGKILL to every running group, for a second Ctrl-C; hooks still running are stopped too. */

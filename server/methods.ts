@@ -24,8 +24,10 @@ import {
   JobsGetParams,
   JobsInputParams,
   JobsListParams,
+  JobsOutputParams,
   JobsSubscribeParams,
   JobsUnsubscribeParams,
+  JobsWaitParams,
   type MethodName,
   type MethodResult,
   Methods,
@@ -33,6 +35,8 @@ import {
   type ServerInfoResult,
   TemplatesRenderParams,
 } from "./protocol.ts";
+import { readJobOutput } from "./job_output.ts";
+import { waitForJob } from "./job_wait.ts";
 import { getHistory, historyStats, listHistory, pruneHistory } from "./history.ts";
 import type { MethodDefinition } from "./rpc.ts";
 import type { Store } from "./store/store.ts";
@@ -98,10 +102,12 @@ export function createMethods(
         }
         session.lastJobId = job.id;
         // The response goes first, then the replay of what the job has sent so far, then live output.
-        afterResponse(() => {
-          // A connection that closed meanwhile must not stay subscribed (it would never be removed).
-          if (session.isOpen && !job.isSubscribed(session.id)) job.subscribe(session, 0);
-        });
+        if (params.subscribe !== false) {
+          afterResponse(() => {
+            // A connection that closed meanwhile must not stay subscribed (it would never be removed).
+            if (session.isOpen && !job.isSubscribed(session.id)) job.subscribe(session, 0);
+          });
+        }
         return {
           job_id: job.id,
           pid: job.group.pid,
@@ -172,6 +178,22 @@ export function createMethods(
         const job = jobs.get(params.job_id);
         const written = await job.input(params.data, params.eof ?? false);
         return { job_id: job.id, bytes_written: written, stdin_open: job.stdinOpen };
+      },
+    },
+
+    "jobs.output": {
+      params: JobsOutputParams,
+      handler: ({ job_id, ...params }) => readJobOutput(jobs.get(job_id), params),
+    },
+
+    "jobs.wait": {
+      params: JobsWaitParams,
+      handler: ({ job_id, ...params }, { session }) => {
+        const job = jobs.get(job_id);
+        // A wait outlives no connection: the answer would have nowhere to go.
+        const gone = new AbortController();
+        session.closed.then(() => gone.abort());
+        return waitForJob(job, params, { signal: gone.signal });
       },
     },
 

@@ -142,6 +142,11 @@ export const ExecuteParams = z.strictObject({
   max_output_bytes: z.number().int().positive().optional(),
   /** Client-chosen id: a retried execute with the same id attaches to the existing job. */
   job_id: JobId.optional(),
+  /**
+   * false: do not stream this job's notifications to this connection; follow it with
+   * `jobs.wait` and `jobs.output` instead (what the MCP face does). @default true
+   */
+  subscribe: z.boolean().optional(),
 }).superRefine((params, ctx) => {
   if ((params.command === undefined) === (params.prompt === undefined)) {
     ctx.addIssue({
@@ -264,6 +269,152 @@ export const JobsInputResult = z.object({
   bytes_written: z.number().int(),
   stdin_open: z.boolean(),
 });
+
+/** A regular expression in JavaScript syntax, checked when the params are. */
+const Pattern = z.string().min(1).max(1000).superRefine((source, ctx) => {
+  try {
+    new RegExp(source);
+  } catch (error) {
+    ctx.addIssue({
+      code: "custom",
+      message: `not a valid regular expression: ${(error as Error).message}`,
+    });
+  }
+});
+
+export const OutputStreams = z.enum(["stdout", "stderr", "both"]);
+export type OutputStreams = z.infer<typeof OutputStreams>;
+
+/** The most text one `jobs.output` answer may carry. */
+export const MAX_OUTPUT_READ_BYTES = 16 * 1024 * 1024;
+
+export const JobsOutputParams = z.strictObject({
+  job_id: z.string(),
+  /** @default "both" (stdout, then stderr) */
+  stream: OutputStreams.optional(),
+  /** Raw text of one stream from this byte offset (as delivered, after output hooks). */
+  offset: z.number().int().nonnegative().optional(),
+  /** The first N lines of each stream. */
+  head_lines: z.number().int().positive().max(1_000_000).optional(),
+  /** The last N lines of each stream. */
+  tail_lines: z.number().int().positive().max(1_000_000).optional(),
+  /** Lines matching this regular expression (JavaScript syntax). */
+  grep: Pattern.optional(),
+  /** With grep. */
+  ignore_case: z.boolean().optional(),
+  /** With grep: lines shown before and after each match. @default 0 */
+  context_lines: z.number().int().nonnegative().max(100).optional(),
+  /** With grep: matching lines shown at most. @default 200 */
+  max_matches: z.number().int().positive().max(100_000).optional(),
+  /** Most bytes of text in the answer. @default 65536 */
+  max_bytes: z.number().int().positive().max(MAX_OUTPUT_READ_BYTES).optional(),
+}).superRefine((params, ctx) => {
+  const modes = (["offset", "head_lines", "tail_lines", "grep"] as const)
+    .filter((mode) => params[mode] !== undefined);
+  if (modes.length > 1) {
+    ctx.addIssue({
+      code: "custom",
+      path: [modes[1]!],
+      message: `give one of offset, head_lines, tail_lines or grep, not ${modes.join(" and ")}`,
+    });
+  }
+  if (params.offset !== undefined && (params.stream ?? "both") === "both") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["stream"],
+      message: 'offset reads one stream: set stream to "stdout" or "stderr"',
+    });
+  }
+  for (const key of ["ignore_case", "context_lines", "max_matches"] as const) {
+    if (params[key] !== undefined && params.grep === undefined) {
+      ctx.addIssue({ code: "custom", path: [key], message: `${key} goes with grep` });
+    }
+  }
+});
+export type JobsOutputParams = z.input<typeof JobsOutputParams>;
+
+export const OutputSection = z.object({
+  stream: StreamName,
+  /** all: the whole stream; range: bytes from an offset; head, tail; match: grep; error: lines around errors. */
+  why: z.enum(["all", "range", "head", "tail", "match", "error"]),
+  /** 1-based, inclusive. */
+  first_line: z.number().int(),
+  last_line: z.number().int(),
+  offset: z.number().int(),
+  /** Just past the last byte shown. */
+  end_offset: z.number().int(),
+  text: z.string(),
+});
+export type OutputSection = z.infer<typeof OutputSection>;
+
+export const JobsOutputResult = z.object({
+  job_id: z.string(),
+  status: JobStatus,
+  /** What the job delivered in all, per stream. */
+  totals: z.object({
+    stdout: z.object({ bytes: z.number().int(), lines: z.number().int() }),
+    stderr: z.object({ bytes: z.number().int(), lines: z.number().int() }),
+  }),
+  /**
+   * Without a mode: everything when it fits max_bytes, else the head, the lines around errors
+   * and the tail of each stream.
+   */
+  sections: z.array(OutputSection),
+  /** Bytes and lines of the chosen streams that no section shows. */
+  omitted_bytes: z.number().int(),
+  omitted_lines: z.number().int(),
+  /** True when max_bytes or max_matches cut what was asked for. */
+  truncated: z.boolean(),
+  /** grep: lines that matched in all. */
+  matches: z.number().int().optional(),
+  /** offset: where the next read continues; null at the end of the stream. */
+  next_offset: z.number().int().nullable().optional(),
+  /** Why part of the output is not available (it could not be kept); null when all of it is. */
+  incomplete: z.string().nullable(),
+});
+export type JobsOutputResult = z.infer<typeof JobsOutputResult>;
+
+/** The longest one `jobs.wait` call waits. */
+export const MAX_WAIT_SECONDS = 3600;
+
+export const JobsWaitParams = z.strictObject({
+  job_id: z.string(),
+  /** Return once a line of output (either stream) matches this regular expression. */
+  pattern: Pattern.optional(),
+  /** With pattern. */
+  ignore_case: z.boolean().optional(),
+  /** With pattern: only output written after this call counts. @default false */
+  new_output_only: z.boolean().optional(),
+  /** Return once the job has written nothing for this many seconds. */
+  idle_seconds: z.number().positive().max(MAX_WAIT_SECONDS).optional(),
+  /** Return after this many seconds whatever happened. @default 30 */
+  timeout_seconds: z.number().positive().max(MAX_WAIT_SECONDS).optional(),
+}).superRefine((params, ctx) => {
+  for (const key of ["ignore_case", "new_output_only"] as const) {
+    if (params[key] !== undefined && params.pattern === undefined) {
+      ctx.addIssue({ code: "custom", path: [key], message: `${key} goes with pattern` });
+    }
+  }
+});
+export type JobsWaitParams = z.input<typeof JobsWaitParams>;
+
+export const JobsWaitResult = z.object({
+  job_id: z.string(),
+  status: JobStatus,
+  /** finished: the job ended; matched: pattern; idle: idle_seconds; timeout: timeout_seconds. */
+  reason: z.enum(["finished", "matched", "idle", "timeout"]),
+  waited_ms: z.number(),
+  /** With reason matched: the line that matched. */
+  match: z.object({
+    stream: StreamName,
+    line: z.number().int(),
+    offset: z.number().int(),
+    text: z.string(),
+  }).nullable(),
+  bytes: ByteCounts,
+  exit_code: z.number().int().nullable(),
+});
+export type JobsWaitResult = z.infer<typeof JobsWaitResult>;
 
 // ---------------------------------------------------------------------------
 // History: every job's record, from the store (it outlives the jobs held in memory)
@@ -591,6 +742,10 @@ export const Methods = {
   "jobs.subscribe": { params: JobsSubscribeParams, result: JobsSubscribeResult },
   "jobs.unsubscribe": { params: JobsUnsubscribeParams, result: JobsUnsubscribeResult },
   "jobs.input": { params: JobsInputParams, result: JobsInputResult },
+  /** A job's output, whole or shaped: by offset, head, tail, grep, or fitted to max_bytes. */
+  "jobs.output": { params: JobsOutputParams, result: JobsOutputResult },
+  /** Waits until the job ends, its output matches, it goes idle, or a deadline. */
+  "jobs.wait": { params: JobsWaitParams, result: JobsWaitResult },
   "history.list": { params: HistoryListParams, result: HistoryListResult },
   "history.get": { params: HistoryGetParams, result: HistoryRecord },
   "history.stats": { params: HistoryStatsParams, result: HistoryStatsResult },

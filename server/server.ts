@@ -1,11 +1,16 @@
 /**
- * The HTTP edge: `/health`, and `/ws` (alias `/ws/mcp`) upgraded to a
- * WebSocket session speaking JSON-RPC 2.0. Wires config, jobs, sessions and
- * the dispatcher together; owns graceful shutdown.
+ * The HTTP edge: `/health`; `/ws` (alias `/ws/mcp`) upgraded to a WebSocket
+ * session speaking JSON-RPC 2.0; `/mcp`, the MCP face over Streamable HTTP.
+ * Wires config, jobs, sessions and the dispatcher together; owns graceful
+ * shutdown.
  *
  * @module
  */
 import { hasValidToken } from "./auth.ts";
+import { inProcessSocketPair } from "./in_process.ts";
+import { createMcpHttpHandler } from "./mcp/http.ts";
+import { refusedOrigin } from "./origin.ts";
+import { openSpoolFolder, type SpoolFolder } from "./spool_dir.ts";
 import type { ServerConfig } from "./config.ts";
 import { JobManager } from "./jobs.ts";
 import { createLogger, type Logger } from "./log.ts";
@@ -47,6 +52,11 @@ export interface ExecutorServer extends AsyncDisposable {
   readonly templates: TemplateSet;
   /** Stops every job (their clients get `process.completed`), closes every session, stops listening. */
   shutdown(): Promise<void>;
+  /**
+   * A new session over an in-process connection: the client end, to give to
+   * `ExecutorClient.attach`. It is trusted like a connection that passed the token check.
+   */
+  openInProcessSocket(): WebSocket;
   /** Resolves when the server has stopped listening. */
   readonly finished: Promise<void>;
 }
@@ -94,13 +104,25 @@ export async function startServer(
   }
   const ownStore = options.store === undefined;
   let hooks: HookRegistry | undefined;
+  let spool: SpoolFolder | undefined;
   try {
     // A bad template file is refused and logged; the server starts with the others.
     const templates = options.templates ?? await loadTemplates({ dir: config.templatesDir });
     logTemplates(templates, logger);
     hooks = await HookRegistry.open({ config: config.hooks, store, logger });
-    return await listen(config, { logger, shell, groupMode, store, ownStore, hooks, templates });
+    spool = await openSpoolFolder(config, logger);
+    return await listen(config, {
+      logger,
+      shell,
+      groupMode,
+      store,
+      ownStore,
+      hooks,
+      templates,
+      spool,
+    });
   } catch (error) {
+    await spool?.[Symbol.asyncDispose]();
     await hooks?.[Symbol.asyncDispose]();
     if (ownStore) await store[Symbol.asyncDispose]();
     throw error;
@@ -116,12 +138,13 @@ interface ListenOptions {
   ownStore: boolean;
   hooks: HookRegistry;
   templates: TemplateSet;
+  spool: SpoolFolder;
 }
 
 /** Sweeps what a dead server left, then serves; the second half of `startServer`. */
 async function listen(
   config: ServerConfig,
-  { logger, shell, groupMode, store, ownStore, hooks, templates }: ListenOptions,
+  { logger, shell, groupMode, store, ownStore, hooks, templates, spool }: ListenOptions,
 ): Promise<ExecutorServer> {
   const swept = await sweepOrphans(store, {
     nodeId: config.nodeId,
@@ -145,6 +168,7 @@ async function listen(
       maxAttempts: config.hooks.maxAttempts,
     },
     templates,
+    spoolDir: spool.path,
   });
   const sessions = new Set<Session>();
   const background = new StoreUpkeep(store, config, logger, () => [...sessions].map((s) => s.id));
@@ -196,37 +220,8 @@ async function listen(
     };
   };
 
-  const onRequest = (request: Request): Response => {
-    const { pathname } = new URL(request.url);
-    if (pathname === "/health" && (request.method === "GET" || request.method === "HEAD")) {
-      return Response.json(health());
-    }
-    if (pathname !== "/ws" && pathname !== "/ws/mcp") {
-      return Response.json({
-        error: `Not found: ${pathname}`,
-        endpoints: ["/ws", "/ws/mcp", "/health"],
-      }, {
-        status: 404,
-      });
-    }
-    if (config.token && !hasValidToken(request, config.token)) {
-      logger.warn("rejected connection without a valid token", { path: pathname });
-      return Response.json({ error: "Unauthorized: send Authorization: Bearer <token>" }, {
-        status: 401,
-        headers: { "www-authenticate": "Bearer" },
-      });
-    }
-    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-      return Response.json({
-        error: `${pathname} speaks JSON-RPC 2.0 over WebSocket; send an upgrade request`,
-      }, {
-        status: 426,
-        headers: { upgrade: "websocket" },
-      });
-    }
-    const { socket, response } = Deno.upgradeWebSocket(request, {
-      idleTimeout: config.wsIdleTimeoutSeconds,
-    });
+  /** A session on `socket`: a WebSocket that passed the checks, or an in-process end. */
+  const openSession = (socket: WebSocket): Session => {
     const session = new Session(socket, {
       handle,
       logger,
@@ -241,6 +236,62 @@ async function listen(
     sessions.add(session);
     background.sessionOpened(session.id);
     logger.debug("session opened", { session: session.id });
+    return session;
+  };
+
+  const openInProcessSocket = (): WebSocket => {
+    const { server, client } = inProcessSocketPair();
+    openSession(server);
+    return client;
+  };
+
+  const mcp = createMcpHttpHandler({ connect: openInProcessSocket, config: config.mcp, logger });
+
+  const onRequest = (
+    request: Request,
+    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  ): Response | Promise<Response> => {
+    const { pathname } = new URL(request.url);
+    if (pathname === "/health" && (request.method === "GET" || request.method === "HEAD")) {
+      return Response.json(health());
+    }
+    if (pathname !== "/ws" && pathname !== "/ws/mcp" && pathname !== "/mcp") {
+      return Response.json({
+        error: `Not found: ${pathname}`,
+        endpoints: ["/ws", "/ws/mcp", "/mcp", "/health"],
+      }, {
+        status: 404,
+      });
+    }
+    // The Origin check comes first: a page in a browser must not even learn whether a token is set.
+    const forbidden = refusedOrigin(request, config.allowedOrigins);
+    if (forbidden) {
+      logger.warn("refused a request from a browser origin", {
+        path: pathname,
+        origin: request.headers.get("origin"),
+      });
+      return Response.json({ error: forbidden }, { status: 403 });
+    }
+    if (config.token && !hasValidToken(request, config.token)) {
+      logger.warn("rejected connection without a valid token", { path: pathname });
+      return Response.json({ error: "Unauthorized: send Authorization: Bearer <token>" }, {
+        status: 401,
+        headers: { "www-authenticate": "Bearer" },
+      });
+    }
+    if (pathname === "/mcp") return mcp.handle(request, info.completed);
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return Response.json({
+        error: `${pathname} speaks JSON-RPC 2.0 over WebSocket; send an upgrade request`,
+      }, {
+        status: 426,
+        headers: { upgrade: "websocket" },
+      });
+    }
+    const { socket, response } = Deno.upgradeWebSocket(request, {
+      idleTimeout: config.wsIdleTimeoutSeconds,
+    });
+    openSession(socket);
     return response;
   };
 
@@ -280,8 +331,10 @@ async function listen(
     stopping ??= (async () => {
       logger.info("shutting down", { running_jobs: jobs.runningCount, sessions: sessions.size });
       await jobs.shutdown();
+      await mcp.close();
       await Promise.all([...sessions].map((s) => s.close(1001, "server shutting down")));
       await listening.shutdown();
+      await spool[Symbol.asyncDispose]();
       await background.stop();
       await hooks[Symbol.asyncDispose]();
       if (ownStore) await store[Symbol.asyncDispose]();
@@ -295,6 +348,7 @@ async function listen(
     hooks,
     templates,
     shutdown,
+    openInProcessSocket,
     finished: listening.finished,
     [Symbol.asyncDispose]: shutdown,
   };

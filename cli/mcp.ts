@@ -1,0 +1,94 @@
+/**
+ * `cc-executor mcp`: the MCP face over stdio, for `claude mcp add cc-executor -- cc-executor mcp`.
+ * By default jobs run in this process (an engine of its own, gone when the MCP client closes
+ * stdin); with --url (or CC_EXECUTOR_URL) they run on that server, where they show up in
+ * `jobs list` and outlive this process. Nothing but MCP messages goes to stdout; logs go to stderr.
+ *
+ * @module
+ */
+import process from "node:process";
+import { Command } from "@commander-js/extra-typings";
+import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
+import { ExecutorClient } from "../server/client.ts";
+import { ConfigError, loadConfig, type McpConfig } from "../server/config.ts";
+import { readEnv } from "../server/env.ts";
+import { createMcpServer } from "../server/mcp/tools.ts";
+import type { CliContext } from "./context.ts";
+import { examples } from "./help.ts";
+import { startLocalServer } from "./local.ts";
+import { CliError } from "./output.ts";
+import { connectTo, resolveTarget, withTarget } from "./target.ts";
+
+export function mcpCommand(_ctx: CliContext) {
+  return withTarget(
+    new Command("mcp").description(
+      "serve MCP over stdio for Claude Code and other MCP clients; jobs run in this process, " +
+        "or on the server given by --url (docs/mcp.md)",
+    ),
+  )
+    .addHelpText(
+      "after",
+      examples([
+        ["claude mcp add cc-executor -- cc-executor mcp", "add it to Claude Code (stdio)"],
+        [
+          "claude mcp add cc-executor -- cc-executor mcp --url ws://127.0.0.1:8003/ws",
+          "run jobs on a running server instead",
+        ],
+        [
+          "claude mcp add --transport http cc-executor http://127.0.0.1:8003/mcp",
+          "or talk to a running server's /mcp directly",
+        ],
+      ]),
+    )
+    .action(async (options) => {
+      const config = mcpConfig();
+      const remote = options.url !== undefined || readEnv("CC_EXECUTOR_URL");
+      await using engine = remote ? null : await startLocalServer(1);
+      let current: Promise<ExecutorClient> | null = null;
+      // A remote server may restart: the next call connects again rather than failing forever.
+      const client = (): Promise<ExecutorClient> => {
+        current ??= (engine
+          ? ExecutorClient.attach(engine.server.openInProcessSocket(), "in-process")
+          : connectTo(resolveTarget(options))).then((c) => {
+            c.closed.then(() => (current = null));
+            return c;
+          }, (error) => {
+            current = null;
+            throw error;
+          });
+        return current;
+      };
+      if (remote) {
+        await client(); // a wrong --url or token fails now, not on the first call
+      }
+
+      const server = createMcpServer({ client, config });
+      const transport = new StdioServerTransport();
+      const closed = new Promise<void>((resolve) => (server.server.onclose = resolve));
+      const stop = () =>
+        void server.close().catch(() => {});
+      // The client closing stdin is how an MCP client says goodbye over stdio.
+      process.stdin.on("end", stop);
+      const signals = ["SIGINT", "SIGTERM"] as const;
+      for (const signal of signals) Deno.addSignalListener(signal, stop);
+      try {
+        await server.connect(transport);
+        await closed;
+      } finally {
+        for (const signal of signals) Deno.removeSignalListener(signal, stop);
+        process.stdin.off("end", stop);
+        process.stdin.pause();
+        if (current) await (await (current as Promise<ExecutorClient>).catch(() => null))?.close();
+      }
+    });
+}
+
+/** The MCP settings from the environment (CC_EXECUTOR_MCP_*). */
+function mcpConfig(): McpConfig {
+  try {
+    return loadConfig().mcp;
+  } catch (error) {
+    if (error instanceof ConfigError) throw new CliError(error.message);
+    throw error;
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * `jobs.output`: a job's output read back from its spool, whole or shaped (by offset, head, tail,
+ * grep, or fitted to a byte budget), with counts of what was left out.
+ *
+ * @module
+ */
+import type { Job } from "./jobs.ts";
+import { type OutputView, type ViewMode, viewOutput } from "./output_view.ts";
+import type { SpoolStream } from "./output_spool.ts";
+import type { JobsOutputParams, JobsOutputResult } from "./protocol.ts";
+
+/** Text one answer carries when the request names no max_bytes. */
+export const DEFAULT_OUTPUT_BYTES = 64 * 1024;
+
+/** What `jobs.output` answers for `job`. */
+export async function readJobOutput(
+  job: Job,
+  params: Omit<JobsOutputParams, "job_id">,
+): Promise<JobsOutputResult> {
+  const streams: SpoolStream[] = params.stream === undefined || params.stream === "both"
+    ? ["stdout", "stderr"]
+    : [params.stream];
+  const view: OutputView = await viewOutput(job.spool, {
+    streams,
+    mode: modeOf(params),
+    budgetBytes: params.max_bytes ?? DEFAULT_OUTPUT_BYTES,
+  });
+  const lost = job.spool.lost;
+  return {
+    job_id: job.id,
+    status: job.status,
+    totals: {
+      stdout: { bytes: job.spool.bytes("stdout"), lines: job.spool.lines("stdout") },
+      stderr: { bytes: job.spool.bytes("stderr"), lines: job.spool.lines("stderr") },
+    },
+    sections: view.sections,
+    omitted_bytes: view.omitted_bytes,
+    omitted_lines: view.omitted_lines,
+    truncated: view.truncated,
+    ...(view.matches === undefined ? {} : { matches: view.matches }),
+    ...(view.next_offset === undefined ? {} : { next_offset: view.next_offset }),
+    incomplete: lost
+      ? `${lost.stream} after byte ${lost.offset} was not kept: ${lost.reason}`
+      : job.truncated
+      ? "the job reached its max_output_bytes; what it wrote past that was not delivered"
+      : null,
+  };
+}
+
+function modeOf(params: Omit<JobsOutputParams, "job_id">): ViewMode {
+  if (params.offset !== undefined) return { kind: "range", offset: params.offset };
+  if (params.head_lines !== undefined) return { kind: "head", lines: params.head_lines };
+  if (params.tail_lines !== undefined) return { kind: "tail", lines: params.tail_lines };
+  if (params.grep !== undefined) {
+    return {
+      kind: "grep",
+      pattern: new RegExp(params.grep, params.ignore_case ? "i" : ""),
+      context: params.context_lines ?? 0,
+      maxMatches: params.max_matches ?? 200,
+    };
+  }
+  return { kind: "summary" };
+}

@@ -1,0 +1,88 @@
+/**
+ * `/mcp`: the MCP face over Streamable HTTP, stateless. Each POST gets its own MCP server and
+ * transport (the SDK's stateless pattern), all driving the engine through one in-process
+ * connection, so nothing is kept per MCP client and nothing leaks when one goes away without a
+ * goodbye. Auth and the Origin check happen before this, as for /ws.
+ *
+ * @module
+ */
+import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
+import { ExecutorClient } from "../client.ts";
+import type { McpConfig } from "../config.ts";
+import type { Logger } from "../log.ts";
+import { createMcpServer } from "./tools.ts";
+
+export interface McpHttpOptions {
+  /** Opens a session on the engine and returns the client end (ExecutorServer.openInProcessSocket). */
+  connect: () => WebSocket;
+  config: McpConfig;
+  logger: Logger;
+}
+
+export interface McpHttpHandler {
+  /** `completed` settles once the response has been sent or the client has gone (Deno.serve's info.completed). */
+  handle(request: Request, completed: Promise<void>): Promise<Response>;
+  /** Ends calls in flight and the engine connection (server shutdown). */
+  close(): Promise<void>;
+}
+
+export function createMcpHttpHandler(options: McpHttpOptions): McpHttpHandler {
+  let connection: Promise<ExecutorClient> | null = null;
+  const live = new Set<{ close(): Promise<void> }>();
+  let closed = false;
+
+  /** The engine connection, opened on first use (and again should it ever close). */
+  const client = (): Promise<ExecutorClient> => {
+    connection ??= ExecutorClient.attach(options.connect(), "in-process").then((c) => {
+      c.closed.then(() => (connection = null));
+      return c;
+    });
+    return connection;
+  };
+
+  return {
+    async handle(request, completed) {
+      if (closed) {
+        return Response.json({ error: "The server is shutting down" }, { status: 503 });
+      }
+      const server = createMcpServer({ client, config: options.config });
+      const transport = new WebStandardStreamableHTTPServerTransport({
+        sessionIdGenerator: undefined,
+      });
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        live.delete(server);
+        server.close().catch((error: unknown) =>
+          options.logger.debug("mcp server close failed", { error: String(error) })
+        );
+      };
+      live.add(server);
+      // Sent, or the client went away mid-call (its tool handlers then see their signal abort).
+      completed.then(release, release);
+      try {
+        await server.connect(transport);
+        const response = await transport.handleRequest(request);
+        if (!response.body) {
+          release();
+          return response;
+        }
+        // The per-request server lives until its answer (an SSE stream) has been sent.
+        return response;
+      } catch (error) {
+        release();
+        throw error;
+      }
+    },
+
+    async close() {
+      closed = true;
+      await Promise.all([...live].map((server) => server.close().catch(() => {})));
+      live.clear();
+      const open = connection;
+      connection = null;
+      if (open) await (await open.catch(() => null))?.close();
+    },
+  };
+}

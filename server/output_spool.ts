@@ -1,0 +1,546 @@
+/**
+ * Where a job's delivered output is kept in full, so `jobs.output` and the MCP
+ * server can page through it or pick what to show long after the live stream
+ * has moved on. Most jobs print little and never touch the disk: both streams
+ * stay in memory until together they pass `memoryBytes`, then each spills to
+ * its own file. The job's hot path only ever calls the synchronous `append`.
+ *
+ * @module
+ */
+
+import { utf8SafeLength } from "./chunker.ts";
+
+export type SpoolStream = "stdout" | "stderr";
+
+export interface OutputSpoolOptions {
+  /** Folder for spill files (created if missing); null keeps memory only. */
+  dir: string | null;
+  /** Bytes (both streams together) kept in memory before the streams spill to files. @default 65536 */
+  memoryBytes?: number;
+}
+
+/** One line of a stream, as `scanLines` yields it. */
+export interface SpoolLine {
+  /** 1-based line number within its stream. */
+  line: number;
+  /** Byte offset of the line's first byte within its stream. */
+  offset: number;
+  /** Byte length of the whole line including its "\n" (the last line may have none). */
+  bytes: number;
+  /** Bytes of `bytes` that end the line: 0 (a last line without "\n"), 1 ("\n") or 2 ("\r\n"). */
+  eol: 0 | 1 | 2;
+  /** The line's text without "\n" (and without a trailing "\r"), cut to maxLineChars characters. */
+  text: string;
+  /** True when text was cut. */
+  cut: boolean;
+}
+
+/** Output that could not be kept: from `offset` on, `stream`'s bytes are missing. */
+export interface SpoolLoss {
+  stream: SpoolStream;
+  offset: number;
+  reason: string;
+}
+
+export interface ScanLinesOptions {
+  /** Byte offset to start at; line numbers still count from the stream's start. @default 0 */
+  fromOffset?: number;
+  /**
+   * Byte offset to stop at (clamped to what is kept), so a caller that read `bytes()` and
+   * `lines()` first scans exactly what it counted while the job goes on appending.
+   * @default everything kept when the scan starts
+   */
+  toOffset?: number;
+  /** Characters of a line's text kept; the rest is only counted. @default 4096 */
+  maxLineChars?: number;
+}
+
+/** Block size for file reads: big enough to be cheap, small enough to never hold a whole file. */
+const BLOCK_BYTES = 64 * 1024;
+/** Most bytes one file write carries: a burst of small appends becomes a few writes, not many. */
+const WRITE_BATCH_BYTES = 1024 * 1024;
+/** Job ids up to this many UTF-8 bytes are spelled out in hex in the file name; longer ones hashed. */
+const MAX_HEX_ID_BYTES = 100;
+
+const encoder = new TextEncoder();
+const EMPTY = new Uint8Array(0);
+
+interface StreamState {
+  readonly name: SpoolStream;
+  /** Bytes appended, kept or not. */
+  total: number;
+  newlines: number;
+  endsWithNewline: boolean;
+  /** Bytes that can be read: held in `chunks` before the spill, written to the file after it. */
+  kept: number;
+  /** Before the spill: the stream's bytes, in order. */
+  chunks: Uint8Array[];
+  /** After the spill: bytes waiting for the writer, in order. */
+  pending: Uint8Array[];
+  /** The running writer; it drains `pending` until empty and never rejects. */
+  writing: Promise<void> | null;
+  file: Deno.FsFile | null;
+  /** The file was created (by this spool): later opens append instead of truncating. */
+  created: boolean;
+  /** Set once bytes were lost: everything from here on is dropped (but still counted). */
+  lostAt: number | null;
+}
+
+function newStream(name: SpoolStream): StreamState {
+  return {
+    name,
+    total: 0,
+    newlines: 0,
+    endsWithNewline: false,
+    kept: 0,
+    chunks: [],
+    pending: [],
+    writing: null,
+    file: null,
+    created: false,
+    lostAt: null,
+  };
+}
+
+/**
+ * A job's output, both streams, kept in full: in memory while small, in two
+ * files once large. Reads wait for the pending writes, so a read during the
+ * job sees at least everything appended before it.
+ *
+ * @example
+ * ```ts
+ * await using spool = new OutputSpool(job.id, { dir: spoolDir });
+ * spool.append("stdout", chunkText); // on every output chunk
+ * for await (const line of spool.scanLines("stdout")) console.log(line.line, line.text);
+ * ```
+ */
+export class OutputSpool implements AsyncDisposable {
+  readonly #jobId: string;
+  readonly #dir: string | null;
+  readonly #memoryBytes: number;
+  readonly #streams: Record<SpoolStream, StreamState> = {
+    stdout: newStream("stdout"),
+    stderr: newStream("stderr"),
+  };
+  /** Bytes held in memory by both streams together, before the spill. */
+  #memory = 0;
+  #spilled = false;
+  #disposed = false;
+  #lost: SpoolLoss | null = null;
+  /** Creating the folder and naming the files happen once, on the first write. */
+  #prepared: Promise<string> | null = null;
+
+  constructor(jobId: string, options: OutputSpoolOptions) {
+    this.#jobId = jobId;
+    this.#dir = options.dir;
+    this.#memoryBytes = Math.max(0, options.memoryBytes ?? 65536);
+  }
+
+  /** Synchronous and cheap: called on the hot output path for every chunk. Encodes to UTF-8. */
+  append(stream: SpoolStream, text: string): void {
+    if (text === "") return;
+    const s = this.#streams[stream];
+    // indexOf beats a regex or split here: no array, no allocation, and it runs for every chunk.
+    let i = text.indexOf("\n");
+    while (i !== -1) {
+      s.newlines++;
+      i = text.indexOf("\n", i + 1);
+    }
+    s.endsWithNewline = text.charCodeAt(text.length - 1) === 10;
+    const bytes = encoder.encode(text);
+    const offset = s.total;
+    s.total += bytes.length;
+    if (s.lostAt !== null || this.#disposed) return;
+
+    if (!this.#spilled) {
+      if (this.#memory + bytes.length <= this.#memoryBytes) {
+        s.chunks.push(bytes);
+        s.kept += bytes.length;
+        this.#memory += bytes.length;
+        return;
+      }
+      if (this.#dir === null) {
+        // Keep what still fits, cut where a character ends, so the kept text decodes cleanly.
+        const keep = utf8SafeLength(bytes, Math.max(0, this.#memoryBytes - this.#memory));
+        if (keep > 0) {
+          s.chunks.push(bytes.slice(0, keep));
+          s.kept += keep;
+          this.#memory += keep;
+        }
+        this.#lose(
+          s,
+          offset + keep,
+          `Output past ${this.#memoryBytes} bytes is not kept: the spool has no folder to spill to`,
+        );
+        return;
+      }
+      this.#spill();
+    }
+    s.pending.push(bytes);
+    this.#startWriter(s);
+  }
+
+  /** Total bytes appended to `stream`, including any that could not be kept. */
+  bytes(stream: SpoolStream): number {
+    return this.#streams[stream].total;
+  }
+
+  /** Lines of `stream`: its "\n"s, plus 1 if there is a final partial line. */
+  lines(stream: SpoolStream): number {
+    const s = this.#streams[stream];
+    return s.newlines + (s.total > 0 && !s.endsWithNewline ? 1 : 0);
+  }
+
+  /**
+   * Non-null once part of the output could not be kept (a spill failed, or dir is null and memory
+   * is full): the first such loss. Each stream stops keeping bytes at its own first loss.
+   */
+  get lost(): SpoolLoss | null {
+    return this.#lost;
+  }
+
+  /** Up to maxBytes bytes of one stream from offset (clamped to the end). Waits for pending writes first. */
+  async read(stream: SpoolStream, offset: number, maxBytes: number): Promise<Uint8Array> {
+    checkCount("offset", offset);
+    checkCount("maxBytes", maxBytes);
+    const s = this.#streams[stream];
+    this.#checkOpen("read");
+    await this.#settled(s);
+    this.#checkOpen("read");
+    const end = Math.min(s.kept, offset + maxBytes);
+    if (end <= offset) return EMPTY;
+    if (!this.#spilled) return copyRange(s.chunks, offset, end);
+    const path = await this.#filePath(s.name);
+    using file = await Deno.open(path, { read: true });
+    await file.seek(offset, Deno.SeekMode.Start);
+    const out = new Uint8Array(end - offset);
+    let got = 0;
+    while (got < out.length) {
+      const n = await file.read(out.subarray(got));
+      if (n === null) break;
+      got += n;
+    }
+    return got === out.length ? out : out.subarray(0, got);
+  }
+
+  /** Every line of a stream in order, read in blocks (never the whole file at once). */
+  async *scanLines(stream: SpoolStream, options: ScanLinesOptions = {}): AsyncIterable<SpoolLine> {
+    const from = options.fromOffset ?? 0;
+    const limit = options.maxLineChars ?? 4096;
+    checkCount("fromOffset", from);
+    checkCount("maxLineChars", limit);
+    if (options.toOffset !== undefined) checkCount("toOffset", options.toOffset);
+    const s = this.#streams[stream];
+    this.#checkOpen("scan");
+    await this.#settled(s);
+    this.#checkOpen("scan");
+    const end = Math.min(s.kept, options.toOffset ?? Infinity);
+    if (end <= from) return;
+    const blocks = (start: number, stop: number) => this.#blocks(s, start, stop);
+    let lineNo = 1 + (from > 0 ? await countNewlines(blocks(0, from)) : 0);
+
+    // A line inside one block (almost all of them) is decoded in one call; a line spanning blocks
+    // goes through a streaming decoder, which carries a character split between blocks.
+    const whole = new TextDecoder();
+    const spanning = new TextDecoder();
+    let inSpanning = false;
+    let start = from;
+    let lineBytes = 0;
+    let lastByte = -1;
+    let text = "";
+    let cut = false;
+    const finishText = () => {
+      if (!inSpanning) return;
+      const rest = spanning.decode(); // also resets the decoder for the next line
+      inSpanning = false;
+      if (cut) return;
+      text += rest;
+      if (text.length > limit) {
+        text = cutChars(text, limit);
+        cut = true;
+      }
+    };
+
+    for await (const block of blocks(from, end)) {
+      let pos = 0;
+      while (true) {
+        const nl = block.indexOf(10, pos);
+        const segEnd = nl === -1 ? block.length : nl;
+        if (segEnd > pos) {
+          const seg = block.subarray(pos, segEnd);
+          lastByte = seg[seg.length - 1]!;
+          const fresh = lineBytes === 0;
+          lineBytes += seg.length;
+          if (!cut) {
+            if (fresh && nl !== -1) {
+              text = whole.decode(seg);
+            } else {
+              // A 5 MB line must not become a 5 MB string: decode only what can still be kept.
+              // Three bytes give at least one UTF-16 unit, so this many bytes always suffice.
+              const room = (limit - text.length + 1) * 3 + 8;
+              text += spanning.decode(seg.length > room ? seg.subarray(0, room) : seg, {
+                stream: true,
+              });
+              inSpanning = true;
+            }
+            if (text.length > limit) {
+              text = cutChars(text, limit);
+              cut = true;
+            }
+          }
+        }
+        if (nl === -1) break;
+        lineBytes += 1;
+        finishText();
+        let eol: 1 | 2 = 1;
+        if (lastByte === 13) {
+          eol = 2;
+          if (!cut && text.endsWith("\r")) text = text.slice(0, -1);
+        }
+        yield { line: lineNo++, offset: start, bytes: lineBytes, eol, text, cut };
+        start += lineBytes;
+        lineBytes = 0;
+        lastByte = -1;
+        text = "";
+        cut = false;
+        pos = nl + 1;
+      }
+    }
+    if (lineBytes > 0) {
+      finishText();
+      // A last line without "\n" loses a trailing "\r" too (a progress line's), but it is no line
+      // end: its byte stays content.
+      if (lastByte === 13 && !cut && text.endsWith("\r")) text = text.slice(0, -1);
+      yield { line: lineNo, offset: start, bytes: lineBytes, eol: 0, text, cut };
+    }
+  }
+
+  /** The job has ended: close file handles (later reads open the file again). Idempotent. */
+  async seal(): Promise<void> {
+    for (const s of Object.values(this.#streams)) {
+      // A writer may start again while this waits (a late append): wait until none runs. There is
+      // no await between that check and the close, so none can start in between.
+      while (s.writing !== null) await s.writing;
+      s.file?.close();
+      s.file = null;
+    }
+  }
+
+  /** Deletes the spill files; idempotent; further reads throw a clear Error. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    await this.seal();
+    for (const s of Object.values(this.#streams)) {
+      s.chunks = [];
+      s.pending = [];
+      if (!s.created) continue;
+      try {
+        await Deno.remove(await this.#filePath(s.name));
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      }
+    }
+    this.#memory = 0;
+  }
+
+  #checkOpen(what: string): void {
+    if (this.#disposed) {
+      throw new Error(
+        `Cannot ${what} the output of job ${JSON.stringify(this.#jobId)}: spool is disposed`,
+      );
+    }
+  }
+
+  /** Waits for the writes of everything appended so far. */
+  async #settled(s: StreamState): Promise<void> {
+    // The writer drains until nothing is pending, so one await covers every earlier append.
+    if (s.writing !== null) await s.writing;
+  }
+
+  #lose(s: StreamState, offset: number, reason: string): void {
+    s.lostAt = offset;
+    s.pending = [];
+    this.#lost ??= { stream: s.name, offset, reason };
+  }
+
+  /** Moves both streams from memory to their files: what memory held is written first. */
+  #spill(): void {
+    this.#spilled = true;
+    this.#memory = 0;
+    for (const s of Object.values(this.#streams)) {
+      s.pending = s.chunks;
+      s.chunks = [];
+      s.kept = 0;
+      if (s.pending.length > 0) this.#startWriter(s);
+    }
+  }
+
+  #startWriter(s: StreamState): void {
+    s.writing ??= this.#write(s);
+  }
+
+  /** Writes `pending` in order until it is empty; a failure is recorded as lost, never thrown. */
+  async #write(s: StreamState): Promise<void> {
+    let path = "";
+    try {
+      path = await this.#filePath(s.name);
+      while (s.pending.length > 0 && s.lostAt === null) {
+        s.file ??= await Deno.open(path, {
+          write: true,
+          create: true,
+          // The first open starts a fresh file (a stale one may survive a crash); after a seal,
+          // late output goes on where the file ended.
+          truncate: !s.created,
+          append: s.created,
+          mode: 0o600, // output may hold secrets
+        });
+        s.created = true;
+        const batch = takeBatch(s);
+        let done = 0;
+        while (done < batch.length) {
+          const n = await s.file.write(batch.subarray(done));
+          done += n;
+          s.kept += n;
+        }
+      }
+    } catch (e) {
+      const where = path === "" ? JSON.stringify(this.#dir) : path;
+      this.#lose(
+        s,
+        s.kept,
+        `Cannot spill ${s.name} of job ${JSON.stringify(this.#jobId)} to ${where}: ${
+          errorMessage(e)
+        }`,
+      );
+    } finally {
+      s.writing = null;
+    }
+  }
+
+  /** `<dir>/<name>.<stream>`, creating dir on first use. */
+  async #filePath(stream: SpoolStream): Promise<string> {
+    this.#prepared ??= (async () => {
+      const dir = this.#dir!;
+      await Deno.mkdir(dir, { recursive: true });
+      return `${dir.replace(/\/+$/, "") || "/"}/${await fileBase(this.#jobId)}`;
+    })();
+    return `${await this.#prepared}.${stream}`;
+  }
+
+  /** The kept bytes of [start, stop) as blocks of at most BLOCK_BYTES, in order. */
+  async *#blocks(s: StreamState, start: number, stop: number): AsyncIterable<Uint8Array> {
+    if (stop <= start) return;
+    if (!this.#spilled) {
+      // A snapshot of the chunk list: a spill while the caller iterates must not pull it away.
+      yield* memoryBlocks(s.chunks.slice(), start, stop);
+      return;
+    }
+    using file = await Deno.open(await this.#filePath(s.name), { read: true });
+    await file.seek(start, Deno.SeekMode.Start);
+    // One buffer for the whole scan: each block is decoded before the next read.
+    const buffer = new Uint8Array(BLOCK_BYTES);
+    let at = start;
+    while (at < stop) {
+      const n = await file.read(buffer.subarray(0, Math.min(BLOCK_BYTES, stop - at)));
+      if (n === null) break;
+      at += n;
+      yield buffer.subarray(0, n);
+    }
+  }
+}
+
+/**
+ * A file name for a job id, which is client-chosen and may hold "/" or "..": the hex of its UTF-8
+ * (no case, no separators, so it is safe on every file system), or a SHA-256 when that would
+ * be too long for a file name.
+ */
+async function fileBase(jobId: string): Promise<string> {
+  const bytes = encoder.encode(jobId);
+  if (bytes.length > 0 && bytes.length <= MAX_HEX_ID_BYTES) return hex(bytes);
+  return `sha256-${hex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)))}`;
+}
+
+function hex(bytes: Uint8Array): string {
+  let out = "";
+  for (const b of bytes) out += b.toString(16).padStart(2, "0");
+  return out;
+}
+
+function* memoryBlocks(chunks: Uint8Array[], start: number, stop: number): Iterable<Uint8Array> {
+  let at = 0;
+  for (const chunk of chunks) {
+    const chunkEnd = at + chunk.length;
+    if (chunkEnd > start) {
+      let from = Math.max(start, at) - at;
+      const to = Math.min(stop, chunkEnd) - at;
+      while (from < to) {
+        const next = Math.min(to, from + BLOCK_BYTES);
+        yield chunk.subarray(from, next);
+        from = next;
+      }
+    }
+    at = chunkEnd;
+    if (at >= stop) return;
+  }
+}
+
+function copyRange(chunks: Uint8Array[], start: number, stop: number): Uint8Array {
+  const out = new Uint8Array(stop - start);
+  let filled = 0;
+  for (const block of memoryBlocks(chunks, start, stop)) {
+    out.set(block, filled);
+    filled += block.length;
+  }
+  return out;
+}
+
+/** Removes up to WRITE_BATCH_BYTES of pending chunks (at least one) and joins them. */
+function takeBatch(s: StreamState): Uint8Array {
+  let count = 0;
+  let size = 0;
+  while (count < s.pending.length && (count === 0 || size < WRITE_BATCH_BYTES)) {
+    size += s.pending[count]!.length;
+    count++;
+  }
+  const taken = s.pending.splice(0, count);
+  if (taken.length === 1) return taken[0]!;
+  const batch = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of taken) {
+    batch.set(chunk, at);
+    at += chunk.length;
+  }
+  return batch;
+}
+
+async function countNewlines(blocks: AsyncIterable<Uint8Array>): Promise<number> {
+  let count = 0;
+  for await (const block of blocks) {
+    let i = block.indexOf(10);
+    while (i !== -1) {
+      count++;
+      i = block.indexOf(10, i + 1);
+    }
+  }
+  return count;
+}
+
+/** The first `limit` UTF-16 units of text, without splitting a surrogate pair. */
+export function cutChars(text: string, limit: number): string {
+  if (text.length <= limit) return text;
+  let end = limit;
+  const last = text.charCodeAt(end - 1);
+  if (end > 0 && last >= 0xd800 && last <= 0xdbff) end--;
+  return text.slice(0, end);
+}
+
+function checkCount(name: string, value: number): void {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new RangeError(`Invalid ${name}: ${value} (expected a non-negative integer)`);
+  }
+}
+
+function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
