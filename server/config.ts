@@ -105,8 +105,8 @@ const ConfigSchema = z.object({
     .describe(
       "Folder where jobs' output spills past 64 KiB, for jobs.output; default spool/ beside the history file.",
     ),
-  CC_EXECUTOR_ALLOWED_ORIGINS: z.string().default("")
-    .transform((s) => s.split(",").map((origin) => origin.trim()).filter(Boolean))
+  CC_EXECUTOR_ALLOWED_ORIGINS: z.string().optional()
+    .transform((s) => s?.split(",").map((origin) => origin.trim()).filter(Boolean))
     .describe(
       "Browser origins allowed to open /ws and /mcp (comma-separated); requests from any other are refused with 403.",
     ),
@@ -365,7 +365,7 @@ export function inspectConfig(options: LoadConfigOptions = {}): ConfigReport {
       templatesDir: c.CC_EXECUTOR_TEMPLATES_DIR,
       claudeBin: c.CC_EXECUTOR_CLAUDE_BIN,
       spoolDir: c.CC_EXECUTOR_SPOOL_DIR ?? null,
-      allowedOrigins: c.CC_EXECUTOR_ALLOWED_ORIGINS,
+      allowedOrigins: c.CC_EXECUTOR_ALLOWED_ORIGINS ?? [],
       mcp: {
         maxTokens: c.CC_EXECUTOR_MCP_MAX_TOKENS,
         waitSeconds: c.CC_EXECUTOR_MCP_WAIT_SECONDS,

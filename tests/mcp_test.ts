@@ -8,6 +8,7 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { ExecutorClient } from "../server/client.ts";
+import { defaultConfig } from "../server/config.ts";
 import { groupAlive, startTestServer, waitUntil } from "./test_util.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -18,6 +19,8 @@ const TOOLS = [
   "job_cancel",
   "job_input",
   "job_output",
+  "job_pause",
+  "job_resume",
   "job_status",
   "job_wait",
 ];
@@ -85,59 +88,81 @@ const FIVE_MB = "seq -f 'line %06g of the big output, about 5 MB.' 1 60000; " +
   "seq -f 'line %06g of the big output, about 5 MB.' 60001 120000; " +
   "echo 'the very last line'";
 
-Deno.test("mcp stdio: tools, a failing command, 5 MB shaped under the budget, paging", async () => {
-  await using client = await stdioClient([], { CC_EXECUTOR_MCP_PROGRESS_MS: "200" });
-  const { tools } = await client.listTools();
-  assert.deepEqual(tools.map((tool: { name: string }) => tool.name).sort(), TOOLS);
-  const execute = tools.find((tool: { name: string }) => tool.name === "execute")!;
-  assert.ok(execute.description!.includes("process group"));
-  assert.deepEqual(execute.inputSchema.required, ["command"]);
+type Transport = "stdio" | "http";
 
-  const failing = await call(client, "execute", { command: "echo hello; echo oops >&2; exit 3" });
-  assert.equal(failing.isError, true);
-  assert.match(failing.text, /failed, exit 3/);
-  assert.match(failing.text, /--- stdout ---\nhello/);
-  assert.match(failing.text, /--- stderr ---\noops/);
-  assert.equal((failing.structuredContent as { exit_code: number }).exit_code, 3);
+/** An SDK client over `transport`, on an engine that sends progress every 200 ms. */
+async function clientOver(transport: Transport): Promise<Client & AsyncDisposable> {
+  if (transport === "stdio") return await stdioClient([], { CC_EXECUTOR_MCP_PROGRESS_MS: "200" });
+  const server = await startTestServer({ mcp: { ...defaultConfig().mcp, progressMs: 200 } });
+  try {
+    const client = await httpClient(server.url);
+    return Object.assign(client, {
+      [Symbol.asyncDispose]: async () => {
+        await client.close();
+        await server.shutdown();
+      },
+    });
+  } catch (error) {
+    await server.shutdown();
+    throw error;
+  }
+}
 
-  const progress: string[] = [];
-  const big = await call(client, "execute", { command: `sleep 0.6; ${FIVE_MB}` }, {
-    onprogress: (p) => progress.push(p.message ?? ""),
-  });
-  assert.equal(big.isError, undefined, big.text);
-  const jobId = (big.structuredContent as { job_id: string }).job_id;
-  // The default budget is 8000 tokens at 3 characters each.
-  assert.ok(big.text.length <= 24_000, `result is ${big.text.length} characters`);
-  assert.ok(big.text.length > 12_000, "the budget is used, not wasted");
-  assert.match(big.text, /completed, exit 0/);
-  assert.match(big.text, /line 000001 of the big output/);
-  assert.match(big.text, /error: the disk is on fire/);
-  assert.match(big.text, /the very last line/);
-  assert.match(big.text, /not shown: 11\d,\d{3} line\(s\), 4\.\d MB of 4\.\d MB/);
-  assert.match(big.text, /job_output/);
-  assert.ok(progress.length >= 1, "progress notifications while the call waited");
-  assert.match(progress[0]!, /running for \d+ s/);
+for (const transport of ["stdio", "http"] as const) {
+  Deno.test(`mcp ${transport}: tools, a failing command, 5 MB shaped under the budget, paging`, async () => {
+    await using client = await clientOver(transport);
+    const { tools } = await client.listTools();
+    assert.deepEqual(tools.map((tool: { name: string }) => tool.name).sort(), TOOLS);
+    const execute = tools.find((tool: { name: string }) => tool.name === "execute")!;
+    assert.ok(execute.description!.includes("process group"));
+    assert.deepEqual(execute.inputSchema.required, ["command"]);
 
-  // The rest is there: raw text from an offset, and grep.
-  const page = await call(client, "job_output", {
-    job_id: jobId,
-    stream: "stdout",
-    offset: 2_500_000,
-    max_tokens: 1000,
+    const failing = await call(client, "execute", { command: "echo hello; echo oops >&2; exit 3" });
+    assert.equal(failing.isError, true);
+    assert.match(failing.text, /failed, exit 3/);
+    assert.match(failing.text, /--- stdout ---\nhello/);
+    assert.match(failing.text, /--- stderr ---\noops/);
+    assert.equal((failing.structuredContent as { exit_code: number }).exit_code, 3);
+
+    const progress: string[] = [];
+    const big = await call(client, "execute", { command: `sleep 0.6; ${FIVE_MB}` }, {
+      onprogress: (p) => progress.push(p.message ?? ""),
+    });
+    assert.equal(big.isError, undefined, big.text);
+    const jobId = (big.structuredContent as { job_id: string }).job_id;
+    // The default budget is 8000 tokens at 3 characters each.
+    assert.ok(big.text.length <= 24_000, `result is ${big.text.length} characters`);
+    assert.ok(big.text.length > 12_000, "the budget is used, not wasted");
+    assert.match(big.text, /completed, exit 0/);
+    assert.match(big.text, /line 000001 of the big output/);
+    assert.match(big.text, /error: the disk is on fire/);
+    assert.match(big.text, /the very last line/);
+    assert.match(big.text, /not shown: 11\d,\d{3} line\(s\), 4\.\d MB of 4\.\d MB/);
+    assert.match(big.text, /job_output/);
+    assert.ok(progress.length >= 1, "progress notifications while the call waited");
+    assert.match(progress[0]!, /running for \d+ s/);
+
+    // The rest is there: raw text from an offset, and grep.
+    const page = await call(client, "job_output", {
+      job_id: jobId,
+      stream: "stdout",
+      offset: 2_500_000,
+      max_tokens: 1000,
+    });
+    assert.match(page.text, /--- stdout, bytes 2,500,\d+-2,50\d,\d+ of 5,\d+,\d+/);
+    assert.match(page.text, /More: job_output \{"job_id":".+","stream":"stdout","offset":\d+\}/);
+    const grep = await call(client, "job_output", {
+      job_id: jobId,
+      grep: "disk is on fire|the very last",
+      context_lines: 1,
+    });
+    assert.match(grep.text, /2 matching line\(s\) in all/);
+    assert.match(
+      grep.text,
+      /line 060000 of the big output[^\n]*\nerror: the disk is on fire\nline 060001/,
+    );
   });
-  assert.match(page.text, /--- stdout, bytes 2,500,\d+-2,50\d,\d+ of 5,\d+,\d+/);
-  assert.match(page.text, /More: job_output \{"job_id":".+","stream":"stdout","offset":\d+\}/);
-  const grep = await call(client, "job_output", {
-    job_id: jobId,
-    grep: "disk is on fire|the very last",
-    context_lines: 1,
-  });
-  assert.match(grep.text, /2 matching line\(s\) in all/);
-  assert.match(
-    grep.text,
-    /line 060000 of the big output[^\n]*\nerror: the disk is on fire\nline 060001/,
-  );
-});
+}
 
 Deno.test("mcp stdio: job_wait on a pattern, job_input, job_cancel kills the group", async () => {
   await using client = await stdioClient();
@@ -156,6 +181,10 @@ Deno.test("mcp stdio: job_wait on a pattern, job_input, job_cancel kills the gro
   assert.match(waited.text, /matched after [\d.]+ s: stdout line 2: ready on port 4321/);
   const status = await call(client, "job_status", { job_id: jobId });
   assert.match(status.text, /running/);
+  const paused = await call(client, "job_pause", { job_id: jobId });
+  assert.match(paused.text, /paused$/);
+  const resumed = await call(client, "job_resume", { job_id: jobId });
+  assert.match(resumed.text, /running$/);
 
   const canceled = await call(client, "job_cancel", { job_id: jobId });
   assert.match(canceled.text, /the job ended \(canceled\)/);
@@ -181,26 +210,32 @@ Deno.test("mcp stdio: job_wait on a pattern, job_input, job_cancel kills the gro
   await call(client, "job_cancel", { job_id: slowId });
 });
 
-Deno.test("mcp stdio: invalid arguments get a clear error and the server keeps serving", async () => {
-  await using client = await stdioClient();
-  const wrongType = await call(client, "execute", { command: 5 });
-  assert.equal(wrongType.isError, true);
-  assert.match(wrongType.text, /Invalid arguments for tool execute/);
-  assert.match(wrongType.text, /command/);
-  const badRegex = await call(client, "job_output", { job_id: "nope", grep: "(" });
-  assert.equal(badRegex.isError, true);
-  assert.match(badRegex.text, /grep: not a valid regular expression/);
-  const twoModes = await call(client, "job_output", { job_id: "x", head_lines: 1, tail_lines: 1 });
-  assert.match(twoModes.text, /give one of offset, head_lines, tail_lines or grep/);
-  const missing = await call(client, "job_status", { job_id: "no-such-job" });
-  assert.equal(missing.isError, true);
-  assert.match(missing.text, /no-such-job/);
-  const unknown = await client.callTool({ name: "rm_rf", arguments: {} }) as CallToolResult;
-  assert.equal(unknown.isError, true);
-  // Still serving.
-  const ok = await call(client, "execute", { command: "echo still here" });
-  assert.match(ok.text, /still here/);
-});
+for (const transport of ["stdio", "http"] as const) {
+  Deno.test(`mcp ${transport}: invalid arguments get a clear error and the server keeps serving`, async () => {
+    await using client = await clientOver(transport);
+    const wrongType = await call(client, "execute", { command: 5 });
+    assert.equal(wrongType.isError, true);
+    assert.match(wrongType.text, /Invalid arguments for tool execute/);
+    assert.match(wrongType.text, /command/);
+    const badRegex = await call(client, "job_output", { job_id: "nope", grep: "(" });
+    assert.equal(badRegex.isError, true);
+    assert.match(badRegex.text, /grep: not a valid regular expression/);
+    const twoModes = await call(client, "job_output", {
+      job_id: "x",
+      head_lines: 1,
+      tail_lines: 1,
+    });
+    assert.match(twoModes.text, /give one of offset, head_lines, tail_lines or grep/);
+    const missing = await call(client, "job_status", { job_id: "no-such-job" });
+    assert.equal(missing.isError, true);
+    assert.match(missing.text, /no-such-job/);
+    const unknown = await client.callTool({ name: "rm_rf", arguments: {} }) as CallToolResult;
+    assert.equal(unknown.isError, true);
+    // Still serving.
+    const ok = await call(client, "execute", { command: "echo still here" });
+    assert.match(ok.text, /still here/);
+  });
+}
 
 Deno.test("mcp http: same engine as /ws, history, resources, auth and origin", async () => {
   const token = "t".repeat(32);

@@ -128,7 +128,7 @@ Deno.test("http: unknown paths are 404 and /ws without an upgrade is 426", async
   const url = `http://${server.addr.hostname}:${server.addr.port}`;
   const missing = await fetch(`${url}/nope`);
   assert.equal(missing.status, 404);
-  assert.deepEqual((await missing.json()).endpoints, ["/ws", "/ws/mcp", "/health"]);
+  assert.deepEqual((await missing.json()).endpoints, ["/ws", "/ws/mcp", "/mcp", "/health"]);
   const plain = await fetch(`${url}/ws`);
   assert.equal(plain.status, 426);
   assert.match((await plain.json()).error, /JSON-RPC 2.0 over WebSocket/);
@@ -152,4 +152,20 @@ Deno.test("auth: with a token set, /ws needs it and /health does not", async () 
     headers: { authorization: `Bearer ${token}` },
   });
   assert.equal((await client.result("ping", {})).pong, true);
+});
+
+Deno.test("origin: a browser origin not allowed gets 403 on /ws; an allowed one connects", async () => {
+  await using server = await startTestServer({ allowedOrigins: ["http://localhost:3000"] });
+  const url = `http://${server.addr.hostname}:${server.addr.port}`;
+  const refused = await fetch(`${url}/ws`, { headers: { origin: "https://evil.example" } });
+  assert.equal(refused.status, 403);
+  assert.match((await refused.json()).error, /origin "https:\/\/evil.example" are not allowed/);
+  const hijack = new WebSocket(server.url, { headers: { origin: "https://evil.example" } });
+  const closed = await new Promise<CloseEvent>((resolve) => (hijack.onclose = resolve));
+  assert.equal(closed.wasClean, false);
+  const allowed = new WebSocket(server.url, { headers: { origin: "http://localhost:3000" } });
+  const hello = await new Promise<MessageEvent>((resolve) => (allowed.onmessage = resolve));
+  assert.equal(JSON.parse(hello.data).method, "connected");
+  allowed.close();
+  await new Promise((resolve) => (allowed.onclose = resolve));
 });

@@ -288,6 +288,30 @@ export function createMcpServer(options: McpFaceOptions): McpServer {
       return result(`job ${args.job_id}: ${describeWait(waited)}`, waited);
     }));
 
+  const JobPauseInput = z.object({ job_id: z.string().min(1) });
+  server.registerTool("job_pause", {
+    title: "Pause a job",
+    description: "Pauses a running job: SIGSTOP to its whole process group. Its timeout keeps " +
+      "counting. job_resume continues it; job_cancel still ends it.",
+    inputSchema: JobPauseInput.shape,
+  }, (args: z.infer<typeof JobPauseInput>) =>
+    guard(async () => {
+      const client = await options.client();
+      const paused = await client.request("control", { type: "PAUSE", job_id: args.job_id });
+      return result(`job ${args.job_id}: ${paused.status}`, paused);
+    }));
+
+  server.registerTool("job_resume", {
+    title: "Resume a paused job",
+    description: "Resumes a job paused with job_pause (SIGCONT to its process group).",
+    inputSchema: JobPauseInput.shape,
+  }, (args: z.infer<typeof JobPauseInput>) =>
+    guard(async () => {
+      const client = await options.client();
+      const resumed = await client.request("control", { type: "RESUME", job_id: args.job_id });
+      return result(`job ${args.job_id}: ${resumed.status}`, resumed);
+    }));
+
   const JobInputInput = z.object({
     job_id: z.string().min(1),
     data: z.string().optional(),
