@@ -105,6 +105,10 @@ const ConfigSchema = z.object({
     .describe(
       "Folder where jobs' output spills past 64 KiB, for jobs.output; default spool/ beside the history file.",
     ),
+  CC_EXECUTOR_SPOOL_MAX_BYTES: int(0, 2 ** 40).default(1024 ** 3)
+    .describe(
+      "Bytes of each job's stdout and of its stderr kept for jobs.output (0: only the first 64 KiB, in memory).",
+    ),
   CC_EXECUTOR_ALLOWED_ORIGINS: z.string().optional()
     .transform((s) => s?.split(",").map((origin) => origin.trim()).filter(Boolean))
     .describe(
@@ -186,6 +190,8 @@ export interface ServerConfig {
   claudeBin: string;
   /** Where output spills; null: spool/ beside `db`, or a temporary folder for ":memory:". */
   spoolDir: string | null;
+  /** Bytes of each stream of a job kept for jobs.output; 0: memory only (64 KiB a job). */
+  spoolMaxBytes: number;
   /** Origins a browser may open /ws and /mcp from; requests with any other Origin get 403. */
   allowedOrigins: string[];
   mcp: McpConfig;
@@ -365,6 +371,7 @@ export function inspectConfig(options: LoadConfigOptions = {}): ConfigReport {
       templatesDir: c.CC_EXECUTOR_TEMPLATES_DIR,
       claudeBin: c.CC_EXECUTOR_CLAUDE_BIN,
       spoolDir: c.CC_EXECUTOR_SPOOL_DIR ?? null,
+      spoolMaxBytes: c.CC_EXECUTOR_SPOOL_MAX_BYTES,
       allowedOrigins: c.CC_EXECUTOR_ALLOWED_ORIGINS ?? [],
       mcp: {
         maxTokens: c.CC_EXECUTOR_MCP_MAX_TOKENS,

@@ -26,12 +26,17 @@ export async function readJobOutput(
     budgetBytes: params.max_bytes ?? DEFAULT_OUTPUT_BYTES,
   });
   const lost = job.spool.lost;
+  const incomplete = lost
+    ? `${lost.stream} after byte ${lost.offset} was not kept: ${lost.reason}`
+    : job.truncated
+    ? "the job reached its max_output_bytes; what it wrote past that was not delivered"
+    : null;
   return {
     job_id: job.id,
     status: job.status,
     totals: {
-      stdout: { bytes: job.spool.bytes("stdout"), lines: job.spool.lines("stdout") },
-      stderr: { bytes: job.spool.bytes("stderr"), lines: job.spool.lines("stderr") },
+      stdout: await totals(job, "stdout", view),
+      stderr: await totals(job, "stderr", view),
     },
     sections: view.sections,
     omitted_bytes: view.omitted_bytes,
@@ -39,12 +44,17 @@ export async function readJobOutput(
     truncated: view.truncated,
     ...(view.matches === undefined ? {} : { matches: view.matches }),
     ...(view.next_offset === undefined ? {} : { next_offset: view.next_offset }),
-    incomplete: lost
-      ? `${lost.stream} after byte ${lost.offset} was not kept: ${lost.reason}`
-      : job.truncated
-      ? "the job reached its max_output_bytes; what it wrote past that was not delivered"
-      : null,
+    incomplete,
+    ...(lost ? { last_output: job.outputTail || job.outputHead } : {}),
   };
+}
+
+/** What the view counted for a stream it showed, else counted now. */
+async function totals(job: Job, stream: SpoolStream, view: OutputView) {
+  const counted = view.totals[stream];
+  if (counted) return counted;
+  const bytes = job.spool.bytes(stream);
+  return { bytes, lines: await job.spool.countLines(stream, bytes) };
 }
 
 function modeOf(params: Omit<JobsOutputParams, "job_id">): ViewMode {

@@ -114,6 +114,8 @@ export interface JobManagerOptions {
    * `jobs.output`; null keeps memory only (64 KiB a job). @default null
    */
   spoolDir?: string | null;
+  /** Bytes of each stream of a job the spool keeps. @default Infinity */
+  spoolMaxBytes?: number;
 }
 
 /** The hooks new jobs use (the registry's current set) and how many runs error hooks may ask for. */
@@ -305,7 +307,7 @@ export class Job {
     this.#runStartedAt = this.startedAt;
     this.#lastActivity = performance.now();
     this.#lastOutputAt = this.#lastActivity;
-    this.spool = new OutputSpool(id, { dir: manager.spoolDir });
+    this.spool = new OutputSpool(id, { dir: manager.spoolDir, maxBytes: manager.spoolMaxBytes });
     this.#replay = new ReplayBuffer(replayBufferBytes);
     this.#outputBudget = params.max_output_bytes ?? Infinity;
     this.done = new Promise((resolve) => (this.#resolveDone = resolve));
@@ -587,7 +589,7 @@ export class Job {
     const data = whole !== null && !cut ? whole : decoder.decode(bytes);
     const filter = this.#hooks?.output;
     if (!filter) {
-      this.#deliver(stream, offset, data, cut);
+      this.#deliver(stream, offset, data, cut, bytes);
       if (notices) this.#sendClaude(notices);
       return;
     }
@@ -616,11 +618,19 @@ export class Job {
     }
   }
 
-  #deliver(stream: StreamName, offset: number, data: string, cut: boolean): void {
+  /** `raw`: the bytes `data` was decoded from, when no hook changed them (spooled as they are). */
+  #deliver(
+    stream: StreamName,
+    offset: number,
+    data: string,
+    cut: boolean,
+    raw?: Uint8Array,
+  ): void {
     // Hooks may hold text back (or drop it): an empty chunk is not worth a frame.
     if (data.length === 0 && !cut) return;
     this.#keepForHistory(data);
-    this.spool.append(stream, data);
+    if (raw) this.spool.appendBytes(stream, raw);
+    else this.spool.append(stream, data);
     this.#lastOutputAt = performance.now();
     this.#emit("process.output", {
       stream,
@@ -1367,8 +1377,9 @@ export class JobManager {
   readonly #hooks: JobHooksSource | undefined;
   readonly #hookStop = new AbortController();
   readonly templates: TemplateSet | undefined;
-  /** See JobManagerOptions.spoolDir. */
+  /** See JobManagerOptions.spoolDir and spoolMaxBytes. */
   readonly spoolDir: string | null;
+  readonly spoolMaxBytes: number;
 
   constructor(options: JobManagerOptions) {
     this.config = options.config;
@@ -1381,6 +1392,7 @@ export class JobManager {
     this.#hooks = options.hooks;
     this.templates = options.templates;
     this.spoolDir = options.spoolDir ?? null;
+    this.spoolMaxBytes = options.spoolMaxBytes ?? Infinity;
   }
 
   /**

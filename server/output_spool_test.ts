@@ -61,9 +61,9 @@ Deno.test("output_spool: small output stays in memory and touches no file", asyn
     spool.append("stderr", "oops");
     spool.append("stdout", "");
     assert.equal(spool.bytes("stdout"), 13);
-    assert.equal(spool.lines("stdout"), 2);
+    assert.equal(await spool.countLines("stdout"), 2);
     assert.equal(spool.bytes("stderr"), 4);
-    assert.equal(spool.lines("stderr"), 1, "a final partial line counts");
+    assert.equal(await spool.countLines("stderr"), 1, "a final partial line counts");
     assert.equal(await readAll(spool, "stdout"), "hello\nwörld\n");
     assert.equal(dec.decode(await spool.read("stdout", 6, 3)), "wö");
     assert.equal((await spool.read("stdout", 100, 10)).length, 0, "past the end is empty");
@@ -94,15 +94,15 @@ Deno.test("output_spool: a trailing carriage return is not part of a line's text
   ]);
 });
 
-Deno.test("output_spool: lines counts newlines plus a final partial line", () => {
+Deno.test("output_spool: countLines counts newlines plus a final partial line", async () => {
   const spool = new OutputSpool("j", { dir: null });
-  assert.equal(spool.lines("stdout"), 0);
+  assert.equal(await spool.countLines("stdout"), 0);
   spool.append("stdout", "\n\n");
-  assert.equal(spool.lines("stdout"), 2);
+  assert.equal(await spool.countLines("stdout"), 2);
   spool.append("stdout", "a");
-  assert.equal(spool.lines("stdout"), 3);
+  assert.equal(await spool.countLines("stdout"), 3);
   spool.append("stdout", "b\nc\n");
-  assert.equal(spool.lines("stdout"), 4);
+  assert.equal(await spool.countLines("stdout"), 4);
 });
 
 Deno.test("output_spool: past memoryBytes both streams spill to files and keep every byte in order", async () => {
@@ -133,7 +133,7 @@ Deno.test("output_spool: past memoryBytes both streams spill to files and keep e
     assert.equal(out, expected.stdout);
     assert.equal(err, expected.stderr);
     assert.equal(spool.bytes("stdout"), enc.encode(expected.stdout).length);
-    assert.equal(spool.lines("stderr"), expected.stderr.split("\n").length - 1 + 1);
+    assert.equal(await spool.countLines("stderr"), expected.stderr.split("\n").length - 1 + 1);
     // Files hold exactly the streams, and a range read cuts where asked.
     assert.equal(await Deno.readTextFile(`${dir}/${hexOf("job-2")}.stdout`), expected.stdout);
     const all = enc.encode(expected.stdout);
@@ -184,7 +184,7 @@ Deno.test("output_spool: scanLines over a spilled file handles lines and charact
     const expectedLines = content.split("\n");
     const lines = await allLines(spilled, "stdout", { maxLineChars: 200_000 });
     assert.equal(lines.length, expectedLines.length);
-    assert.equal(lines.length, spilled.lines("stdout"));
+    assert.equal(lines.length, await spilled.countLines("stdout"));
     let offset = 0;
     for (const [i, line] of lines.entries()) {
       const want = expectedLines[i]!;
@@ -236,7 +236,7 @@ Deno.test("output_spool: a 5 MB line without newline is one cut line with all it
     const piece = "€".repeat(1000) + "y".repeat(2000); // 5000 bytes, 3000 characters
     for (let i = 0; i < 1000; i++) spool.append("stdout", piece);
     assert.equal(spool.bytes("stdout"), 5_000_000);
-    assert.equal(spool.lines("stdout"), 1);
+    assert.equal(await spool.countLines("stdout"), 1);
     const lines = await allLines(spool, "stdout", { maxLineChars: 1500 });
     assert.equal(lines.length, 1);
     const [line] = lines;
@@ -257,7 +257,7 @@ Deno.test("output_spool: a cut never splits a surrogate pair", async () => {
   assert.equal(line!.cut, true);
 });
 
-Deno.test("output_spool: without a folder, output past memoryBytes is lost but still counted", async () => {
+Deno.test("output_spool: without a folder, output past memoryBytes is lost; bytes still count, lines are of what is kept", async () => {
   await using spool = new OutputSpool("mem", { dir: null, memoryBytes: 10 });
   spool.append("stdout", "hello");
   spool.append("stderr", "wor€ld!\n"); // 5 bytes fit, which would split the €: 3 are kept
@@ -271,10 +271,10 @@ Deno.test("output_spool: without a folder, output past memoryBytes is lost but s
   });
   assert.equal(await readAll(spool, "stderr"), "wor");
   assert.equal(spool.bytes("stderr"), 15);
-  assert.equal(spool.lines("stderr"), 2);
+  assert.equal(await spool.countLines("stderr"), 1, "lines are counted in what was kept");
   assert.equal(await readAll(spool, "stdout"), "hello12", "stdout kept what fitted");
   assert.equal(spool.bytes("stdout"), 12);
-  assert.equal(spool.lines("stdout"), 1);
+  assert.equal(await spool.countLines("stdout"), 1);
   assert.deepEqual((await allLines(spool, "stderr")).map((l) => l.text), ["wor"]);
 });
 
@@ -292,7 +292,7 @@ Deno.test("output_spool: an unwritable folder sets lost with the reason and neve
     assert.equal(lost.offset, 0);
     assert.match(lost.reason, /^Cannot spill (stdout|stderr) of job "job" to ".*\/file\/sub": /);
     assert.equal(spool.bytes("stdout"), 9);
-    assert.equal(spool.lines("stdout"), 1);
+    assert.equal(await spool.countLines("stdout"), 0, "nothing was kept");
     assert.equal((await spool.read("stdout", 0, 100)).length, 0);
     assert.deepEqual(await allLines(spool, "stdout"), []);
   } finally {
@@ -351,4 +351,25 @@ Deno.test("output_spool: offsets and sizes must be non-negative integers", async
   await using spool = new OutputSpool("j", { dir: null });
   await assert.rejects(() => spool.read("stdout", -1, 1), RangeError);
   await assert.rejects(() => allLines(spool, "stdout", { fromOffset: 1.5 }), RangeError);
+});
+
+Deno.test("output_spool: past maxBytes a stream keeps what came before, counts the rest, and says so", async () => {
+  const dir = await tempDir();
+  try {
+    await using spool = new OutputSpool("cap", { dir, memoryBytes: 8, maxBytes: 20 });
+    spool.appendBytes("stdout", new TextEncoder().encode("0123456789\n"));
+    spool.append("stdout", "abcdefgh€\n"); // crosses 20 inside "€": cut before it
+    spool.append("stdout", "never kept\n");
+    spool.append("stderr", "stderr is under its own cap\n");
+    assert.equal(spool.bytes("stdout"), 11 + 12 + 11);
+    assert.equal(await readAll(spool, "stdout"), "0123456789\nabcdefgh");
+    assert.deepEqual(spool.lost, {
+      stream: "stdout",
+      offset: 19,
+      reason: "output past 20 bytes of stdout is not kept (CC_EXECUTOR_SPOOL_MAX_BYTES)",
+    });
+    assert.equal(await readAll(spool, "stderr"), "stderr is under its own cap\n".slice(0, 20));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

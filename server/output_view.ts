@@ -57,6 +57,8 @@ export interface OutputView {
   omitted_lines: number;
   /** True when the budget (or maxMatches) cut what the mode asked for. */
   truncated: boolean;
+  /** Each selected stream's bytes and lines, counted once before the scan (what the view covers). */
+  totals: Partial<Record<SpoolStream, { bytes: number; lines: number }>>;
   /** grep: how many lines matched in all (even those not shown). */
   matches?: number;
   /** range: where the next read continues, null at the end of the stream. */
@@ -102,10 +104,9 @@ export async function viewOutput(spool: OutputSpool, request: ViewRequest): Prom
   if (maxLineChars === 0) throw new RangeError("Invalid maxLineChars: 0 (expected at least 1)");
   // Counted before the scans, which then stop at these offsets: a job still writing cannot make
   // the shown part outgrow the totals.
-  const streams = [...new Set(request.streams)].map((stream) => ({
-    stream,
-    bytes: spool.bytes(stream),
-    lines: spool.lines(stream),
+  const streams = await Promise.all([...new Set(request.streams)].map(async (stream) => {
+    const bytes = spool.bytes(stream);
+    return { stream, bytes, lines: await spool.countLines(stream, bytes) };
   }));
   const mode = request.mode;
   const ctx: Context = { spool, maxLineChars };
@@ -139,6 +140,9 @@ export async function viewOutput(spool: OutputSpool, request: ViewRequest): Prom
     omitted_bytes: sum(streams.map((s) => s.bytes)) - sum(picked.sections.map((s) => s.shownBytes)),
     omitted_lines: sum(streams.map((s) => s.lines)) - sum(picked.sections.map((s) => s.shownLines)),
     truncated: picked.truncated,
+    totals: Object.fromEntries(
+      streams.map(({ stream, bytes, lines }) => [stream, { bytes, lines }]),
+    ),
   };
   if (picked.matches !== undefined) view.matches = picked.matches;
   if (picked.nextOffset !== undefined) view.next_offset = picked.nextOffset;

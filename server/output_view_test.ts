@@ -128,6 +128,7 @@ Deno.test("output_view: small output is shown whole with nothing omitted", async
         omitted_bytes: 0,
         omitted_lines: 0,
         truncated: false,
+        totals: { stdout: { bytes: 10, lines: 2 }, stderr: { bytes: 4, lines: 1 } },
       });
     });
   }
@@ -137,7 +138,13 @@ Deno.test("output_view: small output is shown whole with nothing omitted", async
     mode: { kind: "summary" },
     budgetBytes: 100,
   });
-  assert.deepEqual(view, { sections: [], omitted_bytes: 0, omitted_lines: 0, truncated: false });
+  assert.deepEqual(view, {
+    sections: [],
+    omitted_bytes: 0,
+    omitted_lines: 0,
+    truncated: false,
+    totals: { stdout: { bytes: 0, lines: 0 }, stderr: { bytes: 0, lines: 0 } },
+  });
 });
 
 Deno.test("output_view: summary shows a stream whole exactly up to the budget", async () => {
@@ -385,6 +392,7 @@ Deno.test("output_view: range pages through a stream and moves past a split char
       omitted_bytes: bytes.length,
       omitted_lines: 150,
       truncated: false,
+      totals: { stdout: { bytes: bytes.length, lines: 150 } },
       next_offset: null,
     });
     await assert.rejects(
@@ -449,7 +457,10 @@ Deno.test("output_view: bytes the spool could not keep count as omitted", async 
   });
   assert.deepEqual(view.sections.map((s) => s.text), ["one\ntwo\nthree\nfour"]);
   assert.equal(view.omitted_bytes, 5);
-  assert.equal(view.omitted_lines, 1);
+  // Lines are counted in what was kept; the loss itself is reported by the spool (jobs.output's
+  // `incomplete`).
+  assert.equal(view.omitted_lines, 0);
+  assert.deepEqual(view.totals, { stdout: { bytes: 24, lines: 4 } });
 });
 
 Deno.test("output_view: multi-byte text is budgeted in UTF-8 bytes", async () => {

@@ -371,6 +371,11 @@ export const JobsOutputResult = z.object({
   next_offset: z.number().int().nullable().optional(),
   /** Why part of the output is not available (it could not be kept); null when all of it is. */
   incomplete: z.string().nullable(),
+  /**
+   * With incomplete: the job's last characters (both streams, interleaved, as history keeps
+   * them), so the end of the output is known even when the spool could not keep it.
+   */
+  last_output: z.string().optional(),
 });
 export type JobsOutputResult = z.infer<typeof JobsOutputResult>;
 

@@ -168,7 +168,9 @@ async function listen(
       maxAttempts: config.hooks.maxAttempts,
     },
     templates,
-    spoolDir: spool.path,
+    // 0: no spill at all, so no file is ever written.
+    spoolDir: config.spoolMaxBytes === 0 ? null : spool.path,
+    spoolMaxBytes: config.spoolMaxBytes === 0 ? Infinity : config.spoolMaxBytes,
   });
   const sessions = new Set<Session>();
   const background = new StoreUpkeep(store, config, logger, () => [...sessions].map((s) => s.id));

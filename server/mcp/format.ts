@@ -129,10 +129,19 @@ export function formatOutput(result: JobsOutputResult): string {
   }
   if (result.truncated) notes.push("cut to fit the token budget");
   if (result.incomplete) notes.push(`incomplete: ${result.incomplete}`);
+  if (result.last_output) {
+    out.push("--- the last characters of the output (both streams, kept by history) ---");
+    out.push(lastChars(result.last_output, 2000));
+  }
   if (notes.length > 0) out.push(`[${notes.join("; ")}]`);
   const more = howToGetMore(result);
   if (more) out.push(more);
   return out.join("\n");
+}
+
+/** The last `chars` characters of `text`, marked when cut. */
+function lastChars(text: string, chars: number): string {
+  return text.length <= chars ? text : `… ${text.slice(-chars)}`;
 }
 
 function howToGetMore(result: JobsOutputResult): string | null {
