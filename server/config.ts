@@ -105,7 +105,7 @@ const ConfigSchema = z.object({
     .describe(
       "Folder where jobs' output spills past 64 KiB, for jobs.output; default spool/ beside the history file.",
     ),
-  CC_EXECUTOR_SPOOL_MAX_BYTES: int(0, 2 ** 40).default(1024 ** 3)
+  CC_EXECUTOR_SPOOL_MAX_BYTES: int(0, 2 ** 40).default(256 * 1024 ** 2)
     .describe(
       "Bytes of each job's stdout and of its stderr kept for jobs.output (0: only the first 64 KiB, in memory).",
     ),
