@@ -116,7 +116,10 @@ Deno.test("jobs.output: past CC_EXECUTOR_SPOOL_MAX_BYTES the answer says so and 
   const outcome = await client.execute({ command: "seq 1 50000; echo the-end", collect: false });
   const result = await client.request("jobs.output", { job_id: outcome.jobId, tail_lines: 1 });
   assert.equal(result.totals.stdout.bytes, 288_902);
-  assert.match(result.incomplete!, /^stdout after byte 100000 was not kept: output past 100000 bytes/);
+  assert.match(
+    result.incomplete!,
+    /^stdout after byte 100000 was not kept: output past 100000 bytes/,
+  );
   assert.ok(result.last_output!.endsWith("49999\n50000\nthe-end\n"), result.last_output);
   // What was kept is read as usual.
   const head = await client.request("jobs.output", { job_id: outcome.jobId, head_lines: 2 });
