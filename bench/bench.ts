@@ -12,13 +12,14 @@ import { measureHookCost } from "./hook_cost.ts";
 import { measureStoreCost } from "./store_cost.ts";
 import { type BenchResults, type BenchSettings, renderReport, verdicts } from "./report.ts";
 import { measureLatency, measureOutput, measureRate, measureSlowReader } from "./scenarios.ts";
+import { measureSpoolCost } from "./spool_cost.ts";
 import { ServerProcess } from "./server_process.ts";
 import { MiB } from "./stats.ts";
 
 /** The checkout this bench belongs to: its server is the default one to measure. */
 const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname);
 const DEFAULT_OUT = "docs/performance.md";
-const SCENARIOS = ["a", "b", "c", "d", "e", "f", "g"] as const;
+const SCENARIOS = ["a", "b", "c", "d", "e", "f", "g", "h"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 /** Sized to keep the whole run near a minute on 2 CPUs while p99 still rests on 5+ samples. */
@@ -138,6 +139,7 @@ export async function bench(args: string[]): Promise<number> {
       cli: null,
       store: null,
       hooks: null,
+      spool: null,
       rss: [{ after: "start (idle)", bytes: server.rss() }],
     };
     // (d) first, on the fresh server: every other scenario leaves the server's RSS grown (Deno keeps
@@ -206,6 +208,19 @@ export async function bench(args: string[]): Promise<number> {
         seconds: settings.hookSeconds,
         warmupSeconds: settings.rateWarmupSeconds,
         rounds: settings.hookRounds,
+      });
+    }
+    if (run("h")) {
+      log(
+        `(h) spool cost: output with every byte kept vs none; ${settings.outputRuns} x ${
+          settings.outputBytes / MiB
+        } MiB each`,
+      );
+      results.spool = await measureSpoolCost({
+        cwd: serverDir,
+        bytes: settings.outputBytes,
+        runs: settings.outputRuns,
+        warmupBytes: settings.outputWarmupBytes,
       });
     }
   } catch (error) {

@@ -15,8 +15,9 @@ import type {
 } from "./scenarios.ts";
 import type { CliRunResult } from "./cli_run.ts";
 import type { HookCostResult, HookRound, HookVariant } from "./hook_cost.ts";
+import type { SpoolCostResult, SpoolRun } from "./spool_cost.ts";
 import type { StoreCostBackend, StoreCostResult } from "./store_cost.ts";
-import { fixed, MB, MiB, ratio, type Summary } from "./stats.ts";
+import { fixed, MB, median, MiB, ratio, type Summary } from "./stats.ts";
 
 export interface Machine {
   cpus: number;
@@ -71,6 +72,7 @@ export interface BenchResults {
   cli: CliRunResult | null;
   store: StoreCostResult | null;
   hooks: HookCostResult | null;
+  spool: SpoolCostResult | null;
   /** The server's RSS at the start and after each scenario run, in run order. */
   rss: { after: string; bytes: number }[];
 }
@@ -534,6 +536,43 @@ export function renderReport(r: BenchResults): string {
       row("`redact_secrets` built-in", "redact"),
       "",
       ...hookCostSummary(g),
+    );
+  } else add("Not run.", "");
+
+  add(
+    "## (h) What keeping output costs: (c) with every byte kept, and with none",
+    "",
+    `The (c) run (${
+      fixed(s.outputBytes / MiB, 0)
+    } MiB through ExecutorClient, \`collect: false\`) through two servers that`,
+    "differ only in what they keep of a job's output for `jobs.output` and the MCP tools: every byte",
+    "(CC_EXECUTOR_SPOOL_MAX_BYTES above the run's size: 64 KiB in memory, the rest written to a spool",
+    "file as it streams) and none past the first 64 KiB (`CC_EXECUTOR_SPOOL_MAX_BYTES=0`: no file).",
+    "History is off in both. The servers run side by side and take turns; after each run",
+    "`jobs.output` is asked whether the job's output was kept whole (kept) or not (off).",
+    "",
+  );
+  if (r.spool) {
+    const h = r.spool;
+    const off = median(h.runs.off.map((x) => x.ms));
+    const row = (name: string, runs: SpoolRun[]) => {
+      const ms = runs.map((x) => x.ms);
+      const cpu = runs.reduce((sum, x) => sum + x.serverCpu, 0) / runs.length;
+      return `| ${name} | ${ms.map((x) => fixed(x / 1000, 2)).join(" / ")} | ${
+        fixed(h.bytes / MiB / (median(ms) / 1000), 0)
+      } | ${ratio(off, median(ms))} | ${fixed(cpu, 2)} |`;
+    };
+    add(
+      "| Output kept | runs, s | MiB/s | vs none kept | server CPU s per run |",
+      "| --- | ---: | ---: | ---: | ---: |",
+      row("every byte (spool file)", h.runs.kept),
+      row("first 64 KiB (`CC_EXECUTOR_SPOOL_MAX_BYTES=0`)", h.runs.off),
+      "",
+      "Keeping output is what lets `jobs.output`, `job_output` and MCP results show any part of a job's",
+      "output later; it costs a copy of each byte into a batch and a file write per MiB. Jobs that print",
+      "less than 64 KiB never touch a file. A server that needs neither can set",
+      "`CC_EXECUTOR_SPOOL_MAX_BYTES=0`.",
+      "",
     );
   } else add("Not run.", "");
 

@@ -248,7 +248,8 @@ export interface OutputResult {
   afterRss: number;
 }
 
-async function serverOutput(client: ExecutorClient, bytes: number): Promise<void> {
+/** Runs the (c) command through `client`, checks every byte arrived, and returns the job's id. */
+export async function serverOutput(client: ExecutorClient, bytes: number): Promise<string> {
   let received = 0;
   const outcome = await within(
     client.execute({
@@ -265,6 +266,7 @@ async function serverOutput(client: ExecutorClient, bytes: number): Promise<void
       `execute output: ${outcome.status}, received ${received} bytes, server read ${outcome.bytes.stdout}, expected ${bytes}`,
     );
   }
+  return outcome.jobId;
 }
 
 async function rawOutput(server: ServerProcess, bytes: number, id: string): Promise<number> {

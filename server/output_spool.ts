@@ -63,7 +63,11 @@ export interface ScanLinesOptions {
 /** Block size for file reads: big enough to be cheap, small enough to never hold a whole file. */
 const BLOCK_BYTES = 64 * 1024;
 /** Most bytes one file write carries: a burst of small appends becomes a few writes, not many. */
-const WRITE_BATCH_BYTES = 1024 * 1024;
+/**
+ * Output reaches the file in batches of this size (a part-filled one only when a read or the end
+ * needs it): a write per 32 KiB chunk cost more server CPU than the rest of the output path.
+ */
+const WRITE_BATCH_BYTES = 256 * 1024;
 /** Job ids up to this many UTF-8 bytes are spelled out in hex in the file name; longer ones hashed. */
 const MAX_HEX_ID_BYTES = 100;
 
@@ -96,6 +100,8 @@ interface StreamState {
   openLength: number;
   /** Bytes of `open` already handed to the writer (it may take a batch before it is full). */
   openStart: number;
+  /** A reader or the end wants the part-filled batch written too. */
+  flush: boolean;
   /** The running writer; it drains `pending` until empty and never rejects. */
   writing: Promise<void> | null;
   file: Deno.FsFile | null;
@@ -121,6 +127,7 @@ function newStream(name: SpoolStream): StreamState {
     open: null,
     openLength: 0,
     openStart: 0,
+    flush: false,
     writing: null,
     file: null,
     created: false,
@@ -211,7 +218,7 @@ export class OutputSpool implements AsyncDisposable {
         rest = rest.slice(read);
         this.#closeBatch(s);
       }
-      this.#startWriter(s);
+      if (s.pending.length > 0) this.#startWriter(s);
       return;
     }
     this.#keep(s, encoder.encode(text));
@@ -238,7 +245,7 @@ export class OutputSpool implements AsyncDisposable {
         at += n;
         if (s.openLength === open.length) this.#closeBatch(s);
       }
-      this.#startWriter(s);
+      if (s.pending.length > 0) this.#startWriter(s);
       return;
     }
     this.#keep(s, bytes.slice());
@@ -464,6 +471,7 @@ export class OutputSpool implements AsyncDisposable {
     for (const s of Object.values(this.#streams)) {
       // A writer may start again while this waits (a late append): wait until none runs. There is
       // no await between that check and the close, so none can start in between.
+      this.#flush(s);
       while (s.writing !== null) await s.writing;
       s.file?.close();
       s.file = null;
@@ -501,6 +509,7 @@ export class OutputSpool implements AsyncDisposable {
 
   /** Waits for the writes of everything appended so far. */
   async #settled(s: StreamState): Promise<void> {
+    this.#flush(s);
     // The writer drains until nothing is pending, so one await covers every earlier append.
     if (s.writing !== null) await s.writing;
   }
@@ -526,6 +535,13 @@ export class OutputSpool implements AsyncDisposable {
     }
   }
 
+  /** Has the writer take the part-filled batch too, after the full ones. */
+  #flush(s: StreamState): void {
+    if (s.openLength <= s.openStart) return;
+    s.flush = true;
+    this.#startWriter(s);
+  }
+
   #startWriter(s: StreamState): void {
     s.writing ??= this.#write(s);
   }
@@ -535,7 +551,9 @@ export class OutputSpool implements AsyncDisposable {
     let path = "";
     try {
       path = await this.#filePath(s.name);
-      while ((s.pending.length > 0 || s.openLength > s.openStart) && s.lostAt === null) {
+      while (
+        (s.pending.length > 0 || (s.flush && s.openLength > s.openStart)) && s.lostAt === null
+      ) {
         s.file ??= await Deno.open(path, {
           write: true,
           create: true,
@@ -565,6 +583,7 @@ export class OutputSpool implements AsyncDisposable {
       );
     } finally {
       s.writing = null;
+      s.flush = false;
     }
   }
 
