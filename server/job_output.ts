@@ -4,8 +4,14 @@
  *
  * @module
  */
+import { leftMemory } from "./job_wait.ts";
 import type { Job } from "./jobs.ts";
-import { type OutputView, type ViewMode, viewOutput } from "./output_view.ts";
+import {
+  type OutputView,
+  SECTION_OVERHEAD_BYTES,
+  type ViewMode,
+  viewOutput,
+} from "./output_view.ts";
 import type { SpoolStream } from "./output_spool.ts";
 import type { JobsOutputParams, JobsOutputResult } from "./protocol.ts";
 
@@ -17,13 +23,29 @@ export async function readJobOutput(
   job: Job,
   params: Omit<JobsOutputParams, "job_id">,
 ): Promise<JobsOutputResult> {
+  try {
+    return await read(job, params);
+  } catch (error) {
+    throw leftMemory(job, error);
+  }
+}
+
+async function read(
+  job: Job,
+  params: Omit<JobsOutputParams, "job_id">,
+): Promise<JobsOutputResult> {
   const streams: SpoolStream[] = params.stream === undefined || params.stream === "both"
     ? ["stdout", "stderr"]
     : [params.stream];
+  const mode = modeOf(params);
+  const budget = params.max_bytes ?? DEFAULT_OUTPUT_BYTES;
   const view: OutputView = await viewOutput(job.spool, {
     streams,
-    mode: modeOf(params),
-    budgetBytes: params.max_bytes ?? DEFAULT_OUTPUT_BYTES,
+    mode,
+    // Each section is charged for the header a reader prints above it (the MCP text), so many
+    // small sections cannot push the answer past its budget. A range is one section of raw text:
+    // max_bytes of it, as asked.
+    budgetBytes: mode.kind === "range" ? budget + SECTION_OVERHEAD_BYTES : budget,
   });
   const lost = job.spool.lost;
   const incomplete = lost

@@ -429,6 +429,9 @@ export class Job {
     }
     // Slow output hooks slow the command too, rather than queueing its output in memory.
     if (this.#outputBacklog > OUTPUT_HOOK_BACKLOG) (waits ??= []).push(this.#outputChain);
+    // So does a disk slower than the command: its output waits in the pipe, not in memory.
+    const spool = this.spool.ready();
+    if (spool) (waits ??= []).push(spool);
     return waits && Promise.all(waits);
   }
 

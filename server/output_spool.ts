@@ -58,16 +58,28 @@ export interface ScanLinesOptions {
   toOffset?: number;
   /** Characters of a line's text kept; the rest is only counted. @default 4096 */
   maxLineChars?: number;
+  /**
+   * The line number of the line that starts at fromOffset, when the caller knows it (a wait that
+   * resumes where it stopped): the newlines before fromOffset are then not counted, which on a
+   * long stream is a read of everything before it. @default counted
+   */
+  firstLine?: number;
 }
 
 /** Block size for file reads: big enough to be cheap, small enough to never hold a whole file. */
 const BLOCK_BYTES = 64 * 1024;
-/** Most bytes one file write carries: a burst of small appends becomes a few writes, not many. */
 /**
  * Output reaches the file in batches of this size (a part-filled one only when a read or the end
  * needs it): a write per 32 KiB chunk cost more server CPU than the rest of the output path.
  */
 const WRITE_BATCH_BYTES = 256 * 1024;
+/**
+ * `ready()` asks the job to wait once this many bytes (both streams together) wait for the
+ * writer: a job writing faster than the disk would otherwise pile its output up in memory.
+ */
+const BACKLOG_HIGH_BYTES = 8 * 1024 * 1024;
+/** ...and lets it go on once fewer than this wait: a few batches, so the writer never idles. */
+const BACKLOG_LOW_BYTES = 2 * 1024 * 1024;
 /** Job ids up to this many UTF-8 bytes are spelled out in hex in the file name; longer ones hashed. */
 const MAX_HEX_ID_BYTES = 100;
 
@@ -87,6 +99,11 @@ interface StreamState {
   counting: Promise<unknown>;
   /** Bytes that can be read: held in `chunks` before the spill, written to the file after it. */
   kept: number;
+  /**
+   * Bytes kept or on their way to the file (in `pending`, in `open` or being written): where
+   * `kept` will be once the writer catches up. A read waits for the bytes before it, no more.
+   */
+  queued: number;
   /** Before the spill: the stream's bytes, in order. */
   chunks: Uint8Array[];
   /** After the spill: full batches waiting for the writer, in order. */
@@ -100,8 +117,12 @@ interface StreamState {
   openLength: number;
   /** Bytes of `open` already handed to the writer (it may take a batch before it is full). */
   openStart: number;
-  /** A reader or the end wants the part-filled batch written too. */
-  flush: boolean;
+  /**
+   * A reader or the end wants the bytes before this offset written, the part-filled batch
+   * included if they reach into it. An offset, not a flag: under steady output a flag would stay
+   * set and have every later part-filled batch written small.
+   */
+  flushTo: number;
   /** The running writer; it drains `pending` until empty and never rejects. */
   writing: Promise<void> | null;
   file: Deno.FsFile | null;
@@ -122,12 +143,13 @@ function newStream(name: SpoolStream): StreamState {
     lastCounted: -1,
     counting: Promise.resolve(),
     kept: 0,
+    queued: 0,
     chunks: [],
     pending: [],
     open: null,
     openLength: 0,
     openStart: 0,
-    flush: false,
+    flushTo: 0,
     writing: null,
     file: null,
     created: false,
@@ -138,8 +160,9 @@ function newStream(name: SpoolStream): StreamState {
 
 /**
  * A job's output, both streams, kept in full: in memory while small, in two
- * files once large. Reads wait for the pending writes, so a read during the
- * job sees at least everything appended before it.
+ * files once large. A read waits until what was appended before it is written
+ * (not for the writer to go idle, which a busy job may never let it do), so it
+ * sees at least everything appended before it.
  *
  * @example
  * ```ts
@@ -162,6 +185,8 @@ export class OutputSpool implements AsyncDisposable {
   #spilled = false;
   #disposed = false;
   #lost: SpoolLoss | null = null;
+  /** Resolved (and replaced) whenever a write ends, a stream loses bytes or the spool is disposed. */
+  #progress: PromiseWithResolvers<void> | null = null;
   /** Creating the folder and naming the files happen once, on the first write. */
   #prepared: Promise<string> | null = null;
 
@@ -214,6 +239,7 @@ export class OutputSpool implements AsyncDisposable {
         const { read, written } = encoder.encodeInto(rest, open.subarray(s.openLength));
         s.openLength += written;
         s.total += written;
+        s.queued += written;
         if (read === rest.length) break;
         rest = rest.slice(read);
         this.#closeBatch(s);
@@ -236,6 +262,7 @@ export class OutputSpool implements AsyncDisposable {
     if (bytes.length === 0) return;
     if (this.#spilled && s.lostAt === null && !this.#disposed) {
       s.total += bytes.length;
+      s.queued += bytes.length;
       let at = 0;
       while (at < bytes.length) {
         const open = this.#openBatch(s);
@@ -280,6 +307,7 @@ export class OutputSpool implements AsyncDisposable {
       if (this.#memory + bytes.length <= this.#memoryBytes) {
         s.chunks.push(bytes);
         s.kept += bytes.length;
+        s.queued += bytes.length;
         this.#memory += bytes.length;
         return;
       }
@@ -289,6 +317,7 @@ export class OutputSpool implements AsyncDisposable {
         if (keep > 0) {
           s.chunks.push(bytes.slice(0, keep));
           s.kept += keep;
+          s.queued += keep;
           this.#memory += keep;
         }
         this.#lose(
@@ -301,6 +330,7 @@ export class OutputSpool implements AsyncDisposable {
       this.#spill();
     }
     s.pending.push(bytes);
+    s.queued += bytes.length;
     this.#startWriter(s);
   }
 
@@ -316,11 +346,11 @@ export class OutputSpool implements AsyncDisposable {
    */
   countLines(stream: SpoolStream, upTo = Infinity): Promise<number> {
     const s = this.#streams[stream];
+    // What was appended before the call, not before this call's turn in the queue.
+    const target = Math.min(s.queued, upTo);
     const run = s.counting.then(async () => {
       this.#checkOpen("count the lines of");
-      await this.#settled(s);
-      this.#checkOpen("count the lines of");
-      const end = Math.min(s.kept, upTo);
+      const end = this.#readable(s, target);
       if (end < s.countedTo) {
         // An older snapshot than the count so far (a caller that read bytes() long ago).
         let newlines = 0;
@@ -350,26 +380,22 @@ export class OutputSpool implements AsyncDisposable {
     return this.#lost;
   }
 
-  /** Up to maxBytes bytes of one stream from offset (clamped to the end). Waits for pending writes first. */
+  /**
+   * Up to maxBytes bytes of one stream from offset (clamped to what was appended before the
+   * call). Waits until those bytes are written, not for later ones.
+   */
   async read(stream: SpoolStream, offset: number, maxBytes: number): Promise<Uint8Array> {
     checkCount("offset", offset);
     checkCount("maxBytes", maxBytes);
     const s = this.#streams[stream];
     this.#checkOpen("read");
-    await this.#settled(s);
-    this.#checkOpen("read");
-    const end = Math.min(s.kept, offset + maxBytes);
+    const end = this.#readable(s, Math.min(s.queued, offset + maxBytes));
     if (end <= offset) return EMPTY;
-    if (!this.#spilled) return copyRange(s.chunks, offset, end);
-    const path = await this.#filePath(s.name);
-    using file = await Deno.open(path, { read: true });
-    await file.seek(offset, Deno.SeekMode.Start);
     const out = new Uint8Array(end - offset);
     let got = 0;
-    while (got < out.length) {
-      const n = await file.read(out.subarray(got));
-      if (n === null) break;
-      got += n;
+    for await (const block of this.#blocks(s, offset, end)) {
+      out.set(block, got);
+      got += block.length;
     }
     return got === out.length ? out : out.subarray(0, got);
   }
@@ -381,14 +407,17 @@ export class OutputSpool implements AsyncDisposable {
     checkCount("fromOffset", from);
     checkCount("maxLineChars", limit);
     if (options.toOffset !== undefined) checkCount("toOffset", options.toOffset);
+    const firstLine = options.firstLine;
+    if (firstLine !== undefined && (!Number.isSafeInteger(firstLine) || firstLine < 1)) {
+      throw new RangeError(`Invalid firstLine: ${firstLine} (expected a positive integer)`);
+    }
     const s = this.#streams[stream];
     this.#checkOpen("scan");
-    await this.#settled(s);
-    this.#checkOpen("scan");
-    const end = Math.min(s.kept, options.toOffset ?? Infinity);
+    // The end is fixed before any await: a spill meanwhile moves the bytes, it does not end them.
+    const end = this.#readable(s, Math.min(s.queued, options.toOffset ?? Infinity));
     if (end <= from) return;
     const blocks = (start: number, stop: number) => this.#blocks(s, start, stop);
-    let lineNo = 1 + (from > 0 ? await countNewlines(blocks(0, from)) : 0);
+    let lineNo = firstLine ?? 1 + (from > 0 ? await countNewlines(blocks(0, from)) : 0);
 
     // A line inside one block (almost all of them) is decoded in one call; a line spanning blocks
     // goes through a streaming decoder, which carries a character split between blocks.
@@ -413,19 +442,24 @@ export class OutputSpool implements AsyncDisposable {
     };
 
     for await (const block of blocks(from, end)) {
+      // An ASCII block (most output) is decoded in one call and its lines are slices of it: a
+      // decoder call and a subarray per line cost more than the rest of a scan of short lines.
+      const ascii = isAscii(block) ? whole.decode(block) : null;
       let pos = 0;
       while (true) {
         const nl = block.indexOf(10, pos);
         const segEnd = nl === -1 ? block.length : nl;
         if (segEnd > pos) {
-          const seg = block.subarray(pos, segEnd);
-          lastByte = seg[seg.length - 1]!;
+          lastByte = block[segEnd - 1]!;
           const fresh = lineBytes === 0;
-          lineBytes += seg.length;
+          lineBytes += segEnd - pos;
           if (!cut) {
             if (fresh && nl !== -1) {
-              text = whole.decode(seg);
+              text = ascii !== null
+                ? ascii.slice(pos, segEnd)
+                : whole.decode(block.subarray(pos, segEnd));
             } else {
+              const seg = block.subarray(pos, segEnd);
               // A 5 MB line must not become a 5 MB string: decode only what can still be kept.
               // Three bytes give at least one UTF-16 unit, so this many bytes always suffice.
               const room = (limit - text.length + 1) * 3 + 8;
@@ -466,12 +500,39 @@ export class OutputSpool implements AsyncDisposable {
     }
   }
 
+  /**
+   * Undefined while less than 8 MiB (both streams together) waits to be written; else a promise
+   * that resolves once less than 2 MiB does (or the spool is disposed). The job waits on it
+   * before reading more of the command's output, as it does for a slow client: output faster
+   * than the disk then slows the command down instead of filling memory.
+   */
+  ready(): Promise<void> | undefined {
+    if (this.#disposed || this.#backlog() < BACKLOG_HIGH_BYTES) return undefined;
+    return this.#drained();
+  }
+
+  async #drained(): Promise<void> {
+    // The writer runs while full batches wait (and a lost stream drops its own), so this ends.
+    while (!this.#disposed && this.#backlog() >= BACKLOG_LOW_BYTES) await this.#progressed();
+  }
+
+  /** Bytes of both streams appended to be kept but not written yet. */
+  #backlog(): number {
+    const { stdout, stderr } = this.#streams;
+    return stdout.queued - stdout.kept + stderr.queued - stderr.kept;
+  }
+
+  /** True once the spool was disposed: it keeps nothing more and every read throws. */
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
   /** The job has ended: close file handles (later reads open the file again). Idempotent. */
   async seal(): Promise<void> {
     for (const s of Object.values(this.#streams)) {
       // A writer may start again while this waits (a late append): wait until none runs. There is
       // no await between that check and the close, so none can start in between.
-      this.#flush(s);
+      this.#flush(s, s.queued);
       while (s.writing !== null) await s.writing;
       s.file?.close();
       s.file = null;
@@ -482,13 +543,19 @@ export class OutputSpool implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     if (this.#disposed) return;
     this.#disposed = true;
-    await this.seal();
+    // Dropped before waiting for the writer: what is queued would be written only to be deleted.
     for (const s of Object.values(this.#streams)) {
       s.chunks = [];
       s.pending = [];
       s.open = null;
       s.openLength = 0;
       s.openStart = 0;
+      s.queued = s.kept;
+    }
+    this.#memory = 0;
+    this.#notify(); // readers and ready() waiting for writes stop waiting
+    await this.seal();
+    for (const s of Object.values(this.#streams)) {
       if (!s.created) continue;
       try {
         await Deno.remove(await this.#filePath(s.name));
@@ -496,7 +563,6 @@ export class OutputSpool implements AsyncDisposable {
         if (!(e instanceof Deno.errors.NotFound)) throw e;
       }
     }
-    this.#memory = 0;
   }
 
   #checkOpen(what: string): void {
@@ -507,11 +573,38 @@ export class OutputSpool implements AsyncDisposable {
     }
   }
 
-  /** Waits for the writes of everything appended so far. */
-  async #settled(s: StreamState): Promise<void> {
-    this.#flush(s);
-    // The writer drains until nothing is pending, so one await covers every earlier append.
-    if (s.writing !== null) await s.writing;
+  /**
+   * Where a read of the stream up to `target` (at most what was queued when it was asked for)
+   * ends: `target`, unless the stream lost bytes, which then are never readable.
+   */
+  #readable(s: StreamState, target: number): number {
+    // Without a loss every byte before queued is (or will be) readable; after it, what was
+    // written is all there is (a loss drops the queue and stops the writer).
+    return s.lostAt === null ? target : Math.min(target, s.kept);
+  }
+
+  /**
+   * Waits until the stream's bytes before `target` are in its file, asking for the part-filled
+   * batch if they reach into it; or until the stream loses bytes or the spool is disposed. It
+   * waits for those bytes only: under steady output the writer never goes idle.
+   */
+  async #written(s: StreamState, target: number): Promise<void> {
+    this.#flush(s, target);
+    while (s.kept < target && s.lostAt === null && !this.#disposed && s.writing !== null) {
+      await this.#progressed();
+    }
+  }
+
+  /** A promise that resolves at the next write, loss or dispose. */
+  #progressed(): Promise<void> {
+    this.#progress ??= Promise.withResolvers<void>();
+    return this.#progress.promise;
+  }
+
+  #notify(): void {
+    const progress = this.#progress;
+    this.#progress = null;
+    progress?.resolve();
   }
 
   #lose(s: StreamState, offset: number, reason: string): void {
@@ -520,7 +613,9 @@ export class OutputSpool implements AsyncDisposable {
     s.open = null;
     s.openLength = 0;
     s.openStart = 0;
+    s.queued = s.kept; // nothing waits for the writer any more
     this.#lost ??= { stream: s.name, offset, reason };
+    this.#notify();
   }
 
   /** Moves both streams from memory to their files: what memory held is written first. */
@@ -535,11 +630,20 @@ export class OutputSpool implements AsyncDisposable {
     }
   }
 
-  /** Has the writer take the part-filled batch too, after the full ones. */
-  #flush(s: StreamState): void {
-    if (s.openLength <= s.openStart) return;
-    s.flush = true;
-    this.#startWriter(s);
+  /**
+   * Has the writer write the bytes before `target`: the full batches, and the part-filled one
+   * too if they reach into it.
+   */
+  #flush(s: StreamState, target: number): void {
+    if (target > s.flushTo) s.flushTo = target;
+    if (s.pending.length > 0 || this.#wantsOpen(s)) this.#startWriter(s);
+  }
+
+  /** Whether the part-filled batch holds bytes a reader or the end asked for. */
+  #wantsOpen(s: StreamState): boolean {
+    const unhanded = s.openLength - s.openStart;
+    // Its unhanded bytes are the last queued ones: they start at queued - unhanded.
+    return unhanded > 0 && s.flushTo > s.queued - unhanded;
   }
 
   #startWriter(s: StreamState): void {
@@ -551,9 +655,7 @@ export class OutputSpool implements AsyncDisposable {
     let path = "";
     try {
       path = await this.#filePath(s.name);
-      while (
-        (s.pending.length > 0 || (s.flush && s.openLength > s.openStart)) && s.lostAt === null
-      ) {
+      while ((s.pending.length > 0 || this.#wantsOpen(s)) && s.lostAt === null) {
         s.file ??= await Deno.open(path, {
           write: true,
           create: true,
@@ -564,12 +666,15 @@ export class OutputSpool implements AsyncDisposable {
           mode: 0o600, // output may hold secrets
         });
         s.created = true;
+        // A dispose while the file opened dropped what was queued.
+        if (s.pending.length === 0 && !this.#wantsOpen(s)) continue;
         const batch = takeBatch(s);
         let done = 0;
         while (done < batch.length) {
           const n = await s.file.write(batch.subarray(done));
           done += n;
           s.kept += n;
+          this.#notify(); // a reader may wait for just these bytes
         }
       }
     } catch (e) {
@@ -583,7 +688,7 @@ export class OutputSpool implements AsyncDisposable {
       );
     } finally {
       s.writing = null;
-      s.flush = false;
+      this.#notify();
     }
   }
 
@@ -597,7 +702,11 @@ export class OutputSpool implements AsyncDisposable {
     return `${await this.#prepared}.${stream}`;
   }
 
-  /** The kept bytes of [start, stop) as blocks of at most BLOCK_BYTES, in order. */
+  /**
+   * The kept bytes of [start, stop) as blocks of at most BLOCK_BYTES, in order; `stop` at most
+   * what was queued when the caller began. After the spill, waits until they are written: the
+   * caller may have taken `stop` from memory just before a spill moved those bytes to `pending`.
+   */
   async *#blocks(s: StreamState, start: number, stop: number): AsyncIterable<Uint8Array> {
     if (stop <= start) return;
     if (!this.#spilled) {
@@ -605,6 +714,11 @@ export class OutputSpool implements AsyncDisposable {
       yield* memoryBlocks(s.chunks.slice(), start, stop);
       return;
     }
+    await this.#written(s, stop);
+    this.#checkOpen("read");
+    // Bytes lost before they were written are not in the file; bytes kept are (so it exists).
+    stop = Math.min(stop, s.kept);
+    if (stop <= start) return;
     using file = await Deno.open(await this.#filePath(s.name), { read: true });
     await file.seek(start, Deno.SeekMode.Start);
     // One buffer for the whole scan: each block is decoded before the next read.
@@ -654,16 +768,6 @@ function* memoryBlocks(chunks: Uint8Array[], start: number, stop: number): Itera
   }
 }
 
-function copyRange(chunks: Uint8Array[], start: number, stop: number): Uint8Array {
-  const out = new Uint8Array(stop - start);
-  let filled = 0;
-  for (const block of memoryBlocks(chunks, start, stop)) {
-    out.set(block, filled);
-    filled += block.length;
-  }
-  return out;
-}
-
 /** Removes up to WRITE_BATCH_BYTES of pending chunks (at least one) and joins them. */
 function takeBatch(s: StreamState): Uint8Array {
   // The batch being filled goes once the full ones have: the file stays in order.
@@ -689,6 +793,11 @@ function takeBatch(s: StreamState): Uint8Array {
     at += chunk.length;
   }
   return batch;
+}
+
+function isAscii(block: Uint8Array): boolean {
+  for (let i = 0; i < block.length; i++) if (block[i]! >= 0x80) return false;
+  return true;
 }
 
 function countNewlinesIn(block: Uint8Array): number {

@@ -229,6 +229,43 @@ Deno.test("output_spool: scanLines over a spilled file handles lines and charact
   }
 });
 
+Deno.test("output_spool: ASCII blocks (decoded a block at a time) scan the same as any other", async () => {
+  const dir = await tempDir();
+  try {
+    // ASCII only: lines of every length around the 64 KiB blocks, "\r\n" ends, a long line across
+    // two blocks and a last line without "\n"; then the same with one "é" in every block.
+    const parts: string[] = [];
+    for (let i = 0; i < 6_000; i++) {
+      parts.push(`${i}:${"abc".repeat(i % 40)}${i % 3 === 0 ? "\r" : ""}\n`);
+    }
+    parts.push("L".repeat(100_000) + "\n", "end\r");
+    const ascii = parts.join("");
+    const mixed = ascii.replace(/7:/g, "é:");
+    for (const content of [ascii, mixed]) {
+      await using spool = new OutputSpool("ascii", { dir, memoryBytes: 1000 });
+      for (let i = 0; i < content.length; i += 4093) {
+        spool.append("stdout", content.slice(i, i + 4093));
+      }
+      const lines = await allLines(spool, "stdout", { maxLineChars: 200_000 });
+      const expected = content.split("\n");
+      assert.deepEqual(lines.map((l) => l.text), expected.map((t) => t.replace(/\r$/, "")));
+      let offset = 0;
+      for (const [i, line] of lines.entries()) {
+        assert.equal(line.offset, offset);
+        assert.equal(line.line, i + 1);
+        offset += line.bytes;
+      }
+      assert.equal(offset, spool.bytes("stdout"));
+      const cut = await allLines(spool, "stdout", { maxLineChars: 5 });
+      assert.deepEqual(cut.map((l) => l.text), lines.map((l) => l.text.slice(0, 5)));
+      // (A "\r" cut off with the rest counts as cut.)
+      assert.deepEqual(cut.map((l) => l.cut), expected.map((t) => t.length > 5));
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("output_spool: a 5 MB line without newline is one cut line with all its bytes counted", async () => {
   const dir = await tempDir();
   try {
@@ -371,5 +408,188 @@ Deno.test("output_spool: past maxBytes a stream keeps what came before, counts t
     assert.equal(await readAll(spool, "stderr"), "stderr is under its own cap\n".slice(0, 20));
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+const MiB = 1024 * 1024;
+
+Deno.test("output_spool: a read under steady output waits for what came before it, not for the writer to go idle", async () => {
+  const dir = await tempDir();
+  try {
+    await using spool = new OutputSpool("steady", { dir, memoryBytes: 1024 });
+    spool.append("stdout", "first line\n");
+    const chunk = new Uint8Array(MiB).fill(97);
+    let stop = false;
+    let appended = 0;
+    // Appends as fast as ready() lets it: 2 to 8 MiB always wait, so the writer is never idle.
+    const appender = (async () => {
+      const started = performance.now();
+      while (!stop && performance.now() - started < 10_000 && appended < 512 * MiB) {
+        spool.appendBytes("stdout", chunk);
+        appended += chunk.length;
+        await (spool.ready() ?? Promise.resolve());
+      }
+      return performance.now() - started;
+    })();
+    let appenderDone = false;
+    appender.finally(() => appenderDone = true);
+    while (appended < 32 * MiB) await new Promise((r) => setTimeout(r, 1));
+
+    const started = performance.now();
+    const before = spool.bytes("stdout");
+    const head = await spool.read("stdout", 0, 200);
+    // Bounded reads (the appends go on): each waits for its own bytes, written or queued.
+    const lines = await spool.countLines("stdout", 4 * MiB);
+    const scanned: SpoolLine[] = [];
+    for await (const line of spool.scanLines("stdout", { toOffset: before, maxLineChars: 10 })) {
+      scanned.push(line);
+    }
+    const ms = performance.now() - started;
+    const stillAppending = !appenderDone;
+    stop = true;
+    const appendMs = await appender;
+    assert.ok(
+      stillAppending,
+      `the reads finished only after the appends stopped (${ms.toFixed(0)} ms, ` +
+        `${appended} bytes appended in ${appendMs.toFixed(0)} ms)`,
+    );
+    assert.equal(dec.decode(head), "first line\n" + "a".repeat(189));
+    assert.equal(lines, 2);
+    assert.equal(scanned.length, 2);
+    assert.equal(scanned[1]!.offset + scanned[1]!.bytes, before, "scanned to toOffset");
+    assert.ok(ms < 5_000, `reads took ${ms} ms`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("output_spool: ready() holds the job back while 8 MiB wait for the writer, until under 2 MiB", async () => {
+  const dir = await tempDir();
+  try {
+    await using spool = new OutputSpool("ready", { dir, memoryBytes: 1024 });
+    assert.equal(spool.ready(), undefined, "nothing waits");
+    const chunk = new Uint8Array(MiB).fill(98);
+    for (let i = 0; i < 7; i++) spool.appendBytes("stdout", chunk);
+    spool.append("stderr", "x".repeat(MiB - 1));
+    assert.equal(spool.ready(), undefined, "under 8 MiB (both streams) waits");
+    spool.append("stderr", "x");
+    const wait = spool.ready();
+    assert.ok(wait instanceof Promise, "8 MiB wait: the job should wait");
+    await wait;
+    const written = (await Deno.stat(`${dir}/${hexOf("ready")}.stdout`)).size +
+      (await Deno.stat(`${dir}/${hexOf("ready")}.stderr`)).size;
+    assert.ok(written > 6 * MiB, `under 2 MiB left to write: ${written} of ${8 * MiB} written`);
+    assert.equal(spool.ready(), undefined);
+    assert.equal(await readAll(spool, "stderr"), "x".repeat(MiB));
+
+    // Memory only: nothing is ever written, so nothing holds the job back.
+    await using memory = new OutputSpool("mem", { dir: null, memoryBytes: 1024 });
+    for (let i = 0; i < 10; i++) memory.appendBytes("stdout", chunk);
+    assert.equal(memory.ready(), undefined);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("output_spool: ready() lets the job go when the spool is disposed or cannot write", async () => {
+  const root = await tempDir();
+  try {
+    const chunk = new Uint8Array(MiB).fill(99);
+    const disposed = new OutputSpool("d", { dir: root, memoryBytes: 1024 });
+    for (let i = 0; i < 20; i++) disposed.appendBytes("stdout", chunk);
+    const wait = disposed.ready();
+    assert.ok(wait instanceof Promise);
+    await disposed[Symbol.asyncDispose]();
+    await wait;
+    assert.equal(disposed.ready(), undefined);
+
+    await Deno.writeTextFile(`${root}/file`, "x");
+    await using broken = new OutputSpool("b", { dir: `${root}/file/sub`, memoryBytes: 1024 });
+    for (let i = 0; i < 20; i++) broken.appendBytes("stdout", chunk);
+    const brokenWait = broken.ready();
+    assert.ok(brokenWait instanceof Promise);
+    await brokenWait;
+    assert.ok(broken.lost, "the failed write was recorded");
+    assert.equal(broken.ready(), undefined);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("output_spool: a scan whose bytes a spill moves mid-scan waits for them to be written", async () => {
+  const dir = await tempDir();
+  try {
+    const content = Array.from({ length: 1000 }, (_, i) => `line ${i}\n`).join("");
+    // Offset 10 is inside line 2, "line 1\n" (bytes 7..13).
+    const expected = content.slice(10).split("\n").slice(0, -1);
+    const failures: string[] = [];
+    for (let trial = 0; trial < 200; trial++) {
+      const spool = new OutputSpool(`race-${trial}`, { dir, memoryBytes: 65536 });
+      try {
+        spool.append("stdout", content);
+        const lines = allLines(spool, "stdout", { fromOffset: 10 });
+        const read = spool.read("stdout", 0, content.length);
+        const counted = spool.countLines("stdout");
+        for (let k = 0; k < trial % 20; k++) await Promise.resolve();
+        spool.append("stdout", "x".repeat(70_000) + "\n"); // past 64 KiB: spills
+        const got = await lines;
+        const texts = got.map((l) => l.text);
+        if (JSON.stringify(texts) !== JSON.stringify(expected) || got[0]?.line !== 2) {
+          failures.push(`trial ${trial}: ${got.length} lines from line ${got[0]?.line}`);
+        }
+        if (dec.decode(await read) !== content) failures.push(`trial ${trial}: read differs`);
+        if (await counted !== 1000) failures.push(`trial ${trial}: counted ${await counted}`);
+      } catch (e) {
+        failures.push(`trial ${trial}: ${e instanceof Error ? e.message : e}`);
+      } finally {
+        await spool[Symbol.asyncDispose]();
+      }
+    }
+    assert.deepEqual(failures, []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("output_spool: scanLines with firstLine numbers from it without counting the lines before", async () => {
+  const dir = await tempDir();
+  try {
+    await using spool = new OutputSpool("first", { dir, memoryBytes: 1000 });
+    spool.append("stdout", mixedText(200_000));
+    const all = await allLines(spool, "stdout");
+    const from = all[700]!;
+    const counted = await allLines(spool, "stdout", { fromOffset: from.offset });
+    assert.deepEqual(counted, all.slice(700));
+    const given = await allLines(spool, "stdout", { fromOffset: from.offset, firstLine: 701 });
+    assert.deepEqual(given, counted);
+    // The numbers follow what the caller says: nothing before fromOffset was counted.
+    const told = await allLines(spool, "stdout", { fromOffset: from.offset, firstLine: 5 });
+    assert.deepEqual(told.map((l) => l.line), counted.map((l) => l.line - 696));
+    assert.deepEqual(told.map((l) => l.text), counted.map((l) => l.text));
+    await assert.rejects(() => allLines(spool, "stdout", { firstLine: 0 }), RangeError);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("output_spool: dispose drops what waits to be written instead of writing it first", async () => {
+  const root = await tempDir();
+  try {
+    const dir = `${root}/spool`;
+    const spool = new OutputSpool("drop", { dir, memoryBytes: 1024 });
+    assert.equal(spool.disposed, false);
+    spool.append("stdout", "x".repeat(2000));
+    assert.equal((await spool.read("stdout", 0, 10)).length, 10); // the file now exists
+    // A second name for the file shows what was written after dispose removed the first.
+    await Deno.link(`${dir}/${hexOf("drop")}.stdout`, `${root}/link`);
+    const chunk = new Uint8Array(MiB).fill(100);
+    for (let i = 0; i < 32; i++) spool.appendBytes("stdout", chunk);
+    await spool[Symbol.asyncDispose]();
+    assert.equal(spool.disposed, true);
+    assert.deepEqual(await names(dir), []);
+    const written = (await Deno.stat(`${root}/link`)).size;
+    assert.ok(written < 2 * MiB, `${written} bytes written on the way out`);
+  } finally {
+    await Deno.remove(root, { recursive: true });
   }
 });

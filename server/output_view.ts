@@ -3,7 +3,9 @@
  * it fits, else the start, the lines around errors and the end; or a mode the
  * caller picks (a byte range, the first or last lines, grep). An agent reads
  * this instead of megabytes of log, so nothing is cut silently: every view
- * says how many bytes and lines it left out.
+ * says how many bytes and lines it left out. The budget covers what the caller
+ * prints around each section too (SECTION_OVERHEAD_BYTES apiece), so a view of
+ * many small sections still fits once printed.
  *
  * Every mode reads each stream in one forward pass over `scanLines` and keeps
  * only what it may show (bounded by the budget), so a 5 MB stream costs one
@@ -16,7 +18,10 @@ import { cutChars, type OutputSpool, type SpoolLine, type SpoolStream } from "./
 import { utf8SafeLength } from "./chunker.ts";
 
 export type ViewMode =
-  /** Everything if it fits, else head + lines around errors + tail. */
+  /**
+   * Everything if it fits, else head + lines around errors + tail (only the tail when the budget
+   * has room for one section).
+   */
   | { kind: "summary" }
   /** Raw text of ONE stream from a byte offset (streams must have length 1). */
   | { kind: "range"; offset: number }
@@ -28,7 +33,10 @@ export interface ViewRequest {
   /** In the order to show them (usually ["stdout", "stderr"]). */
   streams: SpoolStream[];
   mode: ViewMode;
-  /** Most bytes of text (UTF-8, sum over all sections' text) the view may return. */
+  /**
+   * Most bytes the view may return: the sum over its sections of the text's UTF-8 bytes plus
+   * SECTION_OVERHEAD_BYTES.
+   */
   budgetBytes: number;
   /** Longest line shown in line modes; longer ones are cut and marked. @default 2000 */
   maxLineChars?: number;
@@ -71,6 +79,13 @@ export interface OutputView {
  */
 export const ERROR_LINE: RegExp =
   /(?<!\b(?:0|no|zero|without)\s+)\b(?:errors?|fail(?:s|ed|ures?)?|fatal|panic(?:ked)?|exception|traceback|denied|segmentation fault|assert(?:ion)?(?:error)?|abort(?:ed)?|not found|no such file)\b(?![:=]?\s*0\b)|\berr!|[✗✘]/i;
+
+/**
+ * Bytes of the budget each section costs besides its text: the header a caller prints for it
+ * (the MCP text has one of about 80 characters). Charged so that many small sections (a log
+ * with thousands of error lines) cannot push the printed view past its budget.
+ */
+export const SECTION_OVERHEAD_BYTES = 100;
 
 /** Lines of context shown on each side of an error line in summary mode. */
 const ERROR_CONTEXT = 2;
@@ -202,7 +217,8 @@ interface Shown {
 
 async function summary(ctx: Context, streams: Snapshot[], budget: number): Promise<Picked> {
   // The size of a stream is what it asks for: one that fits within its fair share keeps it.
-  const shares = shareBudget(streams.map((s) => s.bytes), budget);
+  const needs = streams.map((s) => s.bytes === 0 ? 0 : s.bytes + SECTION_OVERHEAD_BYTES);
+  const shares = shareBudget(needs, budget);
   const out: Picked = { sections: [], truncated: false };
   for (const [i, snap] of streams.entries()) {
     if (snap.bytes === 0) continue;
@@ -219,17 +235,24 @@ interface Window {
   matches: Set<number>;
 }
 
-/** One forward pass: keeps what the whole, the head, the tail and the error windows may need. */
+/**
+ * One forward pass: keeps what the whole, the head, the tail and the error windows may need.
+ * `budget` includes SECTION_OVERHEAD_BYTES per section.
+ */
 async function summarizeStream(
   ctx: Context,
   snap: Snapshot,
   budget: number,
 ): Promise<{ sections: Counted[]; truncated: boolean }> {
-  const headShare = Math.floor(budget * HEAD_SHARE);
-  const errorShare = Math.floor(budget * ERROR_SHARE);
-  const tailShare = budget - headShare - errorShare;
+  // Text of one section ("all"), or of head, errors and tail, whose two sections are reserved
+  // first: the head and the tail keep their place however many error windows there are.
+  const oneRoom = budget - SECTION_OVERHEAD_BYTES;
+  const parts = budget - 2 * SECTION_OVERHEAD_BYTES;
+  const headShare = Math.floor(Math.max(0, parts) * HEAD_SHARE);
+  const errorShare = Math.floor(Math.max(0, parts) * ERROR_SHARE);
+  const tailShare = Math.max(0, parts) - headShare - errorShare;
   // Whole lines while the whole stream may still fit: one section has one "\n" less than its
-  // lines' costs, hence budget + 1.
+  // lines' costs, hence oneRoom + 1.
   let whole: Shown[] | null = [];
   let wholeCost = 0;
   // Candidates bounded by the whole budget: unused error share flows to the head and the tail.
@@ -258,7 +281,7 @@ async function summarizeStream(
     const d = shown(l, ctx.maxLineChars);
     if (whole !== null) {
       const u = l.cut ? null : l.text.length <= ctx.maxLineChars ? d : shown(l, Infinity);
-      if (u === null || wholeCost + u.cost > budget + 1) {
+      if (u === null || wholeCost + u.cost > oneRoom + 1) {
         whole = null;
       } else {
         whole.push(u);
@@ -286,7 +309,9 @@ async function summarizeStream(
       const current = windows.at(-1);
       if (ERROR_LINE.test(l.text)) {
         if (windowCost < errorShare) {
+          const count = windows.length;
           windowCost += addToWindow(windows, before, d, ERROR_CONTEXT, baseEnd);
+          if (windows.length > count) windowCost += SECTION_OVERHEAD_BYTES;
           after = ERROR_CONTEXT;
         }
       } else if (after > 0 && current?.lines.at(-1)?.line === l.line - 1) {
@@ -304,9 +329,14 @@ async function summarizeStream(
       truncated: false,
     };
   }
-  if (headOpen && head.length === scanned && headCost <= budget + 1) {
+  if (headOpen && head.length === scanned && headCost <= oneRoom + 1) {
     // Every line fits once long ones are cut to maxLineChars.
     return { sections: [counted(snap.stream, "all", head)], truncated: true };
+  }
+  if (parts <= 0) {
+    // No room for two sections: the end, which says how the command ended, is what is shown.
+    const end = takeBack(tail.toArray(), oneRoom);
+    return { sections: end.length > 0 ? [counted(snap.stream, "tail", end)] : [], truncated: true };
   }
 
   let headPart = takeFront(head, headShare);
@@ -315,15 +345,16 @@ async function summarizeStream(
   if (tailPart.length > 0 && headPart.length > 0 && tailPart[0]!.line <= headPart.at(-1)!.line) {
     // Only a line too long for either share, cut to fit both, can meet itself: show it once.
     tailPart = [];
-    headPart = takeFront(head, budget);
+    headPart = takeFront(head, oneRoom);
   }
   const headEnd = () => headPart.at(-1)?.line ?? 0;
   const tailStart = () => tailPart[0]?.line ?? Infinity;
-  const errors = pickWindows(windows, errorShare, headEnd(), tailStart());
+  const errors = pickWindows(windows, errorShare, headEnd(), tailStart(), SECTION_OVERHEAD_BYTES);
 
   // Unused share (mostly the error share, when there are few errors) flows to the tail and the
   // head, in proportion to their own shares; what one cannot take goes to the other.
-  let left = budget - sumCost(headPart) - sumCost(tailPart) - sum(errors.map(sumCost));
+  let left = parts - sumCost(headPart) - sumCost(tailPart) -
+    sum(errors.map((e) => sumCost(e) + SECTION_OVERHEAD_BYTES));
   const firstError = errors[0]?.[0]?.line ?? Infinity;
   const lastError = errors.at(-1)?.at(-1)?.line ?? 0;
   const growTail = (room: number) => {
@@ -390,23 +421,30 @@ function addToWindow(
 }
 
 /**
- * Windows between `after` and `before` (exclusive), earliest first, as many as fit in `room`;
- * the first that does not fit whole is shown from its first match as far as it fits.
+ * Windows between `after` and `before` (exclusive), earliest first, as many as fit in `room`
+ * with `overhead` charged for each; the first that does not fit whole is shown from its first
+ * match as far as it fits.
  */
-function pickWindows(windows: Window[], room: number, after: number, before: number): Shown[][] {
+function pickWindows(
+  windows: Window[],
+  room: number,
+  after: number,
+  before: number,
+  overhead: number,
+): Shown[][] {
   const picked: Shown[][] = [];
   let used = 0;
   for (const w of windows) {
     const lines = w.lines.filter((l) => l.line > after && l.line < before);
     const firstMatch = lines.findIndex((l) => w.matches.has(l.line));
     if (firstMatch === -1) continue;
-    const cost = sumCost(lines);
+    const cost = sumCost(lines) + overhead;
     if (used + cost <= room) {
       picked.push(lines);
       used += cost;
       continue;
     }
-    const part = takeFront(lines.slice(firstMatch), room - used);
+    const part = takeFront(lines.slice(firstMatch), room - used - overhead);
     if (part.length > 0) picked.push(part);
     break;
   }
@@ -444,12 +482,14 @@ async function headOrTail(
     }
     candidates.push(lines);
   }
-  const shares = shareBudget(candidates.map(sumCost), budget);
+  const needs = candidates.map((c) => c.length === 0 ? 0 : sumCost(c) + SECTION_OVERHEAD_BYTES);
+  const shares = shareBudget(needs, budget);
   const out: Picked = { sections: [], truncated: false };
   for (const [i, snap] of streams.entries()) {
+    const room = shares[i]! - SECTION_OVERHEAD_BYTES;
     const lines = kind === "head"
-      ? takeFront(candidates[i]!, shares[i]!)
-      : takeBack(candidates[i]!, shares[i]!);
+      ? takeFront(candidates[i]!, room)
+      : takeBack(candidates[i]!, room);
     if (lines.length > 0) out.sections.push(counted(snap.stream, kind, lines));
     const asked = Math.min(count, snap.lines);
     if (lines.length < asked || lines.some((l) => l.cutByBudget)) out.truncated = true;
@@ -487,7 +527,9 @@ async function grep(
       if (isMatch) matches++;
       if (isMatch && kept < maxMatches && cost <= budget) {
         kept++;
+        const count = windows.length;
         cost += addToWindow(windows, before, d, context, 0);
+        if (windows.length > count) cost += SECTION_OVERHEAD_BYTES;
         after = context;
       } else if (isMatch) {
         truncated = true;
@@ -501,11 +543,14 @@ async function grep(
     }
     collected.push(windows);
   }
-  const shares = shareBudget(collected.map((ws) => sum(ws.map((w) => sumCost(w.lines)))), budget);
+  const shares = shareBudget(
+    collected.map((ws) => sum(ws.map((w) => sumCost(w.lines) + SECTION_OVERHEAD_BYTES))),
+    budget,
+  );
   const out: Picked = { sections: [], truncated, matches };
   for (const [i, snap] of streams.entries()) {
     const windows = collected[i]!;
-    const picked = pickWindows(windows, shares[i]!, 0, Infinity);
+    const picked = pickWindows(windows, shares[i]!, 0, Infinity, SECTION_OVERHEAD_BYTES);
     const all = sum(windows.map((w) => w.lines.length));
     const shownLines = sum(picked.map((p) => p.length));
     if (shownLines < all || picked.some((p) => p.some((l) => l.cutByBudget))) out.truncated = true;
@@ -523,9 +568,10 @@ async function range(
   offset: number,
   budget: number,
 ): Promise<Picked> {
+  const room = Math.max(0, budget - SECTION_OVERHEAD_BYTES); // one section
   const from = Math.min(offset, snap.bytes);
   // Up to 3 bytes more: a start inside a character moves forward past its rest.
-  const asked = Math.min(budget + 3, snap.bytes - from);
+  const asked = Math.min(room + 3, snap.bytes - from);
   const raw = await spool.read(snap.stream, from, asked);
   let skip = 0;
   if (from > 0) { while (skip < Math.min(3, raw.length) && (raw[skip]! & 0xc0) === 0x80) skip++; }
@@ -533,12 +579,12 @@ async function range(
   const body = raw.subarray(skip);
   // The end of what can be read now: the snapshot's end, or where kept bytes stop.
   const atEnd = raw.length < asked || from + raw.length >= snap.bytes;
-  let n = Math.min(body.length, budget);
+  let n = Math.min(body.length, room);
   // Cut where a character ends, unless this is the end of the stream and all of it fits.
   if (n < body.length || !atEnd) n = utf8SafeLength(body, n);
   let text = decoder.decode(body.subarray(0, n));
   // Invalid bytes decode to U+FFFD, 3 bytes each: cut further until the text fits.
-  for (let excess = utf8Length(text) - budget; excess > 0; excess = utf8Length(text) - budget) {
+  for (let excess = utf8Length(text) - room; excess > 0; excess = utf8Length(text) - room) {
     n = utf8SafeLength(body, Math.max(0, n - excess));
     text = decoder.decode(body.subarray(0, n));
   }
@@ -713,8 +759,11 @@ function shareBudget(needs: number[], budget: number): number[] {
 
 /** The last lines pushed, at most `maxCount` and (beyond the newest) at most `maxCost`. */
 class Ring {
-  #items: Shown[] = [];
+  // A circular buffer: dropping the oldest line moves an index. (Compacting an array by slices
+  // instead cost a fifth of a summary of 2-byte lines.)
+  #items: (Shown | undefined)[] = new Array(16);
   #start = 0;
+  #size = 0;
   #cost = 0;
   readonly #maxCost: number;
   readonly #maxCount: number;
@@ -726,23 +775,32 @@ class Ring {
 
   push(line: Shown): void {
     if (this.#maxCount === 0) return;
-    this.#items.push(line);
+    if (this.#size === this.#items.length) this.#grow();
+    this.#items[(this.#start + this.#size) % this.#items.length] = line;
+    this.#size++;
     this.#cost += line.cost;
-    while (
-      this.#items.length - this.#start > 1 &&
-      (this.#cost > this.#maxCost || this.#items.length - this.#start > this.#maxCount)
-    ) {
-      this.#cost -= this.#items[this.#start++]!.cost;
-    }
-    // Dropping from the front by index is O(1); compacting now and then frees what was dropped.
-    if (this.#start > 1024 && this.#start * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#start);
-      this.#start = 0;
+    while (this.#size > 1 && (this.#cost > this.#maxCost || this.#size > this.#maxCount)) {
+      const oldest = this.#items[this.#start]!;
+      this.#items[this.#start] = undefined;
+      this.#start = (this.#start + 1) % this.#items.length;
+      this.#size--;
+      this.#cost -= oldest.cost;
     }
   }
 
+  #grow(): void {
+    const items = this.toArray() as (Shown | undefined)[];
+    items.length = this.#items.length * 2;
+    this.#items = items;
+    this.#start = 0;
+  }
+
   toArray(): Shown[] {
-    return this.#items.slice(this.#start);
+    const out: Shown[] = [];
+    for (let k = 0; k < this.#size; k++) {
+      out.push(this.#items[(this.#start + k) % this.#items.length]!);
+    }
+    return out;
   }
 }
 

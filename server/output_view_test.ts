@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { OutputSpool, type SpoolStream } from "./output_spool.ts";
-import { ERROR_LINE, type OutputView, utf8Length, viewOutput } from "./output_view.ts";
+import {
+  ERROR_LINE,
+  type OutputView,
+  SECTION_OVERHEAD_BYTES,
+  utf8Length,
+  viewOutput,
+} from "./output_view.ts";
 
 const enc = new TextEncoder();
 
@@ -40,14 +46,28 @@ function textBytes(view: OutputView): number {
   return view.sections.reduce((n, s) => n + enc.encode(s.text).length, 0);
 }
 
-/** Checks what holds for every view: within budget, in order, no overlap, exact omitted counts. */
+/** What the view costs of its budget: its text plus the overhead of each section. */
+function charged(view: OutputView): number {
+  return textBytes(view) + SECTION_OVERHEAD_BYTES * view.sections.length;
+}
+
+/** Shorter to read in budgets: a budget of `O + n` has room for one section of n bytes. */
+const O = SECTION_OVERHEAD_BYTES;
+
+/**
+ * Checks what holds for every view: within budget (text and section overhead), in order, no
+ * overlap, exact omitted counts.
+ */
 function checkView(
   view: OutputView,
   budget: number,
   totals: Partial<Record<SpoolStream, { bytes: number; lines: number }>>,
   options: { cutLines?: boolean } = {},
 ): void {
-  assert.ok(textBytes(view) <= budget, `${textBytes(view)} bytes of text within ${budget}`);
+  assert.ok(
+    charged(view) <= budget,
+    `${textBytes(view)} bytes of text in ${view.sections.length} sections within ${budget}`,
+  );
   let shownBytes = 0;
   let shownLines = 0;
   let last: { stream: SpoolStream; line: number; offset: number } | null = null;
@@ -152,17 +172,32 @@ Deno.test("output_view: summary shows a stream whole exactly up to the budget", 
   await using spool = spoolOf({ stdout });
   const summary = (budgetBytes: number) =>
     viewOutput(spool, { streams: ["stdout"], mode: { kind: "summary" }, budgetBytes });
-  const fits = await summary(11);
+  const fits = await summary(O + 11);
   assert.deepEqual(fits.sections.map((s) => [s.why, s.text]), [["all", "abc\ndef\nghi"]]);
   assert.equal(fits.truncated, false);
-  for (const budget of [10, 8, 4, 0]) {
+  for (const budget of [O + 10, O + 8, O + 4, O, 50, 0]) {
     const view = await summary(budget);
     checkView(view, budget, totalsOf({ stdout }));
     assert.equal(view.truncated, true);
   }
-  assert.deepEqual((await summary(8)).sections.map((s) => [s.why, s.text]), [
-    ["head", "abc"],
-    ["tail", "ghi"],
+  // Room for one section that cannot hold it all: the end is what is shown.
+  assert.deepEqual((await summary(O + 8)).sections.map((s) => [s.why, s.text]), [
+    ["tail", "def\nghi"],
+  ]);
+  assert.deepEqual((await summary(O)).sections, []);
+
+  // Room for two sections: head and tail.
+  const longer = Array.from({ length: 60 }, (_, i) => `l${String(i + 1).padStart(2, "0")}\n`);
+  await using long = spoolOf({ stdout: longer.join("") });
+  const split = await viewOutput(long, {
+    streams: ["stdout"],
+    mode: { kind: "summary" },
+    budgetBytes: 2 * O + 16,
+  });
+  checkView(split, 2 * O + 16, totalsOf({ stdout: longer.join("") }));
+  assert.deepEqual(split.sections.map((s) => [s.why, s.text]), [
+    ["head", "l01\nl02"],
+    ["tail", "l59\nl60"],
   ]);
 });
 
@@ -248,7 +283,7 @@ Deno.test("output_view: two streams share the budget and a small stderr is kept 
   ]]);
   const out = view.sections.filter((s) => s.stream === "stdout");
   assert.deepEqual(out.map((s) => s.why), ["head", "tail"]);
-  assert.ok(textBytes(view) > 9_900, "stdout got what stderr did not need");
+  assert.ok(charged(view) > 9_900, "stdout got what stderr did not need");
 });
 
 Deno.test("output_view: head and tail show the first and last lines; the budget cuts from the far end", async () => {
@@ -284,9 +319,9 @@ Deno.test("output_view: head and tail show the first and last lines; the budget 
     const view = await viewOutput(spool, {
       streams: ["stdout"],
       mode: { kind, lines: 100 },
-      budgetBytes: 500,
+      budgetBytes: O + 500,
     });
-    checkView(view, 500, { stdout: totals.stdout });
+    checkView(view, O + 500, { stdout: totals.stdout });
     assert.equal(view.truncated, true);
     const [s] = view.sections;
     assert.equal(s!.last_line - s!.first_line + 1, 9, "500 bytes hold 9 lines of 50 + joins");
@@ -328,8 +363,8 @@ Deno.test("output_view: grep merges context windows, caps shown matches and coun
 
   // A budget for two windows shows them, then the next from its match on, as far as it fits.
   // (Its before-context counted while collecting: 51 was past the budget then.)
-  const small = await viewOutput(spool, request(100, 300));
-  checkView(small, 300, totalsOf({ stdout }));
+  const small = await viewOutput(spool, request(100, 3 * O + 300));
+  checkView(small, 3 * O + 300, totalsOf({ stdout }));
   const smallLines = small.sections.map((s) => `${s.first_line}-${s.last_line}`);
   assert.deepEqual(smallLines, ["9-13", "19-21", "50-50"]);
   assert.equal(small.truncated, true);
@@ -345,7 +380,7 @@ Deno.test("output_view: range pages through a stream and moves past a split char
     const first = await viewOutput(spool, {
       streams: ["stdout"],
       mode: { kind: "range", offset: 3 },
-      budgetBytes: 8,
+      budgetBytes: O + 8,
     });
     assert.deepEqual(first.sections, [{
       stream: "stdout",
@@ -369,9 +404,9 @@ Deno.test("output_view: range pages through a stream and moves past a split char
       const page: OutputView = await viewOutput(spool, {
         streams: ["stdout"],
         mode: { kind: "range", offset },
-        budgetBytes: 37,
+        budgetBytes: O + 37,
       });
-      assert.ok(textBytes(page) <= 37);
+      assert.ok(textBytes(page) <= 37 && charged(page) <= O + 37);
       const s = page.sections[0]!;
       assert.equal(s.offset, offset);
       assert.equal(s.first_line, stdout.slice(0, text.length).split("\n").length);
@@ -432,9 +467,9 @@ Deno.test("output_view: a 5 MB single line is shown cut with its marker", async 
       const small = await viewOutput(spool, {
         streams: ["stdout"],
         mode: kind === "tail" ? { kind, lines: 5 } : { kind },
-        budgetBytes: 300,
+        budgetBytes: O + 300,
       });
-      checkView(small, 300, totals, { cutLines: true });
+      checkView(small, O + 300, totals, { cutLines: true });
       assert.equal(small.sections.length, 1);
       const text = small.sections[0]!.text;
       const kept = text.indexOf(" … ");
@@ -443,6 +478,68 @@ Deno.test("output_view: a 5 MB single line is shown cut with its marker", async 
       assert.equal(small.omitted_bytes, 5_000_000 - kept);
     }
   });
+});
+
+Deno.test("output_view: thousands of error lines give way to the head and the tail, and every section is charged", async () => {
+  // 3,000 error lines, each in its own window: once they made 249 sections whose headers
+  // overflowed the budget and lost the tail.
+  let stdout = "";
+  for (let i = 0; i < 3_000; i++) stdout += "x\nx\nx\nx\nx\nerror\n";
+  stdout += "FINAL: 3 tests failed\n";
+  const lines = 3_000 * 6 + 1;
+  await withDir(async (dir) => {
+    await using spool = spoolOf({ stdout }, dir);
+    const totals = totalsOf({ stdout });
+    for (const budget of [32_000, 8_000, 1_000]) {
+      const view = await viewOutput(spool, {
+        streams: ["stdout"],
+        mode: { kind: "summary" },
+        budgetBytes: budget,
+      });
+      checkView(view, budget, totals);
+      // Lines are costed with the "\n" after them, one more than a section's text holds.
+      const used = charged(view) + view.sections.length;
+      assert.ok(used > budget - 10, `${used} of ${budget} used`);
+      const head = view.sections[0]!;
+      const tail = view.sections.at(-1)!;
+      assert.equal(head.why, "head");
+      assert.equal(head.first_line, 1);
+      assert.equal(tail.why, "tail");
+      assert.equal(tail.last_line, lines);
+      assert.ok(tail.text.endsWith("error\nFINAL: 3 tests failed"), tail.text.slice(-50));
+      // Head and tail keep their shares of what the two sections leave (less a line that did not
+      // fit); errors get the rest.
+      const room = budget - 2 * O;
+      assert.ok(enc.encode(head.text).length >= room * 0.25 - 8, `head of ${budget}`);
+      assert.ok(enc.encode(tail.text).length >= room * 0.45 - 8, `tail of ${budget}`);
+      const errors = view.sections.filter((s) => s.why === "error");
+      assert.ok(errors.length > 0, "error windows shown");
+      const errorCost = errors.reduce((n, s) => n + enc.encode(s.text).length + O, 0);
+      assert.ok(errorCost <= room * 0.3 + 1, `error windows cost ${errorCost}`);
+    }
+  });
+
+  // Grep and head/tail over two streams are charged the same way.
+  await using two = spoolOf({ stdout, stderr: stdout });
+  const both = ["stdout", "stderr"] as SpoolStream[];
+  const totals = totalsOf({ stdout, stderr: stdout });
+  const grep = await viewOutput(two, {
+    streams: both,
+    mode: { kind: "grep", pattern: /error/, context: 0, maxMatches: 10_000 },
+    budgetBytes: 5_000,
+  });
+  checkView(grep, 5_000, totals);
+  assert.equal(grep.matches, 6_000);
+  assert.ok(grep.sections.length > 10 && charged(grep) > 4_700, `${charged(grep)} bytes`);
+  for (const kind of ["head", "tail"] as const) {
+    const view = await viewOutput(two, {
+      streams: both,
+      mode: { kind, lines: 50 },
+      budgetBytes: 250,
+    });
+    checkView(view, 250, totals);
+    assert.equal(view.sections.length, 2);
+  }
 });
 
 Deno.test("output_view: bytes the spool could not keep count as omitted", async () => {
@@ -469,7 +566,7 @@ Deno.test("output_view: multi-byte text is budgeted in UTF-8 bytes", async () =>
   for (const mode of [{ kind: "summary" }, { kind: "tail", lines: 500 }] as const) {
     const view = await viewOutput(spool, { streams: ["stdout"], mode, budgetBytes: 1_001 });
     checkView(view, 1_001, totalsOf({ stdout }));
-    assert.ok(textBytes(view) > 900);
+    assert.ok(charged(view) > 900);
   }
 });
 

@@ -382,6 +382,16 @@ export type JobsOutputResult = z.infer<typeof JobsOutputResult>;
 /** The longest one `jobs.wait` call waits. */
 export const MAX_WAIT_SECONDS = 3600;
 
+/** Where a pattern wait stopped reading a stream: the next line to look at. */
+const StreamPosition = z.object({
+  offset: z.number().int().nonnegative(),
+  line: z.number().int().positive(),
+});
+
+/** Where a pattern wait stopped reading each stream; pass it to the next wait to go on from there. */
+export const WaitCursor = z.object({ stdout: StreamPosition, stderr: StreamPosition });
+export type WaitCursor = z.infer<typeof WaitCursor>;
+
 export const JobsWaitParams = z.strictObject({
   job_id: z.string(),
   /** Return once a line of output (either stream) matches this regular expression. */
@@ -390,15 +400,27 @@ export const JobsWaitParams = z.strictObject({
   ignore_case: z.boolean().optional(),
   /** With pattern: only output written after this call counts. @default false */
   new_output_only: z.boolean().optional(),
+  /**
+   * With pattern: go on from the `cursor` of an earlier wait on this job, so a wait taken in
+   * slices neither reads the output twice nor misses what came between.
+   */
+  cursor: WaitCursor.optional(),
   /** Return once the job has written nothing for this many seconds. */
   idle_seconds: z.number().positive().max(MAX_WAIT_SECONDS).optional(),
   /** Return after this many seconds whatever happened. @default 30 */
   timeout_seconds: z.number().positive().max(MAX_WAIT_SECONDS).optional(),
 }).superRefine((params, ctx) => {
-  for (const key of ["ignore_case", "new_output_only"] as const) {
+  for (const key of ["ignore_case", "new_output_only", "cursor"] as const) {
     if (params[key] !== undefined && params.pattern === undefined) {
       ctx.addIssue({ code: "custom", path: [key], message: `${key} goes with pattern` });
     }
+  }
+  if (params.cursor !== undefined && params.new_output_only !== undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["new_output_only"],
+      message: "give cursor or new_output_only, not both",
+    });
   }
 });
 export type JobsWaitParams = z.input<typeof JobsWaitParams>;
@@ -409,13 +431,15 @@ export const JobsWaitResult = z.object({
   /** finished: the job ended; matched: pattern; idle: idle_seconds; timeout: timeout_seconds. */
   reason: z.enum(["finished", "matched", "idle", "timeout"]),
   waited_ms: z.number(),
-  /** With reason matched: the line that matched. */
+  /** With reason matched: the line that matched (its text cut to 1,000 characters). */
   match: z.object({
     stream: StreamName,
     line: z.number().int(),
     offset: z.number().int(),
     text: z.string(),
   }).nullable(),
+  /** With pattern: where reading stopped, for the next wait's `cursor`; else null. */
+  cursor: WaitCursor.nullable(),
   bytes: ByteCounts,
   exit_code: z.number().int().nullable(),
 });

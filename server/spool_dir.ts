@@ -15,35 +15,58 @@ export interface SpoolFolder extends AsyncDisposable {
 
 /**
  * Makes `<root>/<pid>-<random>`. The root is CC_EXECUTOR_SPOOL_DIR, else spool/ beside the
- * history file, else (history in memory) a new temporary folder.
+ * history file, else (history in memory) `cc-executor-spool-<uid>` in the temporary folder, so a
+ * server that was killed leaves nothing the next start does not sweep.
  */
 export async function openSpoolFolder(config: ServerConfig, logger: Logger): Promise<SpoolFolder> {
-  let root: string | null = config.spoolDir ??
-    (config.db === ":memory:" ? null : join(dirname(config.db), "spool"));
-  let made: string | null = null;
+  const shared = config.spoolDir === null && config.db === ":memory:";
+  const root = config.spoolDir ??
+    (shared ? join(tempRoot(), `cc-executor-spool-${uid()}`) : join(dirname(config.db), "spool"));
   try {
-    if (root === null) {
-      root = await Deno.makeTempDir({ prefix: "cc-executor-spool-" });
-      made = root;
-    } else {
-      await Deno.mkdir(root, { recursive: true, mode: 0o700 });
-      await sweepDeadServers(root, logger);
-    }
+    await Deno.mkdir(root, { recursive: true, mode: 0o700 });
+    // In a folder anyone can write to, the root could have been made by someone else first, to
+    // read what jobs print: it must be ours, a real folder, and closed to others.
+    if (shared) checkPrivate(root);
+    await sweepDeadServers(root, logger);
     const path = join(root, `${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`);
     await Deno.mkdir(path, { mode: 0o700 });
-    const owned = made ?? path;
     return {
       path,
-      [Symbol.asyncDispose]: () => removeQuietly(owned, logger),
+      [Symbol.asyncDispose]: () => removeQuietly(path, logger),
     };
   } catch (error) {
-    if (made) await removeQuietly(made, logger);
     logger.warn(
       "cannot make the output spool folder; each job keeps its first 64 KiB of output for " +
         "jobs.output and the MCP tools (set CC_EXECUTOR_SPOOL_DIR to a writable folder)",
       { dir: root, error: (error as Error).message },
     );
     return { path: null, [Symbol.asyncDispose]: () => Promise.resolve() };
+  }
+}
+
+function tempRoot(): string {
+  try {
+    return Deno.env.get("TMPDIR") || "/tmp";
+  } catch {
+    return "/tmp"; // no env access: the usual place
+  }
+}
+
+function uid(): string {
+  try {
+    return String(Deno.uid() ?? "user");
+  } catch {
+    return "user";
+  }
+}
+
+function checkPrivate(path: string): void {
+  const info = Deno.lstatSync(path);
+  const mine = Deno.uid();
+  if (!info.isDirectory || (mine !== null && info.uid !== mine) || ((info.mode ?? 0) & 0o077)) {
+    throw new Error(
+      `${path} is not a private folder of this user (a link, someone else's, or open to others)`,
+    );
   }
 }
 

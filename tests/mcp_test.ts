@@ -165,18 +165,25 @@ for (const transport of ["stdio", "http"] as const) {
 }
 
 Deno.test("mcp stdio: job_wait on a pattern, job_input, job_cancel kills the group", async () => {
-  await using client = await stdioClient();
+  await using client = await stdioClient([], { CC_EXECUTOR_MCP_PROGRESS_MS: "200" });
   const started = await call(client, "execute", {
-    command: "echo starting; sleep 0.3; echo 'ready on port 4321'; sleep 60",
+    command: "echo starting; sleep 0.9; echo 'ready on port 4321'; sleep 60",
     background: true,
   });
   const jobId = (started.structuredContent as { job_id: string }).job_id;
   assert.match(started.text, /in the background/);
+  const boot = await call(client, "job_wait", { job_id: jobId, pattern: "^starting$" });
+  assert.match(boot.text, /stdout line 1: starting/);
+  // The wait is taken in 200 ms slices, each going on from the last: progress between them.
+  // "starting" is behind it (new_output_only), so what matches is the port line.
+  const beats: number[] = [];
   const waited = await call(client, "job_wait", {
     job_id: jobId,
-    pattern: "ready on port (\\d+)",
+    pattern: "ready on port (\\d+)|starting",
+    new_output_only: true,
     timeout_seconds: 30,
-  });
+  }, { onprogress: (p) => beats.push(p.progress) });
+  assert.ok(beats.length >= 2, `progress: ${beats}`);
   assert.equal((waited.structuredContent as { reason: string }).reason, "matched");
   assert.match(waited.text, /matched after [\d.]+ s: stdout line 2: ready on port 4321/);
   const status = await call(client, "job_status", { job_id: jobId });
@@ -258,6 +265,16 @@ Deno.test("mcp http: same engine as /ws, history, resources, auth and origin", a
   await using client = await httpClient(server.url, { authorization: `Bearer ${token}` });
   const { tools } = await client.listTools();
   assert.deepEqual(tools.map((tool: { name: string }) => tool.name).sort(), TOOLS);
+  // Stateless: no stream to hold open for server messages, and no session to end.
+  for (const method of ["GET", "DELETE"]) {
+    const refused = await fetch(server.url.replace(/^ws/, "http").replace(/\/ws$/, "/mcp"), {
+      method,
+      headers: { authorization: `Bearer ${token}`, accept: "text/event-stream" },
+    });
+    assert.equal(refused.status, 405);
+    assert.equal(refused.headers.get("allow"), "POST");
+    await refused.body?.cancel();
+  }
 
   await using ws = await ExecutorClient.connect(server.url, { token });
   const run = await call(client, "execute", {
@@ -280,6 +297,8 @@ Deno.test("mcp http: same engine as /ws, history, resources, auth and origin", a
   assert.match(tail.text, /--- stdout, lines 2-3 of 3 \(last lines\) ---\nb\nc/);
   const search = await call(client, "history_search", { query: "printf" });
   assert.match(search.text, /ws-job {2}completed, exit 0/);
+  // structuredContent carries facts, not the listing: some clients show the model only it.
+  assert.deepEqual(search.structuredContent, { count: 1, next_cursor: null });
 
   const { resources } = await client.listResources();
   assert.ok(resources.some((resource: { uri: string }) => resource.uri === "job://ws-job/output"));

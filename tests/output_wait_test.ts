@@ -125,3 +125,53 @@ Deno.test("jobs.output: past CC_EXECUTOR_SPOOL_MAX_BYTES the answer says so and 
   const head = await client.request("jobs.output", { job_id: outcome.jobId, head_lines: 2 });
   assert.equal(head.sections[0]!.text, "1\n2");
 });
+
+Deno.test("jobs.wait: a cursor goes on where the last wait stopped; long lines are matched whole", async () => {
+  await using server = await startTestServer();
+  await using client = await ExecutorClient.connect(server.url);
+  const { job_id } = await client.request("execute", {
+    command: "echo a; echo b; sleep 0.5; echo c; sleep 30",
+    subscribe: false,
+  });
+  const first = await client.request("jobs.wait", {
+    job_id,
+    pattern: "^b$",
+    timeout_seconds: 10,
+  });
+  assert.equal(first.match?.line, 2);
+  assert.deepEqual(first.cursor, {
+    stdout: { offset: 2, line: 2 },
+    stderr: { offset: 0, line: 1 },
+  });
+  const none = await client.request("jobs.wait", {
+    job_id,
+    pattern: "never",
+    timeout_seconds: 0.1,
+    cursor: first.cursor!,
+  });
+  assert.equal(none.reason, "timeout");
+  assert.deepEqual(none.cursor!.stdout, { offset: 4, line: 3 });
+  // From the cursor on, "a" and "b" are behind: the next match is "c".
+  const next = await client.request("jobs.wait", {
+    job_id,
+    pattern: "^[abc]$",
+    timeout_seconds: 10,
+    cursor: none.cursor!,
+  });
+  assert.deepEqual(next.match, { stream: "stdout", line: 3, offset: 4, text: "c" });
+  await client.cancel(job_id);
+
+  // A progress bar: one line, redrawn with \r, "READY" past the 4,096th character.
+  const bar = await client.request("execute", {
+    command: "printf '%.0s#' $(seq 1 6000); printf ' READY'; sleep 30",
+    subscribe: false,
+  });
+  const ready = await client.request("jobs.wait", {
+    job_id: bar.job_id,
+    pattern: "READY",
+    timeout_seconds: 10,
+  });
+  assert.equal(ready.reason, "matched");
+  assert.ok(ready.match!.text.length <= 1002, "the answer carries at most 1,000 characters of it");
+  await client.cancel(bar.job_id);
+});

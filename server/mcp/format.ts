@@ -160,9 +160,11 @@ function howToGetMore(result: JobsOutputResult): string | null {
 export function describeWait(result: JobsWaitResult): string {
   const seconds = (result.waited_ms / 1000).toFixed(1);
   switch (result.reason) {
-    case "matched":
-      return `matched after ${seconds} s: ${result.match!.stream} line ${result.match!.line}: ` +
-        result.match!.text;
+    case "matched": {
+      const { stream, line, text } = result.match!;
+      const shown = text.length > 300 ? `${text.slice(0, 300)} …` : text;
+      return `matched after ${seconds} s: ${stream} line ${line}: ${shown}`;
+    }
     case "finished":
       return `the job ended (${result.status}${
         result.exit_code === null ? "" : `, exit ${result.exit_code}`

@@ -36,6 +36,9 @@ export function createMcpHttpHandler(options: McpHttpOptions): McpHttpHandler {
     connection ??= ExecutorClient.attach(options.connect(), "in-process").then((c) => {
       c.closed.then(() => (connection = null));
       return c;
+    }, (error) => {
+      connection = null;
+      throw error;
     });
     return connection;
   };
@@ -44,6 +47,14 @@ export function createMcpHttpHandler(options: McpHttpOptions): McpHttpHandler {
     async handle(request, completed) {
       if (closed) {
         return Response.json({ error: "The server is shutting down" }, { status: 503 });
+      }
+      // Stateless: no session to stream server messages on (GET) or to end (DELETE). Said here,
+      // because the SDK would hold a GET open for good.
+      if (request.method !== "POST") {
+        return Response.json({
+          error: `Method ${request.method} is not allowed on /mcp: this server is stateless, ` +
+            "send each JSON-RPC message in a POST",
+        }, { status: 405, headers: { allow: "POST" } });
       }
       const server = createMcpServer({ client, config: options.config });
       const transport = new WebStandardStreamableHTTPServerTransport({

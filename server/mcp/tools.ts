@@ -14,6 +14,7 @@ import { ConnectionClosedError, type ExecutorClient, ExecutorRpcError } from "..
 import type { McpConfig } from "../config.ts";
 import {
   ErrorCode,
+  type HistoryRecord,
   HistoryStatus,
   JobId,
   type JobsOutputParams,
@@ -187,11 +188,11 @@ export function createMcpServer(options: McpFaceOptions): McpServer {
       const client = await options.client();
       try {
         const info = await client.request("jobs.get", { job_id: args.job_id });
-        return result(describeJob(info), info);
+        return result(describeJob(info), outcomeFacts(info));
       } catch (error) {
         if (!isNotFound(error)) throw error;
         const record = await client.request("history.get", { job_id: args.job_id });
-        return result(describeRecord(record), record);
+        return result(describeRecord(record), outcomeFacts(record));
       }
     }));
 
@@ -259,14 +260,15 @@ export function createMcpServer(options: McpFaceOptions): McpServer {
       const tail = await client.request("jobs.output", {
         job_id: args.job_id,
         tail_lines: 30,
-        max_bytes: Math.min(outputBytesFor(chars), 16384),
+        // Room for the line above it, whose matching text is cut to 300 characters.
+        max_bytes: Math.max(256, Math.min(outputBytesFor(chars) - 400, 16384)),
       });
       return result(
         fitToBudget(
           `job ${args.job_id}: ${describeWait(waited)}\nLast lines:\n${formatOutput(tail)}`,
           chars,
         ),
-        waited,
+        waitFacts(waited),
       );
     }));
 
@@ -285,7 +287,7 @@ export function createMcpServer(options: McpFaceOptions): McpServer {
         job_id: args.job_id,
         timeout_seconds: 30,
       });
-      return result(`job ${args.job_id}: ${describeWait(waited)}`, waited);
+      return result(`job ${args.job_id}: ${describeWait(waited)}`, waitFacts(waited));
     }));
 
   const JobPauseInput = z.object({ job_id: z.string().min(1) });
@@ -364,7 +366,7 @@ export function createMcpServer(options: McpFaceOptions): McpServer {
       if (lines.length === 0) lines.push("(no matching jobs)");
       if (page.next_cursor) lines.push(`[more: history_search with cursor "${page.next_cursor}"]`);
       return result(fitToBudget(lines.join("\n"), budget(args.max_tokens)), {
-        jobs: page.jobs.map(({ hooks: _hooks, ...job }) => job),
+        count: page.jobs.length,
         next_cursor: page.next_cursor,
       });
     }));
@@ -414,7 +416,9 @@ async function readOutput(
 ): Promise<{ text: string; structured: Record<string, unknown> }> {
   try {
     const output: JobsOutputResult = await client.request("jobs.output", params);
-    const { sections: _sections, ...facts } = output;
+    // The facts only: the text is what the budget is for, and some clients show the model nothing
+    // but structuredContent when it is there.
+    const { sections: _sections, last_output: _last, ...facts } = output;
     return { text: formatOutput(output), structured: facts };
   } catch (error) {
     if (!isNotFound(error)) throw error;
@@ -437,53 +441,78 @@ async function readOutput(
 }
 
 /**
- * jobs.wait, with a progress notification every progressMs while it lasts (when the caller
- * asked for progress). Null when the MCP request was canceled: the job runs on.
+ * jobs.wait taken in slices of progressMs, with a progress notification after each slice (when
+ * the caller asked for progress). Each slice goes on from the last one's cursor, so the output is
+ * read once. Null when the MCP request was canceled: the job runs on, and the engine's wait ends
+ * with the slice it is in.
  */
 async function waitWithProgress(
   client: ExecutorClient,
   extra: Extra,
   config: McpConfig,
-  params: MethodParams<"jobs.wait">,
+  params: MethodParams<"jobs.wait"> & { timeout_seconds: number },
 ): Promise<JobsWaitResult | null> {
   const token = extra._meta?.progressToken;
   const started = performance.now();
-  let timer: ReturnType<typeof setInterval> | undefined;
-  if (token !== undefined) {
-    let sending = false;
-    timer = setInterval(async () => {
-      if (sending) return; // a slow client: skip a beat rather than pile up
-      sending = true;
-      try {
-        const info = await client.request("jobs.get", { job_id: params.job_id });
-        const seconds = (performance.now() - started) / 1000;
-        await extra.sendNotification({
-          method: "notifications/progress",
-          params: {
-            progressToken: token,
-            progress: Math.round(seconds * 10) / 10,
-            message: `job ${info.job_id} ${info.status} for ${seconds.toFixed(0)} s; stdout ` +
-              `${humanBytes(info.bytes.stdout)}, stderr ${humanBytes(info.bytes.stderr)}`,
-          },
-        });
-      } catch {
-        // Progress is best effort: the wait's own answer reports any real failure.
-      } finally {
-        sending = false;
-      }
-    }, config.progressMs);
-  }
+  const deadline = started + params.timeout_seconds * 1000;
   const canceled = new Promise<null>((resolve) => {
     if (extra.signal.aborted) resolve(null);
     extra.signal.addEventListener("abort", () => resolve(null), { once: true });
   });
-  try {
-    return await Promise.race([client.request("jobs.wait", params), canceled]);
-  } finally {
-    clearInterval(timer);
+  let request: MethodParams<"jobs.wait"> = params;
+  while (true) {
+    const left = (deadline - performance.now()) / 1000;
+    const slice = Math.max(0.05, Math.min(left, config.progressMs / 1000));
+    const waited = await Promise.race([
+      client.request("jobs.wait", { ...request, timeout_seconds: slice }),
+      canceled,
+    ]);
+    if (waited === null) return null;
+    const elapsed = performance.now() - started;
+    if (waited.reason !== "timeout" || performance.now() >= deadline) {
+      return { ...waited, waited_ms: Math.round(elapsed) };
+    }
+    // The next slice goes on where this one stopped reading.
+    if (waited.cursor) {
+      const { new_output_only: _once, ...rest } = request;
+      request = { ...rest, cursor: waited.cursor };
+    }
+    if (token !== undefined) {
+      await extra.sendNotification({
+        method: "notifications/progress",
+        params: {
+          progressToken: token,
+          progress: Math.round(elapsed / 100) / 10,
+          message: `job ${waited.job_id} ${waited.status} for ${(elapsed / 1000).toFixed(0)} s; ` +
+            `stdout ${humanBytes(waited.bytes.stdout)}, stderr ${humanBytes(waited.bytes.stderr)}`,
+        },
+      }).catch(() => {}); // progress is best effort: the answer reports any real failure
+    }
   }
 }
 
+/** How a job stands, in a few fields (never its command or output, which can be long). */
+function outcomeFacts(
+  job: Pick<HistoryRecord, "job_id" | "status" | "exit_code" | "signal" | "duration_ms" | "bytes">,
+): Record<string, unknown> {
+  const { job_id, status, exit_code, signal, duration_ms, bytes } = job;
+  return { job_id, status, exit_code, signal, duration_ms, bytes };
+}
+
+/** A wait's result with the matching line cut short: the text above shows it. */
+function waitFacts(waited: JobsWaitResult): Record<string, unknown> {
+  const { cursor: _cursor, match, ...facts } = waited;
+  return {
+    ...facts,
+    match: match && { ...match, text: match.text.slice(0, 200) },
+  };
+}
+
+/**
+ * A tool result: the text, shaped to the budget by the caller, and a few facts as
+ * structuredContent. Claude Code may give the model only structuredContent when it is there, so
+ * it stays small: ids, statuses, counts.
+ */
 function result(
   text: string,
   structured: Record<string, unknown>,
