@@ -12,6 +12,7 @@ import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js"
 import { ExecutorClient } from "../server/client.ts";
 import { ConfigError, loadConfig, type McpConfig } from "../server/config.ts";
 import { readEnv } from "../server/env.ts";
+import { engineConnection } from "../server/mcp/connection.ts";
 import { createMcpServer } from "../server/mcp/tools.ts";
 import type { CliContext } from "./context.ts";
 import { examples } from "./help.ts";
@@ -43,30 +44,20 @@ export function mcpCommand(_ctx: CliContext) {
     .action(async (options) => {
       const config = mcpConfig();
       const remote = options.url !== undefined || readEnv("CC_EXECUTOR_URL");
-      await using engine = remote ? null : await startLocalServer(1);
-      let current: Promise<ExecutorClient> | null = null;
+      await using local = remote ? null : await startLocalServer(1);
       // A remote server may restart: the next call connects again rather than failing forever.
-      const client = (): Promise<ExecutorClient> => {
-        current ??= (engine
-          ? ExecutorClient.attach(engine.server.openInProcessSocket(), "in-process")
-          : connectTo(resolveTarget(options))).then((c) => {
-            c.closed.then(() => (current = null));
-            return c;
-          }, (error) => {
-            current = null;
-            throw error;
-          });
-        return current;
-      };
-      if (remote) {
-        await client(); // a wrong --url or token fails now, not on the first call
-      }
+      const engine = engineConnection(() =>
+        local
+          ? ExecutorClient.attach(local.server.openInProcessSocket(), "in-process")
+          : connectTo(resolveTarget(options))
+      );
+      // A wrong --url or token fails now, not on the first call.
+      if (remote) await engine.client();
 
-      const server = createMcpServer({ client, config });
+      const server = createMcpServer({ client: engine.client, config });
       const transport = new StdioServerTransport();
       const closed = new Promise<void>((resolve) => (server.server.onclose = resolve));
-      const stop = () =>
-        void server.close().catch(() => {});
+      const stop = () => void server.close().catch(() => {});
       // The client closing stdin is how an MCP client says goodbye over stdio.
       process.stdin.on("end", stop);
       const signals = ["SIGINT", "SIGTERM"] as const;
@@ -78,7 +69,7 @@ export function mcpCommand(_ctx: CliContext) {
         for (const signal of signals) Deno.removeSignalListener(signal, stop);
         process.stdin.off("end", stop);
         process.stdin.pause();
-        if (current) await (await (current as Promise<ExecutorClient>).catch(() => null))?.close();
+        await engine.close();
       }
     });
 }

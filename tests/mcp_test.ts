@@ -9,6 +9,7 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { ExecutorClient } from "../server/client.ts";
 import { defaultConfig } from "../server/config.ts";
+import { runCli } from "./cli_util.ts";
 import { groupAlive, startTestServer, waitUntil } from "./test_util.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -320,9 +321,9 @@ Deno.test("mcp stdio --url: jobs run on that server and show up in its jobs list
   const run = await call(client, "execute", { command: "echo remote", job_id: "via-url" });
   assert.match(run.text, /remote/);
   assert.equal(server.jobs.get("via-url").status, "completed");
-  const missing = await stdioClient(["--url", "ws://127.0.0.1:9/ws"]).then(
-    () => assert.fail("connected to a port nobody listens on"),
-    (error: Error) => error,
-  );
-  assert.ok(missing instanceof Error);
+  // A server that is not there is reported at start, on stderr, with exit 1: not on the first call.
+  const missing = await runCli(["mcp", "--url", "ws://127.0.0.1:9/ws"], { stdin: "" });
+  assert.equal(missing.code, 1, missing.stderr);
+  assert.match(missing.stderr, /No cc-executor server at ws:\/\/127\.0\.0\.1:9\/ws/);
+  assert.equal(missing.stdout, "", "nothing but MCP messages ever goes to stdout");
 });

@@ -10,6 +10,7 @@ import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/
 import { ExecutorClient } from "../client.ts";
 import type { McpConfig } from "../config.ts";
 import type { Logger } from "../log.ts";
+import { engineConnection } from "./connection.ts";
 import { createMcpServer } from "./tools.ts";
 
 export interface McpHttpOptions {
@@ -27,21 +28,10 @@ export interface McpHttpHandler {
 }
 
 export function createMcpHttpHandler(options: McpHttpOptions): McpHttpHandler {
-  let connection: Promise<ExecutorClient> | null = null;
+  // Opened on the first request.
+  const engine = engineConnection(() => ExecutorClient.attach(options.connect(), "in-process"));
   const live = new Set<{ close(): Promise<void> }>();
   let closed = false;
-
-  /** The engine connection, opened on first use (and again should it ever close). */
-  const client = (): Promise<ExecutorClient> => {
-    connection ??= ExecutorClient.attach(options.connect(), "in-process").then((c) => {
-      c.closed.then(() => (connection = null));
-      return c;
-    }, (error) => {
-      connection = null;
-      throw error;
-    });
-    return connection;
-  };
 
   return {
     async handle(request, completed) {
@@ -56,7 +46,7 @@ export function createMcpHttpHandler(options: McpHttpOptions): McpHttpHandler {
             "send each JSON-RPC message in a POST",
         }, { status: 405, headers: { allow: "POST" } });
       }
-      const server = createMcpServer({ client, config: options.config });
+      const server = createMcpServer({ client: engine.client, config: options.config });
       const transport = new WebStandardStreamableHTTPServerTransport({
         sessionIdGenerator: undefined,
       });
@@ -91,9 +81,7 @@ export function createMcpHttpHandler(options: McpHttpOptions): McpHttpHandler {
       closed = true;
       await Promise.all([...live].map((server) => server.close().catch(() => {})));
       live.clear();
-      const open = connection;
-      connection = null;
-      if (open) await (await open.catch(() => null))?.close();
+      await engine.close();
     },
   };
 }
