@@ -6,14 +6,11 @@
  *
  * @module
  */
-import process from "node:process";
 import { Command } from "@commander-js/extra-typings";
-import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { ExecutorClient } from "../server/client.ts";
 import { ConfigError, loadConfig, type McpConfig } from "../server/config.ts";
 import { readEnv } from "../server/env.ts";
 import { engineConnection } from "../server/mcp/connection.ts";
-import { createMcpServer } from "../server/mcp/tools.ts";
 import type { CliContext } from "./context.ts";
 import { examples } from "./help.ts";
 import { startLocalServer } from "./local.ts";
@@ -54,21 +51,11 @@ export function mcpCommand(_ctx: CliContext) {
       // A wrong --url or token fails now, not on the first call.
       if (remote) await engine.client();
 
-      const server = createMcpServer({ client: engine.client, config });
-      const transport = new StdioServerTransport();
-      const closed = new Promise<void>((resolve) => (server.server.onclose = resolve));
-      const stop = () => void server.close().catch(() => {});
-      // The client closing stdin is how an MCP client says goodbye over stdio.
-      process.stdin.on("end", stop);
-      const signals = ["SIGINT", "SIGTERM"] as const;
-      for (const signal of signals) Deno.addSignalListener(signal, stop);
+      // The SDK loads only here, so no other command pays for it.
+      const { serveStdio } = await import("../server/mcp/stdio.ts");
       try {
-        await server.connect(transport);
-        await closed;
+        await serveStdio({ client: engine.client, config });
       } finally {
-        for (const signal of signals) Deno.removeSignalListener(signal, stop);
-        process.stdin.off("end", stop);
-        process.stdin.pause();
         await engine.close();
       }
     });
