@@ -73,6 +73,7 @@ const BLOCK_BYTES = 64 * 1024;
  * needs it): a write per 32 KiB chunk cost more server CPU than the rest of the output path.
  */
 const WRITE_BATCH_BYTES = 256 * 1024;
+const MAX_SPARE_BATCHES = 2;
 /**
  * `ready()` asks the job to wait once this many bytes (both streams together) wait for the
  * writer: a job writing faster than the disk would otherwise pile its output up in memory.
@@ -176,6 +177,8 @@ export class OutputSpool implements AsyncDisposable {
   readonly #dir: string | null;
   readonly #memoryBytes: number;
   readonly #maxBytes: number;
+  /** Written batch buffers kept for reuse (at most MAX_SPARE_BATCHES; dropped at seal). */
+  #spare: Uint8Array[] = [];
   readonly #streams: Record<SpoolStream, StreamState> = {
     stdout: newStream("stdout"),
     stderr: newStream("stderr"),
@@ -281,7 +284,7 @@ export class OutputSpool implements AsyncDisposable {
   #openBatch(s: StreamState): Uint8Array {
     if (s.open === null || s.openLength === s.open.length) {
       if (s.open !== null) this.#closeBatch(s);
-      s.open = new Uint8Array(WRITE_BATCH_BYTES);
+      s.open = this.#spare.pop() ?? new Uint8Array(WRITE_BATCH_BYTES);
       s.openLength = 0;
     }
     return s.open;
@@ -529,6 +532,7 @@ export class OutputSpool implements AsyncDisposable {
 
   /** The job has ended: close file handles (later reads open the file again). Idempotent. */
   async seal(): Promise<void> {
+    this.#spare = []; // a finished job keeps no buffers for output it will not write
     for (const s of Object.values(this.#streams)) {
       // A writer may start again while this waits (a late append): wait until none runs. There is
       // no await between that check and the close, so none can start in between.
@@ -676,6 +680,7 @@ export class OutputSpool implements AsyncDisposable {
           s.kept += n;
           this.#notify(); // a reader may wait for just these bytes
         }
+        this.#recycle(s, batch);
       }
     } catch (e) {
       const where = path === "" ? JSON.stringify(this.#dir) : path;
@@ -690,6 +695,23 @@ export class OutputSpool implements AsyncDisposable {
       s.writing = null;
       this.#notify();
     }
+  }
+
+  /**
+   * Keeps the buffer of a batch that has been written to its end for the next batch: a fresh
+   * 256 KiB buffer per batch left dead ones waiting for the garbage collector, and a job writing
+   * fast raised the server's RSS by tens of MB.
+   */
+  #recycle(s: StreamState, batch: Uint8Array): void {
+    const buffer = batch.buffer;
+    if (
+      buffer.byteLength !== WRITE_BATCH_BYTES ||
+      batch.byteOffset + batch.length !== WRITE_BATCH_BYTES ||
+      s.open?.buffer === buffer ||
+      this.#spare.length >= MAX_SPARE_BATCHES ||
+      this.#disposed
+    ) return;
+    this.#spare.push(new Uint8Array(buffer as ArrayBuffer));
   }
 
   /** `<dir>/<name>.<stream>`, creating dir on first use. */
