@@ -13,7 +13,6 @@ import { readEnv } from "../server/env.ts";
 import { engineConnection } from "../server/mcp/connection.ts";
 import type { CliContext } from "./context.ts";
 import { examples } from "./help.ts";
-import { startLocalServer } from "./local.ts";
 import { CliError } from "./output.ts";
 import { connectTo, resolveTarget, withTarget } from "./target.ts";
 
@@ -41,7 +40,8 @@ export function mcpCommand(_ctx: CliContext) {
     .action(async (options) => {
       const config = mcpConfig();
       const remote = options.url !== undefined || readEnv("CC_EXECUTOR_URL");
-      await using local = remote ? null : await startLocalServer(1);
+      // The server (and the SDK, below) load only for this command, so no other pays for them.
+      await using local = remote ? null : await (await import("./local.ts")).startLocalServer(1);
       // A remote server may restart: the next call connects again rather than failing forever.
       const engine = engineConnection(() =>
         local
@@ -51,7 +51,6 @@ export function mcpCommand(_ctx: CliContext) {
       // A wrong --url or token fails now, not on the first call.
       if (remote) await engine.client();
 
-      // The SDK loads only here, so no other command pays for it.
       const { serveStdio } = await import("../server/mcp/stdio.ts");
       try {
         await serveStdio({ client: engine.client, config });
