@@ -341,7 +341,7 @@ async function listen(
     stopping ??= (async () => {
       logger.info("shutting down", { running_jobs: jobs.runningCount, sessions: sessions.size });
       await jobs.shutdown();
-      if (mcp) await (await mcp).close();
+      if (mcp) await (await mcp.catch(() => null))?.close();
       await Promise.all([...sessions].map((s) => s.close(1001, "server shutting down")));
       await listening.shutdown();
       await spool[Symbol.asyncDispose]();
