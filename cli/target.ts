@@ -41,9 +41,22 @@ export function withTarget<
     .option("--token <token>", "bearer token for the server (CC_EXECUTOR_TOKEN)");
 }
 
+/** The first line of CC_EXECUTOR_TOKEN_FILE, the server's token file, when it is set. */
+function tokenFromFile(): string | undefined {
+  const path = readEnv("CC_EXECUTOR_TOKEN_FILE");
+  if (!path) return undefined;
+  try {
+    return Deno.readTextFileSync(path).split(/\r?\n/, 1)[0]!.trim() || undefined;
+  } catch (error) {
+    throw new UsageError(
+      `Cannot read CC_EXECUTOR_TOKEN_FILE=${JSON.stringify(path)}: ${(error as Error).message}`,
+    );
+  }
+}
+
 /** Resolves the server to talk to. */
 export function resolveTarget(options: TargetOptions): Target {
-  const token = options.token ?? (readEnv("CC_EXECUTOR_TOKEN") || undefined);
+  const token = options.token ?? (readEnv("CC_EXECUTOR_TOKEN") || tokenFromFile());
   if (options.url !== undefined) {
     return { url: normalizeUrl(options.url, "--url"), token, source: "--url" };
   }

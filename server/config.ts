@@ -33,6 +33,10 @@ const ConfigSchema = z.object({
     .describe("Shell that runs commands as <shell> -c <command>; default bash, else sh."),
   CC_EXECUTOR_TOKEN: z.string().min(16, "expected at least 16 characters").optional()
     .describe("Bearer token every client must send (16+ characters)."),
+  CC_EXECUTOR_TOKEN_FILE: z.string().trim().min(1).optional()
+    .describe(
+      "A file holding the token (its first line), instead of CC_EXECUTOR_TOKEN; must not be readable by others.",
+    ),
   CC_EXECUTOR_MAX_JOBS: int(1, 100_000).default(100)
     .describe("Jobs that may run at once; past it execute gets error -32003."),
   CC_EXECUTOR_REPLAY_BUFFER_BYTES: int(64 * 1024, 1024 ** 3).default(4 * 1024 * 1024)
@@ -380,6 +384,15 @@ export function inspectConfig(options: LoadConfigOptions = {}): ConfigReport {
       },
     };
     try {
+      if (c.CC_EXECUTOR_TOKEN_FILE !== undefined) {
+        if (c.CC_EXECUTOR_TOKEN !== undefined) {
+          throw new ConfigError(
+            "Invalid configuration: set CC_EXECUTOR_TOKEN or CC_EXECUTOR_TOKEN_FILE, not both",
+            "CC_EXECUTOR_TOKEN_FILE",
+          );
+        }
+        candidate.token = readTokenFile(c.CC_EXECUTOR_TOKEN_FILE);
+      }
       validateConfig(candidate);
       if (problems.length === 0) config = candidate;
     } catch (error) {
@@ -448,6 +461,34 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
   const config = { ...loadConfig({ env: {}, envFile: null }), db: ":memory:", ...overrides };
   validateConfig(config);
   return config;
+}
+
+/**
+ * The token in the first line of `path`. Refused when others may read the file (as ssh refuses
+ * such keys): the token is what lets anyone run commands here.
+ */
+function readTokenFile(path: string): string {
+  const fail = (why: string) =>
+    new ConfigError(
+      `Invalid configuration: CC_EXECUTOR_TOKEN_FILE=${JSON.stringify(path)}: ${why}`,
+      "CC_EXECUTOR_TOKEN_FILE",
+    );
+  let text: string;
+  let mode: number | null;
+  try {
+    mode = Deno.statSync(path).mode;
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    throw fail(`cannot read it (${(error as Error).message})`);
+  }
+  if (mode !== null && (mode & 0o077) !== 0) {
+    throw fail(
+      `other users may read it (mode ${(mode & 0o777).toString(8)}); run chmod 600 on it`,
+    );
+  }
+  const token = text.split(/\r?\n/, 1)[0]!.trim();
+  if (token.length < 16) throw fail("its first line must hold a token of 16+ characters");
+  return token;
 }
 
 /** Null when the file does not exist. */

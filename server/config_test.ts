@@ -88,3 +88,38 @@ Deno.test("config: listening beyond loopback requires a token", () => {
   assert.ok(isLoopbackHost("127.0.0.1") && isLoopbackHost("::1") && isLoopbackHost("localhost"));
   assert.ok(!isLoopbackHost("0.0.0.0") && !isLoopbackHost("10.0.0.1"));
 });
+
+Deno.test("config: CC_EXECUTOR_TOKEN_FILE gives the token; unreadable, shared or short files are refused", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const file = `${dir}/token`;
+    Deno.writeTextFileSync(file, "token-from-a-file-0123456789\nsecond line ignored\n", {
+      mode: 0o600,
+    });
+    Deno.chmodSync(file, 0o600);
+    const env = { CC_EXECUTOR_TOKEN_FILE: file, CC_EXECUTOR_HOST: "0.0.0.0" };
+    assert.equal(loadConfig({ env, envFile: null }).token, "token-from-a-file-0123456789");
+
+    const refused = (overrides: Record<string, string>, message: RegExp) => {
+      assert.throws(
+        () => loadConfig({ env: { ...env, ...overrides }, envFile: null }),
+        (error: unknown) => {
+          assert.ok(error instanceof ConfigError);
+          assert.equal(error.variable, "CC_EXECUTOR_TOKEN_FILE");
+          assert.match(error.message, message);
+          assert.ok(!error.message.includes("token-from-a-file"), "the token is never repeated");
+          return true;
+        },
+      );
+    };
+    refused({ CC_EXECUTOR_TOKEN: "another-token-0123456789" }, /not both/);
+    refused({ CC_EXECUTOR_TOKEN_FILE: `${dir}/missing` }, /cannot read it/);
+    Deno.chmodSync(file, 0o644);
+    refused({}, /other users may read it \(mode 644\); run chmod 600 on it/);
+    Deno.writeTextFileSync(`${dir}/short`, "short\n", { mode: 0o600 });
+    Deno.chmodSync(`${dir}/short`, 0o600);
+    refused({ CC_EXECUTOR_TOKEN_FILE: `${dir}/short` }, /16\+ characters/);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

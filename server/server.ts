@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { hasValidToken } from "./auth.ts";
+import { BEARER_PROTOCOL_PREFIX, hasValidToken, offeredProtocols, PROTOCOL } from "./auth.ts";
 import { inProcessSocketPair } from "./in_process.ts";
 import type { McpHttpHandler } from "./mcp/http.ts";
 import { refusedOrigin } from "./origin.ts";
@@ -282,7 +282,10 @@ async function listen(
     }
     if (config.token && !hasValidToken(request, config.token)) {
       logger.warn("rejected connection without a valid token", { path: pathname });
-      return Response.json({ error: "Unauthorized: send Authorization: Bearer <token>" }, {
+      return Response.json({
+        error: "Unauthorized: send Authorization: Bearer <token> (browsers: offer the " +
+          `subprotocols "${PROTOCOL}" and "${BEARER_PROTOCOL_PREFIX}<token>")`,
+      }, {
         status: 401,
         headers: { "www-authenticate": "Bearer" },
       });
@@ -298,8 +301,17 @@ async function listen(
         headers: { upgrade: "websocket" },
       });
     }
+    // A client that offers subprotocols must get one back: ours, never the one carrying a token.
+    const offered = offeredProtocols(request);
+    if (offered.length > 0 && !offered.includes(PROTOCOL)) {
+      return Response.json({
+        error: `Unsupported WebSocket subprotocols: offer "${PROTOCOL}" (with ` +
+          `"${BEARER_PROTOCOL_PREFIX}<token>" to authenticate from a browser)`,
+      }, { status: 400 });
+    }
     const { socket, response } = Deno.upgradeWebSocket(request, {
       idleTimeout: config.wsIdleTimeoutSeconds,
+      ...(offered.length > 0 ? { protocol: PROTOCOL } : {}),
     });
     openSession(socket);
     return response;

@@ -234,6 +234,18 @@ Deno.test("cli run: a server that needs a token says so", async () => {
   });
   assert.equal(right.code, 0);
   assert.equal(right.stdout, "ok\n");
+  // The server's token file works for the CLI too.
+  const file = await Deno.makeTempFile();
+  try {
+    await Deno.writeTextFile(file, "a-token-of-sixteen-plus\n");
+    const fromFile = await runCli(["run", "--url", server.url, "echo file"], {
+      env: { CC_EXECUTOR_TOKEN_FILE: file },
+    });
+    assert.equal(fromFile.code, 0, fromFile.stderr);
+    assert.equal(fromFile.stdout, "file\n");
+  } finally {
+    await Deno.remove(file);
+  }
 });
 
 Deno.test("cli run: --stdin-file refuses a directory and input that is not UTF-8", async () => {

@@ -169,3 +169,36 @@ Deno.test("origin: a browser origin not allowed gets 403 on /ws; an allowed one 
   allowed.close();
   await new Promise((resolve) => (allowed.onclose = resolve));
 });
+
+Deno.test("auth: a browser sends the token as a subprotocol and gets cc-executor back", async () => {
+  const token = "browser-token-0123456789";
+  await using server = await startTestServer({ token });
+  const open = (protocols: string[]) =>
+    new Promise<WebSocket | CloseEvent>((resolve) => {
+      const socket = new WebSocket(server.url, protocols);
+      socket.onmessage = () => resolve(socket);
+      socket.onclose = (event) => resolve(event);
+    });
+  const ok = await open(["cc-executor", `cc-executor.bearer.${token}`]);
+  assert.ok(ok instanceof WebSocket, "connected");
+  assert.equal(ok.protocol, "cc-executor", "the token is never echoed back");
+  const closed = new Promise((resolve) => (ok.onclose = resolve));
+  ok.close();
+  await closed;
+  const wrong = await open(["cc-executor", "cc-executor.bearer.wrong-token-0123456789"]);
+  assert.ok(!(wrong instanceof WebSocket), "a wrong token is refused");
+
+  const url = `http://${server.addr.hostname}:${server.addr.port}/ws`;
+  const unknown = await fetch(url, {
+    headers: {
+      authorization: `Bearer ${token}`,
+      upgrade: "websocket",
+      connection: "upgrade",
+      "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+      "sec-websocket-version": "13",
+      "sec-websocket-protocol": "graphql-ws",
+    },
+  });
+  assert.equal(unknown.status, 400);
+  assert.match((await unknown.json()).error, /offer "cc-executor"/);
+});
