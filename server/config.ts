@@ -39,6 +39,12 @@ const ConfigSchema = z.object({
     ),
   CC_EXECUTOR_MAX_JOBS: int(1, 100_000).default(100)
     .describe("Jobs that may run at once; past it execute gets error -32003."),
+  CC_EXECUTOR_MAX_JOBS_PER_SESSION: int(1, 100_000).optional()
+    .describe("Jobs one connection may have running at once (default: CC_EXECUTOR_MAX_JOBS)."),
+  CC_EXECUTOR_MAX_SESSIONS: int(1, 100_000).default(1000)
+    .describe("WebSocket connections open at once; past it an upgrade gets 503."),
+  CC_EXECUTOR_MAX_MESSAGE_BYTES: int(1024, 1024 ** 3).default(16 * 1024 * 1024)
+    .describe("Largest JSON-RPC message a client may send; a larger one gets error -32600."),
   CC_EXECUTOR_REPLAY_BUFFER_BYTES: int(64 * 1024, 1024 ** 3).default(4 * 1024 * 1024)
     .describe("Bytes of notifications each job keeps for late or reconnecting subscribers."),
   // Bounds memory: max_jobs x replay buffer + keep_finished_jobs x this.
@@ -165,6 +171,12 @@ export interface ServerConfig {
   shell: string | undefined;
   token: string | undefined;
   maxJobs: number;
+  /** Jobs one connection may have running at once. */
+  maxJobsPerSession: number;
+  /** WebSocket connections open at once (in-process ones are not counted). */
+  maxSessions: number;
+  /** Largest message a client may send, in UTF-8 bytes. */
+  maxMessageBytes: number;
   replayBufferBytes: number;
   finishedReplayBytes: number;
   keepFinishedJobs: number;
@@ -340,6 +352,9 @@ export function inspectConfig(options: LoadConfigOptions = {}): ConfigReport {
       shell: c.CC_EXECUTOR_SHELL,
       token: c.CC_EXECUTOR_TOKEN,
       maxJobs: c.CC_EXECUTOR_MAX_JOBS,
+      maxJobsPerSession: c.CC_EXECUTOR_MAX_JOBS_PER_SESSION ?? c.CC_EXECUTOR_MAX_JOBS,
+      maxSessions: c.CC_EXECUTOR_MAX_SESSIONS,
+      maxMessageBytes: c.CC_EXECUTOR_MAX_MESSAGE_BYTES,
       replayBufferBytes: c.CC_EXECUTOR_REPLAY_BUFFER_BYTES,
       finishedReplayBytes: c.CC_EXECUTOR_FINISHED_REPLAY_BYTES,
       keepFinishedJobs: c.CC_EXECUTOR_KEEP_FINISHED_JOBS,

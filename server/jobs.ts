@@ -86,6 +86,7 @@ export type JobManagerConfig = Pick<
   | "timeouts"
   | "historyOutputChars"
   | "maxJobs"
+  | "maxJobsPerSession"
   | "replayBufferBytes"
   | "finishedReplayBytes"
   | "keepFinishedJobs"
@@ -1365,6 +1366,10 @@ export class JobManager {
   #running = new Set<Job>();
   #finishedOrder: string[] = [];
   #shuttingDown = false;
+  /** The session starting each of #starting, for the per-session limit. */
+  #startingOwners = new Map<string, string>();
+  /** Sessions the per-session limit does not apply to (the MCP face's, shared by its clients). */
+  #unlimitedOwners = new Set<string>();
   /** Jobs being recorded and spawned, by id: they hold a slot and a retry waits for them. */
   #starting = new Map<string, Promise<Job>>();
   /**
@@ -1559,14 +1564,30 @@ export class JobManager {
         { running: busy, limit: this.config.maxJobs },
       );
     }
+    const perSession = this.config.maxJobsPerSession;
+    if (perSession < this.config.maxJobs && !this.#unlimitedOwners.has(owner)) {
+      let mine = 0;
+      for (const job of this.#running) if (job.owner === owner) mine++;
+      for (const starting of this.#startingOwners.values()) if (starting === owner) mine++;
+      if (mine >= perSession) {
+        throw new RpcError(
+          ErrorCode.TOO_MANY_JOBS,
+          `Cannot execute: this connection has ${mine} jobs running, the limit ` +
+            `(CC_EXECUTOR_MAX_JOBS_PER_SESSION) is ${perSession}`,
+          { running: mine, limit: perSession, scope: "session" },
+        );
+      }
+    }
     if (params.cwd !== undefined) checkCwd(params.cwd);
     const id = params.job_id ?? crypto.randomUUID();
     const starting = this.#launch(id, params, owner, params.job_id !== undefined);
     this.#starting.set(id, starting);
+    this.#startingOwners.set(id, owner);
     try {
       return { job: await starting, existing: false };
     } finally {
       this.#starting.delete(id);
+      this.#startingOwners.delete(id);
     }
   }
 
@@ -1905,8 +1926,14 @@ export class JobManager {
     );
   }
 
+  /** Exempts a session from CC_EXECUTOR_MAX_JOBS_PER_SESSION until it closes. */
+  exemptFromSessionLimit(sessionId: string): void {
+    this.#unlimitedOwners.add(sessionId);
+  }
+
   /** A connection went away: drop its subscriptions and cancel the jobs it owns, unless detached. */
   sessionClosed(sessionId: string): void {
+    this.#unlimitedOwners.delete(sessionId);
     for (const job of this.#running) {
       job.unsubscribe(sessionId);
       if (job.owner === sessionId && !job.detach) job.terminate("canceled", "client disconnected");

@@ -585,6 +585,9 @@ export const ServerInfoResult = z.object({
   process_groups: z.enum(["setsid", "detached"]),
   limits: z.object({
     max_jobs: z.number().int(),
+    max_jobs_per_session: z.number().int(),
+    max_sessions: z.number().int(),
+    max_message_bytes: z.number().int(),
     replay_buffer_bytes: z.number().int(),
     kill_grace_ms: z.number().int(),
   }),

@@ -173,6 +173,8 @@ async function listen(
     spoolMaxBytes: config.spoolMaxBytes === 0 ? Infinity : config.spoolMaxBytes,
   });
   const sessions = new Set<Session>();
+  /** The in-process sessions among them (the MCP face's). */
+  const internal = new Set<Session>();
   const background = new StoreUpkeep(store, config, logger, () => [...sessions].map((s) => s.id));
 
   const handle = createRpcHandler<MethodContext>(
@@ -193,6 +195,9 @@ async function listen(
         process_groups: groupMode,
         limits: {
           max_jobs: config.maxJobs,
+          max_jobs_per_session: config.maxJobsPerSession,
+          max_sessions: config.maxSessions,
+          max_message_bytes: config.maxMessageBytes,
           replay_buffer_bytes: config.replayBufferBytes,
           kill_grace_ms: config.killGraceMs,
         },
@@ -227,9 +232,11 @@ async function listen(
     const session = new Session(socket, {
       handle,
       logger,
+      maxMessageBytes: config.maxMessageBytes,
       connected: (s) => ({ session_id: s.id, version: VERSION, capabilities }),
       onClose: (s) => {
         sessions.delete(s);
+        internal.delete(s);
         background.sessionClosed(s.id);
         jobs.sessionClosed(s.id);
         logger.debug("session closed", { session: s.id });
@@ -243,7 +250,11 @@ async function listen(
 
   const openInProcessSocket = (): WebSocket => {
     const { server, client } = inProcessSocketPair();
-    openSession(server);
+    const session = openSession(server);
+    // One in-process session serves every MCP client of this server: the per-connection limits
+    // are for connections, so they do not apply to it (CC_EXECUTOR_MAX_JOBS still does).
+    internal.add(session);
+    jobs.exemptFromSessionLimit(session.id);
     return client;
   };
 
@@ -308,6 +319,14 @@ async function listen(
         error: `Unsupported WebSocket subprotocols: offer "${PROTOCOL}" (with ` +
           `"${BEARER_PROTOCOL_PREFIX}<token>" to authenticate from a browser)`,
       }, { status: 400 });
+    }
+    if (sessions.size - internal.size >= config.maxSessions) {
+      logger.warn("refused a connection: too many sessions", { limit: config.maxSessions });
+      return Response.json({
+        error: `Too many connections: ${config.maxSessions} are open, the limit ` +
+          "(CC_EXECUTOR_MAX_SESSIONS)",
+        limit: config.maxSessions,
+      }, { status: 503, headers: { "retry-after": "5" } });
     }
     const { socket, response } = Deno.upgradeWebSocket(request, {
       idleTimeout: config.wsIdleTimeoutSeconds,

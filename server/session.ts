@@ -25,6 +25,8 @@ export interface SessionOptions {
   onClose: (session: Session) => void;
   /** Sent as the `connected` notification once the socket is open. */
   connected: (session: Session) => unknown;
+  /** Largest message accepted, in UTF-8 bytes (CC_EXECUTOR_MAX_MESSAGE_BYTES). @default Infinity */
+  maxMessageBytes?: number;
 }
 
 /** Above this many unsent bytes the peer counts as slow and jobs stop reading their pipes. */
@@ -121,6 +123,15 @@ export class Session implements Subscriber {
     await settlesWithin(this.closed, waitMs);
   }
 
+  /** When the message is over the limit: its size in UTF-8 bytes (at least), else null. */
+  #tooLarge(data: string): number | null {
+    const limit = this.#options.maxMessageBytes ?? Infinity;
+    // A UTF-16 unit is 1 to 3 UTF-8 bytes: only a message near the limit needs counting.
+    if (data.length * 3 <= limit) return null;
+    const bytes = data.length > limit ? data.length : new TextEncoder().encode(data).length;
+    return bytes > limit ? bytes : null;
+  }
+
   async #onMessage(data: unknown): Promise<void> {
     if (typeof data !== "string") {
       this.send(JSON.stringify({
@@ -130,6 +141,21 @@ export class Session implements Subscriber {
           code: ErrorCode.PARSE_ERROR,
           message:
             "Parse error: binary frames are not accepted; send JSON-RPC messages as text frames",
+        },
+      }));
+      return;
+    }
+    const tooLarge = this.#tooLarge(data);
+    if (tooLarge !== null) {
+      const limit = this.#options.maxMessageBytes!;
+      this.send(JSON.stringify({
+        jsonrpc: "2.0",
+        id: null,
+        error: {
+          code: ErrorCode.INVALID_REQUEST,
+          message: `Invalid Request: the message (${tooLarge}+ bytes) is over the limit of ` +
+            `${limit} bytes (CC_EXECUTOR_MAX_MESSAGE_BYTES); it was not read`,
+          data: { limit },
         },
       }));
       return;

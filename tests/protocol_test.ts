@@ -202,3 +202,51 @@ Deno.test("auth: a browser sends the token as a subprotocol and gets cc-executor
   assert.equal(unknown.status, 400);
   assert.match((await unknown.json()).error, /offer "cc-executor"/);
 });
+
+Deno.test("limits: message size, sessions and jobs per connection each get a clear error", async () => {
+  await using server = await startTestServer({
+    maxMessageBytes: 4096,
+    maxSessions: 2,
+    maxJobsPerSession: 1,
+  });
+  await using client = await RawClient.connect(server.url);
+  const info = await client.result("server.info", {});
+  assert.equal(info.limits.max_message_bytes, 4096);
+  assert.equal(info.limits.max_sessions, 2);
+  assert.equal(info.limits.max_jobs_per_session, 1);
+
+  // Over the message limit: -32600 naming the setting; the connection goes on.
+  client.socket.send(JSON.stringify({
+    jsonrpc: "2.0",
+    id: 1,
+    method: "execute",
+    params: { command: "x".repeat(5000) },
+  }));
+  const big = await client.waitFor((f) => f.error?.code === -32600, "the -32600");
+  assert.match(big.error.message, /over the limit of 4096 bytes \(CC_EXECUTOR_MAX_MESSAGE_BYTES\)/);
+  assert.deepEqual(big.error.data, { limit: 4096 });
+
+  // One job per connection: the second is refused while the first runs; another connection may.
+  const first = await client.result("execute", { command: "sleep 30" });
+  const second = await client.call("execute", { command: "true" });
+  assert.equal(second.error?.code, -32003);
+  assert.match(second.error.message, /this connection has 1 jobs running/);
+  assert.equal(second.error.data.scope, "session");
+  await using other = await RawClient.connect(server.url);
+  const elsewhere = await other.result("execute", { command: "true" });
+  await other.completion(elsewhere.job_id);
+
+  // Two sessions are open: a third is refused with 503.
+  const url = `http://${server.addr.hostname}:${server.addr.port}/ws`;
+  const third = await fetch(url, {
+    headers: {
+      upgrade: "websocket",
+      connection: "upgrade",
+      "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+      "sec-websocket-version": "13",
+    },
+  });
+  assert.equal(third.status, 503);
+  assert.match((await third.json()).error, /limit \(CC_EXECUTOR_MAX_SESSIONS\)/);
+  await client.result("control", { type: "CANCEL", job_id: first.job_id });
+});
