@@ -57,15 +57,24 @@ export class RawWebSocket implements AsyncDisposable, Disposable {
   }
 
   /** Sends one text frame, masked as RFC 6455 requires of clients. */
-  async sendText(text: string): Promise<void> {
-    const payload = encoder.encode(text);
+  sendText(text: string): Promise<void> {
+    return this.sendFrame(0x1, encoder.encode(text));
+  }
+
+  /**
+   * Sends one final frame with `opcode` (0x1 text, 0x2 binary, ...) and `payload` as it is, even
+   * when that is not valid (a text frame that is not UTF-8): for tests of what the server does
+   * with frames a WebSocket API would never send.
+   */
+  async sendFrame(opcode: number, payload: Uint8Array): Promise<void> {
     const length = payload.length;
+    const first = 0x80 | opcode;
     const header = length < 126
-      ? [0x81, 0x80 | length]
+      ? [first, 0x80 | length]
       : length < 65536
-      ? [0x81, 0x80 | 126, length >> 8, length & 0xff]
+      ? [first, 0x80 | 126, length >> 8, length & 0xff]
       : [
-        0x81,
+        first,
         0x80 | 127,
         0,
         0,
