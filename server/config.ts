@@ -16,6 +16,9 @@ const int = (min: number, max: number) =>
       z.number().int().min(min, `expected at least ${min}`).max(max, `expected at most ${max}`),
     );
 
+/** A comma-separated list of names, blanks dropped. */
+const names = (s: string) => s.split(",").map((name) => name.trim()).filter(Boolean);
+
 const onOff = (fallback: "on" | "off") =>
   z.string().trim().toLowerCase().pipe(z.enum(["on", "off"])).default(fallback);
 
@@ -111,6 +114,15 @@ const ConfigSchema = z.object({
     .describe("on: record_metrics keeps per-command-shape counts and durations in the store."),
   CC_EXECUTOR_CLAUDE_BIN: z.string().trim().min(1).default("claude")
     .describe("The claude program an execute with a prompt runs (a name on PATH, or a path)."),
+  CC_EXECUTOR_ENV_WITHHOLD: z.string().default("CC_EXECUTOR_TOKEN,REDIS_URL,ANTHROPIC_API_KEY")
+    .transform(names)
+    .describe(
+      "Variables of the server's environment that commands do not get (comma-separated; NAME or PREFIX*).",
+    ),
+  CC_EXECUTOR_ENV_ALLOW: z.string().optional().transform((s) => s === undefined ? s : names(s))
+    .describe(
+      "When set, the only variables of the server's environment commands get (comma-separated; NAME or PREFIX*).",
+    ),
   CC_EXECUTOR_SPOOL_DIR: z.string().trim().min(1).optional()
     .describe(
       "Folder where jobs' output spills past 64 KiB, for jobs.output; default spool/ beside the history file.",
@@ -204,6 +216,8 @@ export interface ServerConfig {
   templatesDir: string;
   /** The program `execute` with `prompt` runs. */
   claudeBin: string;
+  /** Which of the server's variables commands get (docs/security.md). */
+  env: EnvPolicy;
   /** Where output spills; null: spool/ beside `db`, or a temporary folder for ":memory:". */
   spoolDir: string | null;
   /** Bytes of each stream of a job kept for jobs.output; 0: memory only (64 KiB a job). */
@@ -211,6 +225,14 @@ export interface ServerConfig {
   /** Origins a browser may open /ws and /mcp from; requests with any other Origin get 403. */
   allowedOrigins: string[];
   mcp: McpConfig;
+}
+
+/** Which variables of the server's environment reach commands. */
+export interface EnvPolicy {
+  /** Never passed (NAME, or PREFIX* for every name starting with PREFIX). */
+  withhold: string[];
+  /** When set, nothing else is passed. */
+  allow: string[] | null;
 }
 
 /** How the MCP face shapes and paces tool results (docs/mcp.md). */
@@ -389,6 +411,7 @@ export function inspectConfig(options: LoadConfigOptions = {}): ConfigReport {
       },
       templatesDir: c.CC_EXECUTOR_TEMPLATES_DIR,
       claudeBin: c.CC_EXECUTOR_CLAUDE_BIN,
+      env: { withhold: c.CC_EXECUTOR_ENV_WITHHOLD, allow: c.CC_EXECUTOR_ENV_ALLOW ?? null },
       spoolDir: c.CC_EXECUTOR_SPOOL_DIR ?? null,
       spoolMaxBytes: c.CC_EXECUTOR_SPOOL_MAX_BYTES,
       allowedOrigins: c.CC_EXECUTOR_ALLOWED_ORIGINS ?? [],

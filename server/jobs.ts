@@ -40,6 +40,7 @@ import {
   type StreamName,
   TERMINAL_STATUSES,
 } from "./protocol.ts";
+import type { JobEnvironments } from "./job_env.ts";
 import { OutputSpool } from "./output_spool.ts";
 import { ReplayBuffer, type ReplaySlice } from "./replay.ts";
 import { commandShape, estimateTimeout } from "./store/shape.ts";
@@ -117,6 +118,11 @@ export interface JobManagerOptions {
   spoolDir?: string | null;
   /** Bytes of each stream of a job the spool keeps. @default Infinity */
   spoolMaxBytes?: number;
+  /**
+   * The environments commands start from (server/job_env.ts). @default the server's own,
+   * inherited whole
+   */
+  env?: JobEnvironments;
 }
 
 /** The hooks new jobs use (the registry's current set) and how many runs error hooks may ask for. */
@@ -924,6 +930,7 @@ export class Job {
         argv: params.argv,
         cwd: params.cwd,
         env: params.env,
+        baseEnv: this.#manager.baseEnv(params),
         pipeStdin: params.stdin !== undefined || params.keep_stdin_open === true,
       });
     } catch (error) {
@@ -1385,6 +1392,7 @@ export class JobManager {
   readonly #hooks: JobHooksSource | undefined;
   readonly #hookStop = new AbortController();
   readonly templates: TemplateSet | undefined;
+  readonly #env: JobEnvironments | undefined;
   /** See JobManagerOptions.spoolDir and spoolMaxBytes. */
   readonly spoolDir: string | null;
   readonly spoolMaxBytes: number;
@@ -1401,6 +1409,7 @@ export class JobManager {
     this.templates = options.templates;
     this.spoolDir = options.spoolDir ?? null;
     this.spoolMaxBytes = options.spoolMaxBytes ?? Infinity;
+    this.#env = options.env;
   }
 
   /**
@@ -1736,6 +1745,7 @@ export class JobManager {
         argv: params.argv,
         cwd: params.cwd,
         env: params.env,
+        baseEnv: this.baseEnv(params),
         pipeStdin: params.stdin !== undefined || params.keep_stdin_open === true,
       }, this.groupMode);
     } catch (error) {
@@ -1924,6 +1934,13 @@ export class JobManager {
         error: (error as Error).message,
       })
     );
+  }
+
+  /** The environment a job's run starts from: a claude run cc-executor built gets Claude's key. */
+  baseEnv(params: JobParams): Record<string, string> | undefined {
+    const env = this.#env;
+    if (!env) return undefined;
+    return params.argv && params.claudeOutputFormat ? env.claude : env.command;
   }
 
   /** Exempts a session from CC_EXECUTOR_MAX_JOBS_PER_SESSION until it closes. */

@@ -26,8 +26,13 @@ export interface SpawnSpec {
    */
   argv?: readonly string[];
   cwd?: string;
-  /** Merged over the server's environment. */
+  /** Merged over `baseEnv`, or over the server's environment without one. */
   env?: Record<string, string>;
+  /**
+   * The environment the command starts from instead of the server's (server/job_env.ts: the
+   * server's without what it withholds).
+   */
+  baseEnv?: Record<string, string>;
   /** Pipe stdin (for `stdin` text or `jobs.input`); otherwise the command reads /dev/null. */
   pipeStdin: boolean;
 }
@@ -96,7 +101,9 @@ export class ProcessGroup implements AsyncDisposable {
     const options: Deno.CommandOptions = {
       args: mode === "setsid" ? [leader!, ...args] : args,
       cwd: spec.cwd,
-      env: spec.env,
+      ...(spec.baseEnv
+        ? { clearEnv: true, env: { ...spec.baseEnv, ...spec.env } }
+        : { env: spec.env }),
       stdin: spec.pipeStdin ? "piped" : "null",
       stdout: "piped",
       stderr: "piped",

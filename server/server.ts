@@ -8,6 +8,7 @@
  */
 import { BEARER_PROTOCOL_PREFIX, hasValidToken, offeredProtocols, PROTOCOL } from "./auth.ts";
 import { inProcessSocketPair } from "./in_process.ts";
+import { type JobEnvironments, jobEnvironments } from "./job_env.ts";
 import type { McpHttpHandler } from "./mcp/http.ts";
 import { refusedOrigin } from "./origin.ts";
 import { openSpoolFolder, type SpoolFolder } from "./spool_dir.ts";
@@ -38,6 +39,11 @@ export interface StartServerOptions {
   store?: Store;
   /** The prompt templates. @default the built-ins and config.templatesDir's, loaded at start */
   templates?: TemplateSet;
+  /**
+   * The environment commands start from, less what config.env withholds.
+   * @default Deno.env.toObject()
+   */
+  env?: Record<string, string>;
 }
 
 /** A running server. `await using` shuts it down at the end of the block. */
@@ -111,7 +117,9 @@ export async function startServer(
     logTemplates(templates, logger);
     hooks = await HookRegistry.open({ config: config.hooks, store, logger });
     spool = await openSpoolFolder(config, logger);
+    const jobEnv = jobEnvironments(options.env ?? Deno.env.toObject(), config.env);
     return await listen(config, {
+      jobEnv,
       logger,
       shell,
       groupMode,
@@ -139,12 +147,13 @@ interface ListenOptions {
   hooks: HookRegistry;
   templates: TemplateSet;
   spool: SpoolFolder;
+  jobEnv: JobEnvironments;
 }
 
 /** Sweeps what a dead server left, then serves; the second half of `startServer`. */
 async function listen(
   config: ServerConfig,
-  { logger, shell, groupMode, store, ownStore, hooks, templates, spool }: ListenOptions,
+  { logger, shell, groupMode, store, ownStore, hooks, templates, spool, jobEnv }: ListenOptions,
 ): Promise<ExecutorServer> {
   const swept = await sweepOrphans(store, {
     nodeId: config.nodeId,
@@ -171,6 +180,7 @@ async function listen(
     // 0: no spill at all, so no file is ever written.
     spoolDir: config.spoolMaxBytes === 0 ? null : spool.path,
     spoolMaxBytes: config.spoolMaxBytes === 0 ? Infinity : config.spoolMaxBytes,
+    env: jobEnv,
   });
   const sessions = new Set<Session>();
   /** The in-process sessions among them (the MCP face's). */
