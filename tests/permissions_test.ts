@@ -17,6 +17,18 @@ function freePort(): number {
 const home = Deno.makeTempDirSync({ prefix: "cc-executor-home-" });
 
 /**
+ * Deno's own cache, which the home above would otherwise move: the locked server must find its
+ * npm packages where this test run has them, not download them all again (which outlasts the
+ * wait for it to come up).
+ */
+const denoDir: string = Deno.env.get("DENO_DIR") ??
+  JSON.parse(
+    new TextDecoder().decode(
+      new Deno.Command(Deno.execPath(), { args: ["info", "--json"] }).outputSync().stdout,
+    ),
+  ).denoDir;
+
+/**
  * The `deno run` flags of `deno task start:locked`, listening on `port` instead of 8003, with
  * `$HOME` expanded as deno task's shell does.
  */
@@ -38,6 +50,7 @@ function server(flags: string[], port: number, env: Record<string, string> = {})
       CC_EXECUTOR_KILL_GRACE_MS: "300",
       NO_COLOR: "1",
       HOME: home,
+      DENO_DIR: denoDir,
       XDG_DATA_HOME: "",
       CC_EXECUTOR_DB: "",
       ...env,
