@@ -10,6 +10,7 @@ import type { Command, OptionValues } from "@commander-js/extra-typings";
 import { ConnectionClosedError, ExecutorClient, ExecutorRpcError } from "../server/client.ts";
 import { ErrorCode } from "../server/protocol.ts";
 import { VERSION } from "../server/version.ts";
+import { ConfigError, readTokenFile } from "../server/config.ts";
 import { readEnv } from "../server/env.ts";
 import { CliError, UsageError } from "./output.ts";
 import { type PidFile, pidFilePath, readPidFile, recordedServerAlive } from "./state.ts";
@@ -41,16 +42,18 @@ export function withTarget<
     .option("--token <token>", "bearer token for the server (CC_EXECUTOR_TOKEN)");
 }
 
-/** The first line of CC_EXECUTOR_TOKEN_FILE, the server's token file, when it is set. */
+/**
+ * The token in CC_EXECUTOR_TOKEN_FILE, read as the server reads it (same checks: a file others
+ * may read is refused), when it is set.
+ */
 function tokenFromFile(): string | undefined {
   const path = readEnv("CC_EXECUTOR_TOKEN_FILE");
   if (!path) return undefined;
   try {
-    return Deno.readTextFileSync(path).split(/\r?\n/, 1)[0]!.trim() || undefined;
+    return readTokenFile(path);
   } catch (error) {
-    throw new UsageError(
-      `Cannot read CC_EXECUTOR_TOKEN_FILE=${JSON.stringify(path)}: ${(error as Error).message}`,
-    );
+    if (error instanceof ConfigError) throw new UsageError(error.message);
+    throw error;
   }
 }
 

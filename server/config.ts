@@ -505,7 +505,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
  * The token in the first line of `path`. Refused when others may read the file (as ssh refuses
  * such keys): the token is what lets anyone run commands here.
  */
-function readTokenFile(path: string): string {
+export function readTokenFile(path: string): string {
   const fail = (why: string) =>
     new ConfigError(
       `Invalid configuration: CC_EXECUTOR_TOKEN_FILE=${JSON.stringify(path)}: ${why}`,

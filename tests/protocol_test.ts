@@ -188,16 +188,9 @@ Deno.test("auth: a browser sends the token as a subprotocol and gets cc-executor
   const wrong = await open(["cc-executor", "cc-executor.bearer.wrong-token-0123456789"]);
   assert.ok(!(wrong instanceof WebSocket), "a wrong token is refused");
 
-  const url = `http://${server.addr.hostname}:${server.addr.port}/ws`;
-  const unknown = await fetch(url, {
-    headers: {
-      authorization: `Bearer ${token}`,
-      upgrade: "websocket",
-      connection: "upgrade",
-      "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
-      "sec-websocket-version": "13",
-      "sec-websocket-protocol": "graphql-ws",
-    },
+  const unknown = await upgradeRequest(server, {
+    authorization: `Bearer ${token}`,
+    "sec-websocket-protocol": "graphql-ws",
   });
   assert.equal(unknown.status, 400);
   assert.match((await unknown.json()).error, /offer "cc-executor"/);
@@ -237,16 +230,24 @@ Deno.test("limits: message size, sessions and jobs per connection each get a cle
   await other.completion(elsewhere.job_id);
 
   // Two sessions are open: a third is refused with 503.
-  const url = `http://${server.addr.hostname}:${server.addr.port}/ws`;
-  const third = await fetch(url, {
+  const third = await upgradeRequest(server);
+  assert.equal(third.status, 503);
+  assert.match((await third.json()).error, /limit \(CC_EXECUTOR_MAX_SESSIONS\)/);
+  await client.result("control", { type: "CANCEL", job_id: first.job_id });
+});
+
+/** A WebSocket upgrade request to /ws sent with fetch, to see the HTTP answer to a refused one. */
+function upgradeRequest(
+  server: { addr: Deno.NetAddr },
+  headers: Record<string, string> = {},
+): Promise<Response> {
+  return fetch(`http://${server.addr.hostname}:${server.addr.port}/ws`, {
     headers: {
       upgrade: "websocket",
       connection: "upgrade",
       "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
       "sec-websocket-version": "13",
+      ...headers,
     },
   });
-  assert.equal(third.status, 503);
-  assert.match((await third.json()).error, /limit \(CC_EXECUTOR_MAX_SESSIONS\)/);
-  await client.result("control", { type: "CANCEL", job_id: first.job_id });
-});
+}
