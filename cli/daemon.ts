@@ -18,6 +18,7 @@ import {
   stateDir,
 } from "./state.ts";
 import { httpUrl } from "./target.ts";
+import { untrustedCertificateHint } from "../server/tls.ts";
 
 export interface DetachOptions {
   host?: string;
@@ -81,7 +82,11 @@ export async function startDetached(options: DetachOptions, output: Output): Pro
         );
       }
       const recorded = readPidFile(pidPath);
-      if (recorded?.pid === child.pid && (await answersHealth(recorded.url))) return recorded;
+      // Our child wrote the pid file once listening; with TLS, a certificate this process does not
+      // trust (no DENO_CERT) still proves that much.
+      if (
+        recorded?.pid === child.pid && (await answersHealth(recorded.url, { untrustedOk: true }))
+      ) return recorded;
       if (performance.now() > deadline) {
         child.kill("SIGTERM");
         throw new CliError(
@@ -147,14 +152,20 @@ async function lockStateDir(dir: string): Promise<Disposable> {
   return { [Symbol.dispose]: () => file.close() };
 }
 
-/** Whether something answers GET /health at the server of `wsUrl`. */
-export async function answersHealth(wsUrl: string): Promise<boolean> {
+/**
+ * Whether something answers GET /health at the server of `wsUrl`. `untrustedOk`: a TLS server
+ * whose certificate this process does not trust counts as answering.
+ */
+export async function answersHealth(
+  wsUrl: string,
+  options: { untrustedOk?: boolean } = {},
+): Promise<boolean> {
   try {
     const response = await fetch(httpUrl(wsUrl, "/health"), { signal: AbortSignal.timeout(2000) });
     await response.body?.cancel();
     return response.ok;
-  } catch {
-    return false;
+  } catch (error) {
+    return options.untrustedOk === true && untrustedCertificateHint(error) !== null;
   }
 }
 

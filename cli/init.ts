@@ -285,7 +285,11 @@ async function runChecks(dir: string, output: Output, hookFiles: string[]): Prom
   } catch (error) {
     checks.push({ ok: false, what: "shell", fix: (error as Error).message });
   }
-  if (report.config) checks.push(await portCheck(report.config.host, report.config.port));
+  if (report.config) {
+    checks.push(
+      await portCheck(report.config.host, report.config.port, report.config.tls !== null),
+    );
+  }
   const redisUrl = Deno.env.get("REDIS_URL");
   if (redisUrl) checks.push(await redisCheck(redisUrl));
   let failed = 0;
@@ -320,12 +324,12 @@ function permissionCheck(): Check {
   return {
     ok: false,
     what: `Deno permissions missing here: ${missing.join(", ")}`,
-    fix: "the server needs --allow-run (unscoped), --allow-net, --allow-env and --allow-read " +
-      "(see `deno task start:locked`)",
+    fix: "the server needs --allow-run (unscoped, or a list with the shell, setsid and kill), " +
+      "--allow-net, --allow-env and --allow-read (see `deno task start:locked`)",
   };
 }
 
-async function portCheck(host: string, port: number): Promise<Check> {
+async function portCheck(host: string, port: number, tls: boolean): Promise<Check> {
   if (port === 0) return { ok: true, what: "port 0: any free port will be used" };
   try {
     Deno.listen({ hostname: host, port }).close();
@@ -335,7 +339,8 @@ async function portCheck(host: string, port: number): Promise<Check> {
       return { ok: false, what: `cannot listen on ${host}:${port}`, fix: (error as Error).message };
     }
     const wsHost = host.includes(":") ? `[${host}]` : host;
-    if (await answersHealth(`ws://${wsHost}:${port}/ws`)) {
+    const url = `${tls ? "wss" : "ws"}://${wsHost}:${port}/ws`;
+    if (await answersHealth(url, { untrustedOk: true })) {
       return { ok: true, what: `a cc-executor server is already running on ${host}:${port}` };
     }
     return {

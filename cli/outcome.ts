@@ -5,8 +5,8 @@
  * Exit codes follow the shell's and the familiar tools' conventions: the
  * command's own code; 128+N when signal N ended it; 124 for a timeout (as
  * `timeout(1)`); 130 when this CLI was interrupted with Ctrl-C; 125 when
- * cc-executor itself failed (as `docker run`); 126 when a hook refused the
- * command (as a shell reports a command it may not execute).
+ * cc-executor itself failed (as `docker run`); 126 when a hook or the command
+ * policy refused the command (as a shell reports a command it may not execute).
  *
  * @module
  */
@@ -18,7 +18,7 @@ export const EXIT = {
   TIMEOUT: 124,
   /** cc-executor could not run it: no server, refused, connection lost, spawn failed. */
   EXECUTOR_ERROR: 125,
-  /** A pre_execution hook refused the command; it never ran. */
+  /** A pre_execution hook or the command policy refused the command; it never ran. */
   BLOCKED: 126,
   /** This CLI was interrupted (Ctrl-C): 128 + SIGINT. */
   INTERRUPTED: 130,

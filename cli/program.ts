@@ -15,6 +15,7 @@ import { hooksCommand } from "./hooks.ts";
 import { initCommand } from "./init.ts";
 import { jobsCommand } from "./jobs.ts";
 import { mcpCommand } from "./mcp.ts";
+import { policyCommand } from "./policy.ts";
 import { runCommand } from "./run.ts";
 import { serverCommand } from "./server.ts";
 import { templatesCommand } from "./templates.ts";
@@ -56,6 +57,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addCommand(mcpCommand(ctx))
     .addCommand(initCommand(ctx))
     .addCommand(configCommand(ctx))
+    .addCommand(policyCommand(ctx))
     .addCommand(versionCommand(ctx))
     .addCommand(completionsCommand(ctx, () => program));
   configureTree(program, program);

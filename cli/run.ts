@@ -90,7 +90,7 @@ export function runCommand(ctx: CliContext) {
 Options go before the command; everything after it belongs to the command.
 Exit codes: the command's own; 128+N when signal N ended it; 124 on timeout;
 130 after Ctrl-C (which cancels the job); 125 when cc-executor could not run it;
-126 when a hook of the server blocked it.
+126 when a hook or the command policy of the server refused it.
 ${
         examples([
           ['cc-executor run "npm test"', "run in this directory on the local server"],
@@ -373,7 +373,9 @@ async function request<T>(send: () => Promise<T>): Promise<T> {
   } catch (error) {
     if (error instanceof ExecutorRpcError) {
       if (error.code === ErrorCode.INVALID_PARAMS) throw new UsageError(error.message);
-      if (error.code === ErrorCode.HOOK_BLOCKED) throw new CliError(error.message, EXIT.BLOCKED);
+      if (error.code === ErrorCode.HOOK_BLOCKED || error.code === ErrorCode.POLICY_DENIED) {
+        throw new CliError(error.message, EXIT.BLOCKED);
+      }
       throw new CliError(error.message, EXIT.EXECUTOR_ERROR);
     }
     if (error instanceof ConnectionClosedError) {

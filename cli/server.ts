@@ -8,13 +8,22 @@ import { ExecutorRpcError } from "../server/client.ts";
 import { ConfigError, inspectConfig, loadConfig } from "../server/config.ts";
 import { settlesWithin } from "../server/deadline.ts";
 import type { ServerInfoResult } from "../server/protocol.ts";
+import { untrustedCertificateHint } from "../server/tls.ts";
 import { host, port, seconds } from "./args.ts";
 import type { CliContext } from "./context.ts";
 import { pidRecord, startDetached, stopDetached } from "./daemon.ts";
 import { examples } from "./help.ts";
 import { CliError, formatDuration, type Output } from "./output.ts";
 import { readPidFile, removePidFile, writePidFile } from "./state.ts";
-import { connectTo, httpUrl, resolveTarget, START_HINT, withTarget } from "./target.ts";
+import {
+  connectTo,
+  httpUrl,
+  resolveTarget,
+  secureUrl,
+  speaksTls,
+  START_HINT,
+  withTarget,
+} from "./target.ts";
 
 /** `server` and its subcommands. */
 export function serverCommand(ctx: CliContext) {
@@ -237,8 +246,13 @@ async function status(options: { url?: string; token?: string; json?: true }, ou
       report.note = `something answers at ${target.url} (HTTP ${response.status} for /health) ` +
         "but it is not a cc-executor server";
     }
-  } catch {
-    // Nothing answers: down.
+  } catch (error) {
+    // Nothing answers: down. Unless a TLS server does, and this process cannot talk to it.
+    const untrusted = untrustedCertificateHint(error);
+    if (untrusted) report.note = `a TLS server answers at ${target.url}, but ${untrusted}`;
+    else if (await speaksTls(target.url)) {
+      report.note = `a TLS server answers at ${target.url}: use ${secureUrl(target.url)}`;
+    }
   }
   if (health) {
     report.status = "up";

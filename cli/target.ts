@@ -12,6 +12,7 @@ import { ErrorCode } from "../server/protocol.ts";
 import { VERSION } from "../server/version.ts";
 import { ConfigError, readTokenFile } from "../server/config.ts";
 import { readEnv } from "../server/env.ts";
+import { untrustedCertificateHint } from "../server/tls.ts";
 import { CliError, UsageError } from "./output.ts";
 import { type PidFile, pidFilePath, readPidFile, recordedServerAlive } from "./state.ts";
 
@@ -21,7 +22,7 @@ export interface TargetOptions {
 }
 
 export interface Target {
-  /** ws://host:port/ws */
+  /** ws://host:port/ws, or wss:// for a server with TLS */
   url: string;
   token: string | undefined;
   /** How the url was chosen, for messages. */
@@ -70,7 +71,9 @@ export function resolveTarget(options: TargetOptions): Target {
   const detached = liveDetachedServer();
   if (detached) return { url: detached.url, token, source: "pid file" };
   const port = readEnv("CC_EXECUTOR_PORT") || "8003";
-  return { url: `ws://127.0.0.1:${port}/ws`, token, source: "default" };
+  // A server started with this environment speaks TLS when it has a certificate.
+  const scheme = readEnv("CC_EXECUTOR_TLS_CERT") ? "wss" : "ws";
+  return { url: `${scheme}://127.0.0.1:${port}/ws`, token, source: "default" };
 }
 
 /**
@@ -144,7 +147,14 @@ async function explainConnectFailure(
   error: Error,
   hint = START_HINT,
 ): Promise<string> {
+  const untrusted = untrustedCertificateHint(error);
+  if (untrusted) return `Cannot connect to ${target.url}: ${untrusted}.`;
   const health = await probeHealth(target.url);
+  if (health === "down" && await speaksTls(target.url)) {
+    return `The server at ${target.url} speaks TLS: use ${
+      secureUrl(target.url)
+    } (--url or CC_EXECUTOR_URL).`;
+  }
   if (health === "down") {
     return `No cc-executor server at ${target.url}${
       target.source === "pid file" ? " (the recorded background server is not answering)" : ""
@@ -156,6 +166,30 @@ async function explainConnectFailure(
     }. Pass --token or set CC_EXECUTOR_TOKEN.`;
   }
   return error.message;
+}
+
+/** wss:// (or https://) in place of ws:// (or http://). */
+export function secureUrl(url: string): string {
+  const secure = new URL(url);
+  secure.protocol = secure.protocol === "http:" ? "https:" : "wss:";
+  return secure.href;
+}
+
+/**
+ * Whether a TLS server answers at the plain `ws://` address `wsUrl`: one that says so once asked
+ * over https, even with a certificate this process does not trust.
+ */
+export async function speaksTls(wsUrl: string): Promise<boolean> {
+  if (new URL(wsUrl).protocol !== "ws:") return false;
+  try {
+    const response = await fetch(httpUrl(secureUrl(wsUrl), "/health"), {
+      signal: AbortSignal.timeout(3000),
+    });
+    await response.body?.cancel();
+    return true;
+  } catch (error) {
+    return untrustedCertificateHint(error) !== null;
+  }
 }
 
 /** "down" when nothing answers HTTP there; otherwise the status of GET /ws without upgrade. */

@@ -13,7 +13,13 @@
  *
  * @module
  */
-import { type GroupMode, liveMembers } from "../server/process.ts";
+import {
+  type GroupMode,
+  liveMembers,
+  runIsScoped,
+  runRefusal,
+  signalProcess,
+} from "../server/process.ts";
 import type { Hook, HookSource } from "./hook.ts";
 import type { HookContext, HookPoint, OnFailure } from "./types.ts";
 
@@ -29,7 +35,7 @@ export interface CommandHookSpec {
   args: string[];
   /** The hook process's working directory (absolute). */
   cwd: string;
-  /** Variables set for the hook process, merged over the server's environment. */
+  /** Variables set for the hook process, merged over its base environment (options.baseEnv). */
   env: Record<string, string>;
   timeoutMs: number;
   onFailure: OnFailure;
@@ -51,6 +57,11 @@ export interface CommandHookOptions {
   maxOutputBytes?: number;
   /** Calls in flight register here, so that unloading the hooks can kill them. */
   running?: RunningCommandHooks;
+  /**
+   * The environment the hook process starts from, `spec.env` over it: the server passes the one
+   * commands get, without its secrets. @default the server's own, inherited whole
+   */
+  baseEnv?: Record<string, string>;
 }
 
 /**
@@ -93,8 +104,11 @@ function defaultGroupMode(): GroupMode {
   if (detectedMode === undefined) {
     try {
       detectedMode = Deno.statSync(SETSID).isFile ? "setsid" : "detached";
-    } catch {
-      detectedMode = "detached";
+    } catch (error) {
+      // A locked-down server may not read /usr/bin; its --allow-run list knows setsid is there.
+      const listed = error instanceof Deno.errors.NotCapable && runIsScoped() &&
+        runRefusal(SETSID) === null;
+      detectedMode = listed ? "setsid" : "detached";
     }
   }
   return detectedMode;
@@ -150,13 +164,18 @@ async function runCommandHook(
   const limit = options.maxOutputBytes ?? MAX_HOOK_OUTPUT_BYTES;
   const mode = options.groupMode ?? defaultGroupMode();
   const program = mode === "setsid" ? SETSID : spec.program;
+  // setsid execs the hook out of Deno's sight: check it against a scoped --allow-run here.
+  const refused = runRefusal(spec.program);
+  if (refused !== null) throw new Error(`cannot start ${spec.program}: ${refused}`);
 
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(program, {
       args: mode === "setsid" ? [spec.program, ...spec.args] : spec.args,
       cwd: spec.cwd,
-      env: spec.env,
+      ...(options.baseEnv
+        ? { clearEnv: true, env: { ...options.baseEnv, ...spec.env } }
+        : { env: spec.env }),
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
@@ -349,9 +368,10 @@ function signalGroup(pgid: number, pid: number, leaderExited: boolean): boolean 
 }
 
 function kill(pid: number): boolean {
+  // Under a scoped --allow-run a signal costs a `kill` process: none when /proc shows no one left.
+  if (pid < 0 && runIsScoped() && liveMembers(-pid) === 0) return false;
   try {
-    Deno.kill(pid, "SIGKILL");
-    return true;
+    return signalProcess(pid, "SIGKILL");
   } catch {
     // NotFound: nothing left. Anything else (a permission): nothing more can be done from here,
     // and the call still ends through its drain deadline.

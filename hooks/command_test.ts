@@ -416,5 +416,8 @@ try {
   }).output();
   const out = new TextDecoder().decode(stdout);
   assert.ok(success, new TextDecoder().decode(stderr));
-  assert.match(out, /^rejected: cannot start .*ok\.sh: Requires run access to /);
+  assert.match(
+    out,
+    /^rejected: cannot start .*ok\.sh: Deno's permissions refuse to run .*ok\.sh: it is not on the server's --allow-run list/,
+  );
 });

@@ -23,6 +23,7 @@
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { z } from "zod";
 import type { HooksConfig } from "../server/config.ts";
+import { runIsScoped, runRefusal } from "../server/process.ts";
 import { commandHook, type CommandHookSpec, RunningCommandHooks } from "./command.ts";
 import { defaultOnFailure, type Hook, type LoadedHooks, type LoaderOptions } from "./hook.ts";
 import { untrustedFileReason, untrustedReason } from "./trust.ts";
@@ -38,6 +39,11 @@ export interface CommandHooksFileOptions extends LoaderOptions {
    * problem. False for the default hooks.json in the hooks folder, which may well not exist.
    */
   explicit: boolean;
+  /**
+   * The environment each hook process starts from, its entry's `env` over it.
+   * @default the server's own, inherited whole
+   */
+  baseEnv?: Record<string, string>;
 }
 
 /**
@@ -266,7 +272,7 @@ async function buildHook(entry: Entry, at: string, context: EntryContext): Promi
     required: entry.required,
     source: { kind: "command", location: path, command: configured },
   };
-  return commandHook(spec, { running });
+  return commandHook(spec, { running, baseEnv: options.baseEnv });
 }
 
 function prefixed(path: string, reason: string | null): string | null {
@@ -279,9 +285,12 @@ type Resolved = { ok: true; program: string } | { ok: false; message: string };
 async function resolveProgram(program: string, folder: string): Promise<Resolved> {
   if (!program.includes("/")) {
     const found = onPath(program);
-    return found === null
-      ? { ok: false, message: `${program} was not found on the server's PATH` }
-      : { ok: true, program: found };
+    if (found !== null) return { ok: true, program: found };
+    // A locked-down server may not look in the folders on PATH: its --allow-run list is then why.
+    return {
+      ok: false,
+      message: runRefusal(program) ?? `${program} was not found on the server's PATH`,
+    };
   }
   const full = resolve(folder, program);
   let info: Deno.FileInfo;
@@ -312,7 +321,12 @@ function onPath(name: string): string | null {
     try {
       const info = Deno.statSync(candidate);
       if (info.isFile && (info.mode === null || (info.mode & 0o111) !== 0)) return candidate;
-    } catch {
+    } catch (error) {
+      // Under a scoped --allow-read and --allow-run, the path Deno resolved the name to at start
+      // is the one it lets the server run.
+      if (
+        error instanceof Deno.errors.NotCapable && runIsScoped() && runRefusal(candidate) === null
+      ) return candidate;
       // Not in this folder (or not readable): try the next.
     }
   }

@@ -24,6 +24,12 @@ export interface HookRegistryOptions {
   logger: Logger;
   /** The server's environment, for the built-ins. @default Deno.env.toObject() */
   env?: Record<string, string>;
+  /**
+   * The environment command hooks start from (a hook's own `env` applies over it): the one
+   * commands get, without the server's secrets (server/job_env.ts). @default the server's own,
+   * inherited whole
+   */
+  commandEnv?: Record<string, string>;
   /** The working directory the hooks folder is relative to. @default Deno.cwd() */
   cwd?: string;
   /** @default Deno.build.standalone */
@@ -126,6 +132,7 @@ export async function loadHookSet(options: HookRegistryOptions): Promise<HookSet
         await loadCommandHooks(configFile, {
           ...loaderOptions,
           explicit: config.configFile !== null,
+          baseEnv: options.commandEnv,
         }),
       );
     }

@@ -15,6 +15,7 @@ import type { HookContext } from "./types.ts";
 import type { HostFileResult, HostHookInfo, HostMessage } from "./ts_host.ts";
 import { untrustedFileReason } from "./trust.ts";
 import type { Logger } from "../server/log.ts";
+import { runRefusal } from "../server/process.ts";
 
 /** Options of {@linkcode loadTypeScriptHooks}. */
 export interface TypeScriptLoaderOptions extends LoaderOptions {
@@ -189,6 +190,9 @@ class HostProcess {
       String(importTimeoutMs),
       ...files,
     );
+    // Under a scoped --allow-run the host, a Deno process, must be on the list by its real path.
+    const refused = runRefusal(Deno.execPath());
+    if (refused !== null) throw new Error(`the TypeScript hook host cannot start: ${refused}`);
     this.#child = new Deno.Command(Deno.execPath(), {
       args,
       stdin: "piped",

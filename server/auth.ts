@@ -1,10 +1,8 @@
 /**
- * Bearer-token checks for `/ws` and `/mcp`.
+ * The bearer token a request to `/ws` or `/mcp` carries (compared in principal.ts).
  *
  * @module
  */
-import { createHash, timingSafeEqual } from "node:crypto";
-
 /** The subprotocol a browser offers, with `BEARER_PROTOCOL_PREFIX + token`, to authenticate. */
 export const PROTOCOL = "cc-executor";
 /**
@@ -15,16 +13,15 @@ export const PROTOCOL = "cc-executor";
 export const BEARER_PROTOCOL_PREFIX = "cc-executor.bearer.";
 
 /**
- * True when the request carries the token: `Authorization: Bearer <token>`, or (a browser's
- * WebSocket) a `cc-executor.bearer.<token>` subprotocol. Compared in constant time over
- * fixed-length digests, so neither the content nor the length of the token leaks through timing.
+ * The token a request carries: `Authorization: Bearer <token>`, or (a browser's WebSocket) a
+ * `cc-executor.bearer.<token>` subprotocol; null when it carries none. Principals (principal.ts)
+ * compares it, in constant time.
  */
-export function hasValidToken(request: Request, token: string): boolean {
+export function presentedToken(request: Request): string | null {
   const header = request.headers.get("authorization") ?? "";
   const match = /^Bearer\s+(.+)$/i.exec(header);
-  if (match) return sameSecret(match[1]!.trim(), token);
-  const offered = bearerProtocol(request);
-  return offered !== null && sameSecret(offered, token);
+  if (match) return match[1]!.trim();
+  return bearerProtocol(request);
 }
 
 /** The token a `cc-executor.bearer.` subprotocol carries, if the request offers one. */
@@ -43,10 +40,4 @@ export function offeredProtocols(request: Request): string[] {
     .split(",")
     .map((protocol) => protocol.trim())
     .filter(Boolean);
-}
-
-function sameSecret(given: string, token: string): boolean {
-  const a = createHash("sha256").update(given).digest();
-  const b = createHash("sha256").update(token).digest();
-  return timingSafeEqual(a, b);
 }

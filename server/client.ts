@@ -33,6 +33,12 @@ export interface ConnectOptions {
   token?: string;
   /** Give up when the server has not said `connected` within this time. @default 10000 */
   timeoutMs?: number;
+  /**
+   * PEM certificates of CAs to trust for a wss:// server, besides the built-in roots (and
+   * DENO_CERT, which Deno applies to every connection): for a server whose certificate a private
+   * CA signed. @default none
+   */
+  caCerts?: string[];
 }
 
 /** The server answered a request with a JSON-RPC error. */
@@ -151,9 +157,25 @@ export class ExecutorClient implements AsyncDisposable {
   /** Opens a connection and waits for the server's `connected` notification. */
   static connect(url: string, options: ConnectOptions = {}): Promise<ExecutorClient> {
     const token = options.token ?? readEnv("CC_EXECUTOR_TOKEN");
-    const socket = token
-      ? new WebSocket(url, { headers: { authorization: `Bearer ${token}` } })
+    // The HTTP client only carries the handshake: once the socket is open (or failed) it can go.
+    const http = options.caCerts?.length
+      ? Deno.createHttpClient({ caCerts: options.caCerts })
+      : undefined;
+    const socket = token || http
+      ? new WebSocket(url, {
+        ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}),
+        ...(http ? { client: http } : {}),
+      })
       : new WebSocket(url);
+    if (http) {
+      let open = true;
+      const release = () => {
+        if (open) http.close();
+        open = false;
+      };
+      socket.addEventListener("open", release, { once: true });
+      socket.addEventListener("close", release, { once: true });
+    }
     return ExecutorClient.attach(socket, url, options);
   }
 

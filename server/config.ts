@@ -8,7 +8,9 @@
 import { join } from "node:path";
 import { parseEnv } from "node:util";
 import type { TimeoutPolicy } from "./store/shape.ts";
+import { readTlsFiles, type TlsConfig, TlsFileError } from "./tls.ts";
 import { z } from "zod";
+import { type PolicyFile, readPolicyFile } from "./policy/policy_file.ts";
 
 const int = (min: number, max: number) =>
   z.string().trim().regex(/^\d+$/, `expected a whole number between ${min} and ${max}`)
@@ -40,14 +42,40 @@ const ConfigSchema = z.object({
     .describe(
       "A file holding the token (its first line), instead of CC_EXECUTOR_TOKEN; must not be readable by others.",
     ),
+  CC_EXECUTOR_TLS_CERT: z.string().trim().min(1).optional()
+    .describe(
+      "PEM certificate (chain) file: with CC_EXECUTOR_TLS_KEY, the server speaks HTTPS and WSS only.",
+    ),
+  CC_EXECUTOR_TLS_KEY: z.string().trim().min(1).optional()
+    .describe(
+      "PEM private key file of CC_EXECUTOR_TLS_CERT; must not be readable by group or others.",
+    ),
   CC_EXECUTOR_MAX_JOBS: int(1, 100_000).default(100)
     .describe("Jobs that may run at once; past it execute gets error -32003."),
   CC_EXECUTOR_MAX_JOBS_PER_SESSION: int(1, 100_000).optional()
     .describe("Jobs one connection may have running at once (default: CC_EXECUTOR_MAX_JOBS)."),
+  CC_EXECUTOR_MAX_JOBS_PER_TOKEN: int(1, 100_000).optional()
+    .describe(
+      "Jobs the clients of one token may have running at once (default: CC_EXECUTOR_MAX_JOBS); a policy file may set it per token.",
+    ),
+  CC_EXECUTOR_EXECUTES_PER_MINUTE: int(0, 1_000_000).default(0)
+    .describe(
+      "Executes the clients of one token may send per minute (0: no limit); a policy file may set it per token.",
+    ),
+  CC_EXECUTOR_POLICY: z.string().trim().min(1).optional()
+    .describe(
+      "A JSON file of command policies and extra tokens (docs/security.md#command-policy); read at start, never changed through the protocol.",
+    ),
   CC_EXECUTOR_MAX_SESSIONS: int(1, 100_000).default(1000)
     .describe("WebSocket connections open at once; past it an upgrade gets 503."),
   CC_EXECUTOR_MAX_MESSAGE_BYTES: int(1024, 1024 ** 3).default(16 * 1024 * 1024)
     .describe("Largest JSON-RPC message a client may send; a larger one gets error -32600."),
+  CC_EXECUTOR_MAX_OUTPUT_BYTES: int(1, 2 ** 40).optional()
+    .describe(
+      "Most output one job may deliver (the default and the most of execute's max_output_bytes); unset: no cap.",
+    ),
+  CC_EXECUTOR_MAX_TIMEOUT: int(0, 2_147_483).default(86_400)
+    .describe("Longest wall time, in seconds, a job may run; caps every timeout (0: no cap)."),
   CC_EXECUTOR_REPLAY_BUFFER_BYTES: int(64 * 1024, 1024 ** 3).default(4 * 1024 * 1024)
     .describe("Bytes of notifications each job keeps for late or reconnecting subscribers."),
   // Bounds memory: max_jobs x replay buffer + keep_finished_jobs x this.
@@ -185,10 +213,20 @@ export interface ServerConfig {
   maxJobs: number;
   /** Jobs one connection may have running at once. */
   maxJobsPerSession: number;
+  /** Jobs the clients of one token may have running at once, unless the policy file says. */
+  maxJobsPerToken: number;
+  /** Executes per minute for the clients of one token (0: no limit), unless the policy file says. */
+  executesPerMinute: number;
+  /** The CC_EXECUTOR_POLICY file, read and checked; null when there is none. */
+  policy: PolicyFile | null;
   /** WebSocket connections open at once (in-process ones are not counted). */
   maxSessions: number;
   /** Largest message a client may send, in UTF-8 bytes. */
   maxMessageBytes: number;
+  /** Most output one job may deliver (max_output_bytes' default and ceiling); null: no cap. */
+  maxOutputBytes: number | null;
+  /** Longest wall time, in seconds, of a job's run (every timeout's ceiling); null: no cap. */
+  maxTimeoutSeconds: number | null;
   replayBufferBytes: number;
   finishedReplayBytes: number;
   keepFinishedJobs: number;
@@ -224,6 +262,8 @@ export interface ServerConfig {
   spoolMaxBytes: number;
   /** Origins a browser may open /ws and /mcp from; requests with any other Origin get 403. */
   allowedOrigins: string[];
+  /** Null: plain HTTP and WS. Set: HTTPS and WSS with this certificate and key (server/tls.ts). */
+  tls: TlsConfig | null;
   mcp: McpConfig;
 }
 
@@ -375,8 +415,13 @@ export function inspectConfig(options: LoadConfigOptions = {}): ConfigReport {
       token: c.CC_EXECUTOR_TOKEN,
       maxJobs: c.CC_EXECUTOR_MAX_JOBS,
       maxJobsPerSession: c.CC_EXECUTOR_MAX_JOBS_PER_SESSION ?? c.CC_EXECUTOR_MAX_JOBS,
+      maxJobsPerToken: c.CC_EXECUTOR_MAX_JOBS_PER_TOKEN ?? c.CC_EXECUTOR_MAX_JOBS,
+      executesPerMinute: c.CC_EXECUTOR_EXECUTES_PER_MINUTE,
+      policy: null,
       maxSessions: c.CC_EXECUTOR_MAX_SESSIONS,
       maxMessageBytes: c.CC_EXECUTOR_MAX_MESSAGE_BYTES,
+      maxOutputBytes: c.CC_EXECUTOR_MAX_OUTPUT_BYTES ?? null,
+      maxTimeoutSeconds: c.CC_EXECUTOR_MAX_TIMEOUT || null,
       replayBufferBytes: c.CC_EXECUTOR_REPLAY_BUFFER_BYTES,
       finishedReplayBytes: c.CC_EXECUTOR_FINISHED_REPLAY_BYTES,
       keepFinishedJobs: c.CC_EXECUTOR_KEEP_FINISHED_JOBS,
@@ -415,6 +460,7 @@ export function inspectConfig(options: LoadConfigOptions = {}): ConfigReport {
       spoolDir: c.CC_EXECUTOR_SPOOL_DIR ?? null,
       spoolMaxBytes: c.CC_EXECUTOR_SPOOL_MAX_BYTES,
       allowedOrigins: c.CC_EXECUTOR_ALLOWED_ORIGINS ?? [],
+      tls: null,
       mcp: {
         maxTokens: c.CC_EXECUTOR_MCP_MAX_TOKENS,
         waitSeconds: c.CC_EXECUTOR_MCP_WAIT_SECONDS,
@@ -430,6 +476,15 @@ export function inspectConfig(options: LoadConfigOptions = {}): ConfigReport {
           );
         }
         candidate.token = readTokenFile(c.CC_EXECUTOR_TOKEN_FILE);
+      }
+      try {
+        candidate.tls = readTlsFiles(c.CC_EXECUTOR_TLS_CERT, c.CC_EXECUTOR_TLS_KEY);
+      } catch (error) {
+        if (error instanceof TlsFileError) throw new ConfigError(error.message, error.variable);
+        throw error;
+      }
+      if (c.CC_EXECUTOR_POLICY !== undefined) {
+        candidate.policy = loadPolicyFile(c.CC_EXECUTOR_POLICY);
       }
       validateConfig(candidate);
       if (problems.length === 0) config = candidate;
@@ -482,7 +537,7 @@ export function validateConfig(config: ServerConfig): void {
       "CC_EXECUTOR_CHUNK_BYTES",
     );
   }
-  if (!isLoopbackHost(config.host) && !config.token) {
+  if (!isLoopbackHost(config.host) && !config.token && !config.policy?.tokens.length) {
     throw new ConfigError(
       `Refusing to listen on ${config.host} without a token: anyone who can reach it could run commands. ` +
         "Set CC_EXECUTOR_TOKEN (16+ characters) or bind to 127.0.0.1.",
@@ -506,11 +561,21 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
  * such keys): the token is what lets anyone run commands here.
  */
 export function readTokenFile(path: string): string {
-  const fail = (why: string) =>
-    new ConfigError(
-      `Invalid configuration: CC_EXECUTOR_TOKEN_FILE=${JSON.stringify(path)}: ${why}`,
+  try {
+    return readSecretFile(path);
+  } catch (error) {
+    throw new ConfigError(
+      `Invalid configuration: CC_EXECUTOR_TOKEN_FILE=${JSON.stringify(path)}: ${
+        (error as Error).message
+      }`,
       "CC_EXECUTOR_TOKEN_FILE",
     );
+  }
+}
+
+/** readTokenFile's checks, throwing a plain Error that says only what is wrong. */
+function readSecretFile(path: string): string {
+  const fail = (why: string) => new Error(why);
   let text: string;
   let mode: number | null;
   try {
@@ -527,6 +592,21 @@ export function readTokenFile(path: string): string {
   const token = text.split(/\r?\n/, 1)[0]!.trim();
   if (token.length < 16) throw fail("its first line must hold a token of 16+ characters");
   return token;
+}
+
+/** The policy file, checked; a problem becomes a ConfigError naming CC_EXECUTOR_POLICY. */
+function loadPolicyFile(path: string): PolicyFile {
+  try {
+    return readPolicyFile(path, readSecretFile);
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    throw new ConfigError(
+      `Invalid configuration: CC_EXECUTOR_POLICY=${JSON.stringify(path)}: ${
+        (error as Error).message
+      }`,
+      "CC_EXECUTOR_POLICY",
+    );
+  }
 }
 
 /** Null when the file does not exist. */

@@ -41,6 +41,8 @@ import {
   TERMINAL_STATUSES,
 } from "./protocol.ts";
 import type { JobEnvironments } from "./job_env.ts";
+import { Admission, UNRESTRICTED } from "./job_admission.ts";
+import type { Principal } from "./principal.ts";
 import { OutputSpool } from "./output_spool.ts";
 import { ReplayBuffer, type ReplaySlice } from "./replay.ts";
 import { commandShape, estimateTimeout } from "./store/shape.ts";
@@ -88,6 +90,8 @@ export type JobManagerConfig = Pick<
   | "historyOutputChars"
   | "maxJobs"
   | "maxJobsPerSession"
+  | "maxOutputBytes"
+  | "maxTimeoutSeconds"
   | "replayBufferBytes"
   | "finishedReplayBytes"
   | "keepFinishedJobs"
@@ -205,6 +209,8 @@ export class Job {
   readonly detach: boolean;
   /** The session that started the job; its disconnect cancels the job unless detached. */
   readonly owner: string;
+  /** The token whose client started it ("default": the main token, or none). */
+  principal = "default";
   readonly startedAt: number;
   /** Resolves after `process.completed` has been sent. */
   readonly done: Promise<void>;
@@ -472,6 +478,8 @@ export class Job {
         ? " (estimated from this command's history)"
         : source === "default"
         ? " (the default timeout: no timeout was given)"
+        : source === "limit"
+        ? " (the server's limit, CC_EXECUTOR_MAX_TIMEOUT)"
         : "";
       this.#wallTimer = setTimeout(
         () => this.terminate("timed_out", `timed out after ${seconds}s${why}`),
@@ -1377,6 +1385,10 @@ export class JobManager {
   #startingOwners = new Map<string, string>();
   /** Sessions the per-session limit does not apply to (the MCP face's, shared by its clients). */
   #unlimitedOwners = new Set<string>();
+  /** The token starting each of #starting, for the per-token limit. */
+  #startingPrincipals = new Map<string, string>();
+  /** Rate and policy checks per token. */
+  readonly #admission: Admission;
   /** Jobs being recorded and spawned, by id: they hold a slot and a retry waits for them. */
   #starting = new Map<string, Promise<Job>>();
   /**
@@ -1410,6 +1422,7 @@ export class JobManager {
     this.spoolDir = options.spoolDir ?? null;
     this.spoolMaxBytes = options.spoolMaxBytes ?? Infinity;
     this.#env = options.env;
+    this.#admission = new Admission(options.shell);
   }
 
   /**
@@ -1539,9 +1552,16 @@ export class JobManager {
    * the same command (a retried execute must not run the command twice). The
    * job's record is in the store before its process is spawned.
    *
-   * @throws {RpcError} SHUTTING_DOWN, JOB_ID_CONFLICT, TOO_MANY_JOBS, INVALID_CWD, SPAWN_FAILED
+   * @throws {RpcError} SHUTTING_DOWN, INVALID_PARAMS (over a server limit), JOB_ID_CONFLICT,
+   * TOO_MANY_JOBS, INVALID_CWD, SPAWN_FAILED
    */
-  async start(params: JobParams, owner: string): Promise<{ job: Job; existing: boolean }> {
+  async start(
+    params: JobParams,
+    owner: string,
+    /** Who asks: its policy, rate and job limit apply; its jobs carry its name. */
+    principal: Principal = UNRESTRICTED,
+  ): Promise<{ job: Job; existing: boolean }> {
+    params = this.#withinLimits(params);
     if (this.#shuttingDown) {
       throw new RpcError(ErrorCode.SHUTTING_DOWN, "Cannot execute: the server is shutting down");
     }
@@ -1554,6 +1574,13 @@ export class JobManager {
       }
       const existing = this.#jobs.get(params.job_id);
       if (existing) {
+        if (!principal.admin && existing.principal !== principal.name) {
+          throw new RpcError(
+            ErrorCode.JOB_ID_CONFLICT,
+            `Cannot execute: job_id "${params.job_id}" is already used`,
+            { job_id: params.job_id },
+          );
+        }
         if (existing.requestedCommand !== params.command) {
           throw new RpcError(
             ErrorCode.JOB_ID_CONFLICT,
@@ -1563,6 +1590,14 @@ export class JobManager {
         }
         return { job: existing, existing: true };
       }
+    }
+    this.#admission.takeExecute(principal, performance.now());
+    const refusal = this.#admission.refusal(principal, params);
+    if (refusal) {
+      const id = params.job_id ?? crypto.randomUUID();
+      if (params.job_id !== undefined) await this.#checkIdUnused(id, principal);
+      await this.#recordBlocked(id, params, owner, refusal.message, []);
+      throw new RpcError(refusal.code, refusal.message, { job_id: id, ...refusal.data as object });
     }
     // Jobs still being recorded hold their slot, so the limit holds across the awaits below.
     const busy = this.#running.size + this.#starting.size;
@@ -1587,9 +1622,23 @@ export class JobManager {
         );
       }
     }
+    if (principal.maxJobs < this.config.maxJobs) {
+      let theirs = 0;
+      for (const job of this.#running) if (job.principal === principal.name) theirs++;
+      for (const name of this.#startingPrincipals.values()) if (name === principal.name) theirs++;
+      if (theirs >= principal.maxJobs) {
+        throw new RpcError(
+          ErrorCode.TOO_MANY_JOBS,
+          `Cannot execute: this token has ${theirs} jobs running, its limit is ${principal.maxJobs}`,
+          { running: theirs, limit: principal.maxJobs, scope: "token", token: principal.name },
+        );
+      }
+    }
     if (params.cwd !== undefined) checkCwd(params.cwd);
     const id = params.job_id ?? crypto.randomUUID();
-    const starting = this.#launch(id, params, owner, params.job_id !== undefined);
+    // Set before #launch runs, which reads it when it creates the job.
+    this.#startingPrincipals.set(id, principal.name);
+    const starting = this.#launch(id, params, owner, params.job_id !== undefined, principal);
     this.#starting.set(id, starting);
     this.#startingOwners.set(id, owner);
     try {
@@ -1597,6 +1646,7 @@ export class JobManager {
     } finally {
       this.#starting.delete(id);
       this.#startingOwners.delete(id);
+      this.#startingPrincipals.delete(id);
     }
   }
 
@@ -1605,10 +1655,11 @@ export class JobManager {
     params: JobParams,
     owner: string,
     clientChosenId: boolean,
+    principal: Principal,
   ): Promise<Job> {
     // A job id is never reused: a record in history (the job left memory, or another server
     // sharing the store ran it) must not be overwritten by a new job.
-    if (clientChosenId) await this.#checkIdUnused(id);
+    if (clientChosenId) await this.#checkIdUnused(id, principal);
     const set = this.#hooks?.current;
     if (!set || set.isEmpty) return this.#spawnJob(id, params, owner, null);
     set.acquire();
@@ -1648,7 +1699,7 @@ export class JobManager {
     }, { stop: this.#hookStop.signal });
     hooks.executions.push(...pre.executions);
     if (pre.blocked) {
-      await this.#recordBlocked(id, params, owner, pre.blocked.message, hooks);
+      await this.#recordBlocked(id, params, owner, pre.blocked.message, hooks.executions);
       throw new RpcError(
         ErrorCode.HOOK_BLOCKED,
         `Blocked by hook ${pre.blocked.hook}: ${pre.blocked.message}`,
@@ -1666,6 +1717,15 @@ export class JobManager {
     if (request.cwd !== null) effective.cwd = request.cwd;
     if (Object.keys(request.env).length > 0) effective.env = request.env;
     if (request.timeout !== null) effective.timeout = request.timeout;
+    const maxTimeout = this.config.maxTimeoutSeconds;
+    if (request.timeout !== null && maxTimeout !== null && request.timeout > maxTimeout) {
+      // Hooks are the operator's configuration, not a client: capped (#timeoutFor), not refused.
+      this.logger.warn("a pre_execution hook's timeout is over CC_EXECUTOR_MAX_TIMEOUT; capped", {
+        job_id: id,
+        timeout: request.timeout,
+        limit: maxTimeout,
+      });
+    }
     const failures = pre.executions.filter((execution) => execution.outcome === "failed");
     return this.#spawnJob(id, effective, owner, hooks, failures, params.command);
   }
@@ -1676,7 +1736,7 @@ export class JobManager {
     params: JobParams,
     owner: string,
     message: string,
-    hooks: JobHooks,
+    executions: HookExecution[],
   ): Promise<void> {
     const now = this.now();
     await this.#record("jobStarted", id, () =>
@@ -1705,7 +1765,7 @@ export class JobManager {
         truncated: false,
         output_head: "",
         output_tail: "",
-        hooks: { attempts: 0, attached: {}, executions: hooks.executions },
+        hooks: { attempts: 0, attached: {}, executions },
       }));
   }
 
@@ -1784,6 +1844,7 @@ export class JobManager {
       hooks,
       requestedCommand,
     );
+    job.principal = this.#startingPrincipals.get(id) ?? "default";
     this.#jobs.set(job.id, job);
     this.#running.add(job);
     this.logger.debug("job started", { job_id: job.id, pid: group.pid, owner });
@@ -1798,7 +1859,8 @@ export class JobManager {
     return job;
   }
 
-  async #checkIdUnused(id: string): Promise<void> {
+  /** Only the main token learns what the earlier job was: the id may be another token's. */
+  async #checkIdUnused(id: string, principal: Principal): Promise<void> {
     let recorded;
     try {
       recorded = await this.#store?.get(id);
@@ -1806,6 +1868,13 @@ export class JobManager {
       return; // History is unavailable (or off): what is in memory was checked already.
     }
     if (!recorded) return;
+    if (!principal.admin) {
+      throw new RpcError(
+        ErrorCode.JOB_ID_CONFLICT,
+        `Cannot execute: job_id "${id}" is already used`,
+        { job_id: id },
+      );
+    }
     throw new RpcError(
       ErrorCode.JOB_ID_CONFLICT,
       `Cannot execute: job_id "${id}" was already used (status: ${recorded.status}, see history.get)`,
@@ -1813,8 +1882,46 @@ export class JobManager {
     );
   }
 
-  /** The request's timeout, or one estimated from the command shape's history. */
+  /**
+   * `params` within the server's limits: a request for more output or a longer timeout than they
+   * allow is refused; one that names no output cap gets CC_EXECUTOR_MAX_OUTPUT_BYTES.
+   */
+  #withinLimits(params: JobParams): JobParams {
+    const refuse = (what: string, requested: number, limit: number, variable: string) =>
+      new RpcError(
+        ErrorCode.INVALID_PARAMS,
+        `Invalid params for "execute": ${what} ${requested} is over the server's limit of ` +
+          `${limit} (${variable})`,
+        { limit, variable, requested },
+      );
+    const maxTimeout = this.config.maxTimeoutSeconds;
+    if (maxTimeout !== null && params.timeout !== undefined && params.timeout > maxTimeout) {
+      throw refuse("timeout", params.timeout, maxTimeout, "CC_EXECUTOR_MAX_TIMEOUT");
+    }
+    const maxOutput = this.config.maxOutputBytes;
+    if (maxOutput === null) return params;
+    if (params.max_output_bytes === undefined) return { ...params, max_output_bytes: maxOutput };
+    if (params.max_output_bytes > maxOutput) {
+      throw refuse(
+        "max_output_bytes",
+        params.max_output_bytes,
+        maxOutput,
+        "CC_EXECUTOR_MAX_OUTPUT_BYTES",
+      );
+    }
+    return params;
+  }
+
+  /** The job's timeout, at most CC_EXECUTOR_MAX_TIMEOUT (which also applies where none would). */
   async #timeoutFor(params: JobParams, shape: string): Promise<ExecuteResult["timeout"]> {
+    const timeout = await this.#uncappedTimeoutFor(params, shape);
+    const limit = this.config.maxTimeoutSeconds;
+    if (limit === null || (timeout.seconds !== null && timeout.seconds <= limit)) return timeout;
+    return { seconds: limit, source: "limit", samples: 0 };
+  }
+
+  /** The request's timeout, or one estimated from the command shape's history. */
+  async #uncappedTimeoutFor(params: JobParams, shape: string): Promise<ExecuteResult["timeout"]> {
     if (params.timeout !== undefined) {
       return { seconds: params.timeout, source: "request", samples: 0 };
     }

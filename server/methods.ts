@@ -10,7 +10,7 @@ import type { HookRegistry } from "../hooks/registry.ts";
 import type { TemplateSet } from "../templates/loader.ts";
 import { listTemplates, renderNamed } from "../templates/status.ts";
 import { toJobParams } from "./claude/prompt.ts";
-import type { JobManager } from "./jobs.ts";
+import type { Job, JobManager } from "./jobs.ts";
 import {
   ControlParams,
   EmptyParams,
@@ -40,7 +40,7 @@ import { waitForJob } from "./job_wait.ts";
 import { getHistory, historyStats, listHistory, pruneHistory } from "./history.ts";
 import type { MethodDefinition } from "./rpc.ts";
 import type { Store } from "./store/store.ts";
-import type { MethodContext } from "./session.ts";
+import type { MethodContext, Session } from "./session.ts";
 
 export interface MethodDeps {
   jobs: JobManager;
@@ -50,9 +50,14 @@ export interface MethodDeps {
   templates: TemplateSet;
   /** The program an execute with a prompt runs (CC_EXECUTOR_CLAUDE_BIN). */
   claudeBin: string;
-  /** Everything `server.info` reports that the job manager does not know. */
-  info: () => Omit<ServerInfoResult, "running_jobs">;
+  /** Everything `server.info` reports that neither the job manager nor the connection knows. */
+  info: () => ServerWideInfo;
 }
+
+/** server.info less what depends on the connection's token and the running jobs. */
+export type ServerWideInfo = Omit<ServerInfoResult, "running_jobs" | "token" | "limits"> & {
+  limits: Omit<ServerInfoResult["limits"], "max_jobs_per_token" | "executes_per_minute">;
+};
 
 type Table = {
   [M in MethodName]:
@@ -76,13 +81,49 @@ export function createMethods(
     params: EmptyParams,
     handler: () => hooks.status(),
   };
+  /**
+   * A job this connection may see: a token other than the main one sees only its own jobs (as if
+   * no other existed), so it cannot read, feed or stop another client's.
+   */
+  const visible = (job: Job, session: Session): boolean =>
+    session.principal.admin || job.principal === session.principal.name;
+  const jobFor = (jobId: string, session: Session): Job => {
+    const job = jobs.get(jobId);
+    if (!visible(job, session)) {
+      // The same answer as for a job that does not exist: whether it does is not theirs to know.
+      throw new RpcError(ErrorCode.JOB_NOT_FOUND, `Job "${jobId}" not found`, { job_id: jobId });
+    }
+    return job;
+  };
+  /** Methods that read every client's history or change the server: the main token's. */
+  const adminOnly = (session: Session, method: string, what = "the main token's") => {
+    if (session.principal.admin) return;
+    throw new RpcError(
+      ErrorCode.FORBIDDEN,
+      `${method} is not allowed for token "${session.principal.name}": it is ${what}`,
+      { method, token: session.principal.name },
+    );
+  };
+  const historyReader = (session: Session, method: string) => {
+    if (!session.principal.history) {
+      adminOnly(
+        session,
+        method,
+        "the main token's, or one's with \"history\": true in the policy file",
+      );
+    }
+  };
   return {
     execute: {
       params: ExecuteParams,
       handler: async (params, { session, afterResponse }) => {
         let started;
         try {
-          started = await jobs.start(toJobParams(params, claudeBin), session.id);
+          started = await jobs.start(
+            toJobParams(params, claudeBin),
+            session.id,
+            session.principal,
+          );
         } catch (error) {
           // The client hears which hook refused the job before the error response.
           if (error instanceof RpcError && error.code === ErrorCode.HOOK_BLOCKED) {
@@ -129,25 +170,27 @@ export function createMethods(
             `Cannot ${params.type.toLowerCase()}: this connection has started no job; pass job_id`,
           );
         }
-        const status = jobs.get(jobId).control(params.type);
+        const status = jobFor(jobId, session).control(params.type);
         return { job_id: jobId, status };
       },
     },
 
     "jobs.list": {
       params: JobsListParams,
-      handler: (params) => ({ jobs: jobs.list(params).map((job) => job.info()) }),
+      handler: (params, { session }) => ({
+        jobs: jobs.list(params).filter((job) => visible(job, session)).map((job) => job.info()),
+      }),
     },
 
     "jobs.get": {
       params: JobsGetParams,
-      handler: (params) => jobs.get(params.job_id).info(),
+      handler: (params, { session }) => jobFor(params.job_id, session).info(),
     },
 
     "jobs.subscribe": {
       params: JobsSubscribeParams,
       handler: (params, { session, afterResponse }) => {
-        const job = jobs.get(params.job_id);
+        const job = jobFor(params.job_id, session);
         const fromSeq = params.from_seq ?? 0;
         // Nothing can be emitted between this response and the replay: both run in the same
         // turn of the event loop, so the figures below describe exactly what is replayed.
@@ -168,14 +211,14 @@ export function createMethods(
       params: JobsUnsubscribeParams,
       handler: (params, { session }) => ({
         job_id: params.job_id,
-        subscribed: jobs.get(params.job_id).unsubscribe(session.id),
+        subscribed: jobFor(params.job_id, session).unsubscribe(session.id),
       }),
     },
 
     "jobs.input": {
       params: JobsInputParams,
-      handler: async (params) => {
-        const job = jobs.get(params.job_id);
+      handler: async (params, { session }) => {
+        const job = jobFor(params.job_id, session);
         const written = await job.input(params.data, params.eof ?? false);
         return { job_id: job.id, bytes_written: written, stdin_open: job.stdinOpen };
       },
@@ -183,13 +226,14 @@ export function createMethods(
 
     "jobs.output": {
       params: JobsOutputParams,
-      handler: ({ job_id, ...params }) => readJobOutput(jobs.get(job_id), params),
+      handler: ({ job_id, ...params }, { session }) =>
+        readJobOutput(jobFor(job_id, session), params),
     },
 
     "jobs.wait": {
       params: JobsWaitParams,
       handler: ({ job_id, ...params }, { session }) => {
-        const job = jobs.get(job_id);
+        const job = jobFor(job_id, session);
         // A wait outlives no connection: the answer would have nowhere to go.
         const gone = new AbortController();
         session.closed.then(() => gone.abort());
@@ -199,22 +243,34 @@ export function createMethods(
 
     "history.list": {
       params: HistoryListParams,
-      handler: (params) => listHistory(store, params),
+      handler: (params, { session }) => {
+        historyReader(session, "history.list");
+        return listHistory(store, params);
+      },
     },
 
     "history.get": {
       params: HistoryGetParams,
-      handler: (params) => getHistory(store, params.job_id, params.include_output ?? false),
+      handler: (params, { session }) => {
+        historyReader(session, "history.get");
+        return getHistory(store, params.job_id, params.include_output ?? false);
+      },
     },
 
     "history.stats": {
       params: HistoryStatsParams,
-      handler: (params) => historyStats(store, params.shapes ?? 20),
+      handler: (params, { session }) => {
+        historyReader(session, "history.stats");
+        return historyStats(store, params.shapes ?? 20);
+      },
     },
 
     "history.prune": {
       params: HistoryPruneParams,
-      handler: (params) => pruneHistory(store, params.older_than_seconds, jobs.now()),
+      handler: (params, { session }) => {
+        adminOnly(session, "history.prune");
+        return pruneHistory(store, params.older_than_seconds, jobs.now());
+      },
     },
 
     "hooks.status": hookStatus,
@@ -222,7 +278,8 @@ export function createMethods(
 
     "hooks.reload": {
       params: EmptyParams,
-      handler: async () => {
+      handler: async (_params, { session }) => {
+        adminOnly(session, "hooks.reload");
         await hooks.reload();
         return hooks.status();
       },
@@ -230,7 +287,9 @@ export function createMethods(
 
     "hooks.run": {
       params: HooksRunParams,
-      handler: async (params) => {
+      // Hooks are the operator's code; a dry run still runs them, with the caller's request.
+      handler: async (params, { session }) => {
+        adminOnly(session, "hooks.run");
         const set = hooks.current.acquire();
         try {
           return await dryRun(set, params, jobs.maxAttempts);
@@ -252,7 +311,25 @@ export function createMethods(
 
     "server.info": {
       params: EmptyParams,
-      handler: () => ({ ...info(), running_jobs: jobs.runningCount }),
+      handler: (_params, { session }) => {
+        const wide = info();
+        const { principal } = session;
+        return {
+          ...wide,
+          running_jobs: jobs.runningCount,
+          limits: {
+            ...wide.limits,
+            max_jobs_per_token: Math.min(principal.maxJobs, wide.limits.max_jobs),
+            executes_per_minute: principal.executesPerMinute,
+          },
+          token: {
+            name: principal.name,
+            policy: principal.policy?.name ?? null,
+            admin: principal.admin,
+            history: principal.history,
+          },
+        };
+      },
     },
 
     ping: {

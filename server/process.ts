@@ -11,6 +11,13 @@
  * - `detached`: Deno's `detached: true`, which forks the runtime. Slower; used
  *   where there is no setsid binary (macOS).
  *
+ * Under a scoped `--allow-run` (a list of programs, `deno task start:locked`) two things change.
+ * Deno.kill needs `--allow-run` unscoped, so signals go through the `kill` program instead
+ * (`kill -s TERM -- -<pgid>`), which must be on the list. And setsid execs the shell out of
+ * Deno's sight, so the leader is checked against the list here, as Deno would check it: a
+ * program off the list fails to start with a message that says how to widen the list. Whether
+ * `--allow-run` is scoped is decided once; the unscoped path is unchanged.
+ *
  * @module
  */
 
@@ -51,6 +58,38 @@ export class SpawnError extends Error {
     super(message);
     this.name = "SpawnError";
   }
+}
+
+let scopedRun: boolean | undefined;
+
+/**
+ * Whether this process's `--allow-run` is a list of programs (or missing) rather than unscoped.
+ * Asked once: permissions can only shrink while a process runs, and a server that lost its
+ * unscoped `--allow-run` midway would fail its signals either way.
+ */
+export function runIsScoped(): boolean {
+  return scopedRun ??= Deno.permissions.querySync({ name: "run" }).state !== "granted";
+}
+
+/**
+ * Why Deno's permissions refuse to run `program` (a name looked up on PATH, or a path), as a
+ * message that names it and says how to widen them; null when they allow it, which an unscoped
+ * `--allow-run` always does.
+ *
+ * @example
+ * ```ts
+ * runRefusal("claude");
+ * // 'Deno's permissions refuse to run claude: it is not on the server's --allow-run list ...'
+ * ```
+ */
+export function runRefusal(program: string): string | null {
+  if (!runIsScoped()) return null;
+  if (Deno.permissions.querySync({ name: "run", command: program }).state === "granted") {
+    return null;
+  }
+  return `Deno's permissions refuse to run ${program}: it is not on the server's --allow-run ` +
+    `list (or was not found on PATH when the server started); add it there to allow it, e.g. ` +
+    `--allow-run=bash,sh,setsid,kill,${program}`;
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -110,11 +149,20 @@ export class ProcessGroup implements AsyncDisposable {
       detached: mode === "detached",
     };
     const program = mode === "setsid" ? onServerPath("setsid") : leader!;
+    // Deno checks only what it spawns itself, which under setsid is setsid: the leader is
+    // checked here, as Deno would check it. (Nothing to ask under an unscoped --allow-run.)
+    const refused = runRefusal(leader!);
+    if (refused !== null) throw new SpawnError(`Cannot start ${leader}: ${refused}`, null);
     let child: Deno.ChildProcess;
     try {
       child = new Deno.Command(program, options).spawn();
     } catch (error) {
-      throw new SpawnError(`Cannot start ${program}: ${(error as Error).message}`, error);
+      // NotCapable past the check above: an LD_* or DYLD_* variable in the environment, which
+      // Deno refuses to pass to any program under a scoped --allow-run.
+      const hint = error instanceof Deno.errors.NotCapable && runIsScoped()
+        ? " (under a scoped --allow-run; withhold it from commands with CC_EXECUTOR_ENV_WITHHOLD)"
+        : "";
+      throw new SpawnError(`Cannot start ${program}: ${(error as Error).message}${hint}`, error);
     }
     return new ProcessGroup(child, spec.pipeStdin);
   }
@@ -131,12 +179,18 @@ export class ProcessGroup implements AsyncDisposable {
    * @throws {SignalError} when the signal cannot be sent for another reason.
    */
   signal(signal: Deno.Signal): boolean {
-    return kill(-this.pgid, signal) || (!this.#leaderExited && kill(this.pid, signal));
+    return signalProcess(-this.pgid, signal) ||
+      (!this.#leaderExited && signalProcess(this.pid, signal));
   }
 
   /** True while any process of the group is alive (zombies waiting for a reaper do not count). */
   isAlive(): boolean {
     if (!this.#leaderExited) return true;
+    if (runIsScoped()) {
+      // A signal costs a `kill` process here: /proc answers alone where it can be read.
+      const live = liveMembers(this.pgid);
+      if (live !== undefined) return live > 0;
+    }
     // SIGCONT is harmless to a group we only probe while stopping it, and wakes stopped members.
     if (!this.signal("SIGCONT")) return false;
     return liveMembers(this.pgid) !== 0;
@@ -148,12 +202,13 @@ export class ProcessGroup implements AsyncDisposable {
    * when the leader has been reaped; returns true when SIGKILL was needed.
    */
   async stop(graceMs: number): Promise<boolean> {
-    if (this.signal("SIGTERM")) this.signal("SIGCONT");
+    const byProgram = runIsScoped();
+    if (await this.#signal("SIGTERM", byProgram)) await this.#signal("SIGCONT", byProgram);
     let killed = false;
-    if (!(await this.#waitGone(graceMs))) {
-      killed = this.signal("SIGKILL");
+    if (!(await this.#waitGone(graceMs, byProgram))) {
+      killed = await this.#signal("SIGKILL", byProgram);
       // SIGKILL cannot be ignored; the short wait only covers the kernel tearing processes down.
-      await this.#waitGone(1000);
+      await this.#waitGone(1000, byProgram);
     }
     await this.status;
     return killed;
@@ -161,15 +216,35 @@ export class ProcessGroup implements AsyncDisposable {
 
   /** After the leader exited: stops what it left running in the group (`cmd &`). True if anything was. */
   async sweep(graceMs: number): Promise<boolean> {
-    if (!this.isAlive()) return false;
+    if (!(runIsScoped() ? await this.#alive(true) : this.isAlive())) return false;
     await this.stop(graceMs);
     return true;
   }
 
-  async #waitGone(ms: number): Promise<boolean> {
+  /**
+   * `signal()`, or under a scoped --allow-run the same through the `kill` program, awaited so that
+   * the event loop goes on while it runs (stopping a group probes it often, and every job that
+   * ends is swept).
+   */
+  async #signal(signal: Deno.Signal, byProgram: boolean): Promise<boolean> {
+    if (!byProgram) return this.signal(signal);
+    return await signalByProgram(-this.pgid, signal) ||
+      (!this.#leaderExited && await signalByProgram(this.pid, signal));
+  }
+
+  /** `isAlive()`, or its `kill` program form (see #signal). */
+  async #alive(byProgram: boolean): Promise<boolean> {
+    if (!byProgram) return this.isAlive();
+    if (!this.#leaderExited) return true;
+    const live = liveMembers(this.pgid);
+    if (live !== undefined) return live > 0;
+    return await signalByProgram(-this.pgid, "SIGCONT");
+  }
+
+  async #waitGone(ms: number, byProgram: boolean): Promise<boolean> {
     const deadline = performance.now() + ms;
     let pause = 2;
-    while (this.isAlive()) {
+    while (await this.#alive(byProgram)) {
       const left = deadline - performance.now();
       if (left <= 0) return false;
       await sleep(Math.min(pause, left));
@@ -184,20 +259,96 @@ export class ProcessGroup implements AsyncDisposable {
 }
 
 /**
- * kill(2): true when delivered, false when no such process (group) exists.
+ * kill(2) to `pid` (a process group when negative): true when delivered, false when no such
+ * process (group) exists. Deno.kill where `--allow-run` is unscoped; the `kill` program where it
+ * is a list, since Deno.kill needs it unscoped.
  *
- * @throws {SignalError} for anything else, e.g. Deno's run permission missing (Deno.kill needs
- * an unscoped --allow-run).
+ * @throws {SignalError} for anything else: not permitted, or the `kill` program not allowed.
  */
-function kill(pid: number, signal: Deno.Signal): boolean {
+export function signalProcess(pid: number, signal: Deno.Signal): boolean {
+  if (runIsScoped()) return killProgram(pid, signal);
   try {
     Deno.kill(pid, signal);
     return true;
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return false;
-    const target = pid < 0 ? `process group ${-pid}` : `process ${pid}`;
-    throw new SignalError(`Cannot send ${signal} to ${target}: ${(error as Error).message}`, error);
+    throw new SignalError(
+      `Cannot send ${signal} to ${target(pid)}: ${(error as Error).message}`,
+      error,
+    );
   }
+}
+
+function target(pid: number): string {
+  return pid < 0 ? `process group ${-pid}` : `process ${pid}`;
+}
+
+const decoder = new TextDecoder();
+
+/**
+ * `kill -s <signal> -- <pid>`, waited for: synchronous like Deno.kill, since callers count on a
+ * pause or a SIGKILL having been delivered when it returns. About 5 ms a signal on our 2-core
+ * machines, during which the event loop waits; stopping a group uses {@link signalByProgram}
+ * instead.
+ */
+function killProgram(pid: number, signal: Deno.Signal): boolean {
+  let output: Deno.CommandOutput;
+  try {
+    output = killCommand(pid, signal).outputSync();
+  } catch (error) {
+    throw killFailed(pid, signal, error);
+  }
+  return killDelivered(pid, signal, output);
+}
+
+/**
+ * {@link signalProcess} without holding up the event loop while the `kill` program runs (under a
+ * scoped --allow-run; Deno.kill otherwise).
+ *
+ * @throws {SignalError} as signalProcess does.
+ */
+export async function signalByProgram(pid: number, signal: Deno.Signal): Promise<boolean> {
+  if (!runIsScoped()) return signalProcess(pid, signal);
+  let output: Deno.CommandOutput;
+  try {
+    output = await killCommand(pid, signal).output();
+  } catch (error) {
+    throw killFailed(pid, signal, error);
+  }
+  return killDelivered(pid, signal, output);
+}
+
+/**
+ * An empty environment: nothing in it for Deno to refuse (LD_*), and the C locale's
+ * "No such process".
+ */
+function killCommand(pid: number, signal: Deno.Signal): Deno.Command {
+  return new Deno.Command(onServerPath("kill"), {
+    args: ["-s", signal.replace(/^SIG/, ""), "--", String(pid)],
+    clearEnv: true,
+    env: {},
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  });
+}
+
+function killFailed(pid: number, signal: Deno.Signal, error: unknown): SignalError {
+  const why = error instanceof Deno.errors.NotCapable
+    ? runRefusal("kill") ?? (error as Error).message
+    : (error as Error).message;
+  return new SignalError(`Cannot send ${signal} to ${target(pid)}: ${why}`, error);
+}
+
+/** True when delivered, false for no such process; a SignalError for anything else. */
+function killDelivered(pid: number, signal: Deno.Signal, output: Deno.CommandOutput): boolean {
+  if (output.success) return true;
+  const message = decoder.decode(output.stderr).trim();
+  if (/no such process/i.test(message)) return false;
+  throw new SignalError(
+    `Cannot send ${signal} to ${target(pid)}: ${message || `kill exited with ${output.code}`}`,
+    null,
+  );
 }
 
 let procReadable: boolean | undefined;
@@ -224,8 +375,7 @@ export function processAlive(pid: number): boolean {
   if (fields) return fields[0] !== "Z" && fields[0] !== "X";
   if (procStat(Deno.pid) !== null) return false; // /proc works: there is no such process
   try {
-    Deno.kill(pid, "SIGCONT");
-    return true;
+    return signalProcess(pid, "SIGCONT");
   } catch {
     return false;
   }
@@ -285,15 +435,24 @@ function onServerPath(program: string): string {
     path = program;
     for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
       if (!dir) continue;
+      const candidate = `${dir}/${program}`;
       try {
-        const candidate = `${dir}/${program}`;
         const info = Deno.statSync(candidate);
         if (info.isFile && info.mode !== null && (info.mode & 0o111) !== 0) {
           path = candidate;
           break;
         }
-      } catch {
-        // Not in this directory.
+      } catch (error) {
+        // A locked-down server may not read the folders on PATH. Deno resolved the names on its
+        // --allow-run list on this same PATH at start: the path it allows is the one to run.
+        if (
+          error instanceof Deno.errors.NotCapable && runIsScoped() &&
+          Deno.permissions.querySync({ name: "run", command: candidate }).state === "granted"
+        ) {
+          path = candidate;
+          break;
+        }
+        // Otherwise not in this directory.
       }
     }
     resolvedPrograms.set(program, path);
@@ -301,11 +460,24 @@ function onServerPath(program: string): string {
   return path;
 }
 
+/**
+ * The environment of the start-up probes: the server's, except under a scoped --allow-run, where
+ * Deno refuses any program given an LD_* or DYLD_* variable; that refusal is for the jobs to
+ * report, each with Deno's own message, not for a probe to misreport as a missing program.
+ */
+function probeEnv(): Pick<Deno.CommandOptions, "clearEnv" | "env"> {
+  return runIsScoped() ? { clearEnv: true, env: { PATH: Deno.env.get("PATH") ?? "" } } : {};
+}
+
 /** Whether a `setsid` binary can be run here; decides the group mode once per server. */
 export async function detectGroupMode(): Promise<GroupMode> {
+  // Off a scoped --allow-run (asking Deno could prompt): Linux has one, so the start check names
+  // it, rather than every job paying for detached spawns without a word.
+  if (runRefusal("setsid") !== null) return Deno.build.os === "linux" ? "setsid" : "detached";
   try {
     const { success } = await new Deno.Command("setsid", {
       args: ["true"],
+      ...probeEnv(),
       stdin: "null",
       stdout: "null",
       stderr: "null",
@@ -316,11 +488,24 @@ export async function detectGroupMode(): Promise<GroupMode> {
   }
 }
 
+/**
+ * What the server itself runs that a scoped `--allow-run` leaves out: the shell (every command),
+ * setsid (when groups are made with it) and kill (every signal: Deno.kill needs `--allow-run`
+ * unscoped). Empty under an unscoped `--allow-run`.
+ */
+export function missingRunPrograms(shell: string, groupMode: GroupMode): string[] {
+  if (!runIsScoped()) return [];
+  const needed = [shell, ...(groupMode === "setsid" ? ["setsid"] : []), "kill"];
+  return needed.filter((program) => runRefusal(program) !== null);
+}
+
 /** Whether `<shell> -c true` runs and succeeds here. */
 async function shellWorks(shell: string): Promise<boolean> {
+  if (runRefusal(shell) !== null) return false; // and no permission prompt
   try {
     const { success } = await new Deno.Command(shell, {
       args: ["-c", "true"],
+      ...probeEnv(),
       stdin: "null",
       stdout: "null",
       stderr: "null",
@@ -334,12 +519,16 @@ async function shellWorks(shell: string): Promise<boolean> {
 /**
  * The shell to run commands with: `configured` when given (checked once, so a
  * typo stops the start instead of failing every job), else bash where it can
- * be run, else sh.
+ * be run (and Deno's permissions allow it), else sh.
  *
- * @throws {Error} when the configured shell cannot run `-c true`.
+ * @throws {Error} when the configured shell cannot run `-c true`, or is off a scoped --allow-run.
  */
 export async function resolveShell(configured?: string): Promise<string> {
   if (configured !== undefined) {
+    const refused = runRefusal(configured);
+    if (refused !== null) {
+      throw new Error(`CC_EXECUTOR_SHELL=${configured} cannot be run: ${refused}`);
+    }
     if (await shellWorks(configured)) return configured;
     throw new Error(`CC_EXECUTOR_SHELL=${configured} cannot be run (tried: ${configured} -c true)`);
   }

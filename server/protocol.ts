@@ -37,6 +37,12 @@ export const ErrorCode = {
   HOOK_BLOCKED: -32010,
   /** `templates.render` named a template that is not loaded; data lists the known ones. */
   TEMPLATE_NOT_FOUND: -32011,
+  /** The command policy denies the request; data names the policy, the rule and the part. */
+  POLICY_DENIED: -32012,
+  /** This token's executes per minute are used up; data.retry_after_ms says when to try again. */
+  RATE_LIMITED: -32013,
+  /** This token may not call the method (history, hook administration: the main token's). */
+  FORBIDDEN: -32014,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -170,6 +176,12 @@ export const ExecuteParams = z.strictObject({
 });
 export type ExecuteParams = z.infer<typeof ExecuteParams>;
 
+/**
+ * Where a job's timeout came from: the request (or a pre_execution hook), history, the default,
+ * none (adaptive timeouts off), or CC_EXECUTOR_MAX_TIMEOUT (limit) when it was capped or applied.
+ */
+export const TimeoutSource = z.enum(["request", "history", "default", "none", "limit"]);
+
 export const ExecuteResult = z.object({
   job_id: z.string(),
   pid: z.number().int(),
@@ -180,7 +192,7 @@ export const ExecuteResult = z.object({
   /** The job's wall-clock limit and where it came from (see docs/protocol.md#adaptive-timeouts). */
   timeout: z.object({
     seconds: z.number().nullable(),
-    source: z.enum(["request", "history", "default", "none"]),
+    source: TimeoutSource,
     /** Past runs of the same command shape the estimate rests on (0 unless source is history). */
     samples: z.number().int(),
   }),
@@ -476,7 +488,7 @@ export const HistoryRecord = z.object({
   truncated: z.boolean(),
   timeout: z.object({
     seconds: z.number().nullable(),
-    source: z.enum(["request", "history", "default", "none"]),
+    source: TimeoutSource,
   }),
   /**
    * The logical job this record is a retry attempt of (a child record, job id
@@ -588,8 +600,26 @@ export const ServerInfoResult = z.object({
     max_jobs_per_session: z.number().int(),
     max_sessions: z.number().int(),
     max_message_bytes: z.number().int(),
+    /** Jobs this connection's token may have running at once (all its connections together). */
+    max_jobs_per_token: z.number().int(),
+    /** Executes this connection's token may send per minute; 0: no limit. */
+    executes_per_minute: z.number().int(),
+    /** CC_EXECUTOR_MAX_OUTPUT_BYTES: most output one job may deliver; null: no cap. */
+    max_output_bytes: z.number().int().nullable(),
+    /** CC_EXECUTOR_MAX_TIMEOUT: longest wall time of a job, in seconds; null: no cap. */
+    max_timeout_seconds: z.number().int().nullable(),
     replay_buffer_bytes: z.number().int(),
     kill_grace_ms: z.number().int(),
+  }),
+  /** Who this connection speaks for (docs/security.md). */
+  token: z.object({
+    /** "default" for the main token (or no token), else its name in the policy file. */
+    name: z.string(),
+    /** The command policy its commands are checked against; null: none. */
+    policy: z.string().nullable(),
+    /** Sees every job and history, and may reload hooks. */
+    admin: z.boolean(),
+    history: z.boolean(),
   }),
 });
 export type ServerInfoResult = z.infer<typeof ServerInfoResult>;

@@ -6,7 +6,9 @@
  *
  * @module
  */
-import { BEARER_PROTOCOL_PREFIX, hasValidToken, offeredProtocols, PROTOCOL } from "./auth.ts";
+import { BEARER_PROTOCOL_PREFIX, offeredProtocols, PROTOCOL } from "./auth.ts";
+import { dialectOf } from "./job_admission.ts";
+import { type Principal, Principals } from "./principal.ts";
 import { inProcessSocketPair } from "./in_process.ts";
 import { type JobEnvironments, jobEnvironments } from "./job_env.ts";
 import type { McpHttpHandler } from "./mcp/http.ts";
@@ -16,7 +18,7 @@ import type { ServerConfig } from "./config.ts";
 import { JobManager } from "./jobs.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createMethods } from "./methods.ts";
-import { detectGroupMode, type GroupMode, resolveShell } from "./process.ts";
+import { detectGroupMode, type GroupMode, missingRunPrograms, resolveShell } from "./process.ts";
 import { Methods, Notifications } from "./protocol.ts";
 import { createRpcHandler } from "./rpc.ts";
 import { type MethodContext, Session } from "./session.ts";
@@ -26,6 +28,7 @@ import { StoreUpkeep } from "./store/upkeep.ts";
 import { HookRegistry } from "../hooks/registry.ts";
 import { formatProblem, loadTemplates, type TemplateSet } from "../templates/loader.ts";
 import { sweepOrphans } from "./sweep.ts";
+import { tlsStartProblem } from "./tls.ts";
 import { VERSION } from "./version.ts";
 
 export interface StartServerOptions {
@@ -49,7 +52,7 @@ export interface StartServerOptions {
 /** A running server. `await using` shuts it down at the end of the block. */
 export interface ExecutorServer extends AsyncDisposable {
   readonly addr: Deno.NetAddr;
-  /** ws://host:port/ws */
+  /** ws://host:port/ws, or wss://host:port/ws with TLS (config.tls) */
   readonly url: string;
   readonly jobs: JobManager;
   /** The loaded hooks; `hooks.reload()` is what SIGHUP and `hooks.reload` do. */
@@ -60,9 +63,10 @@ export interface ExecutorServer extends AsyncDisposable {
   shutdown(): Promise<void>;
   /**
    * A new session over an in-process connection: the client end, to give to
-   * `ExecutorClient.attach`. It is trusted like a connection that passed the token check.
+   * `ExecutorClient.attach`. It speaks for `principal` (default: the main token's), as if it had
+   * passed the token check with that token.
    */
-  openInProcessSocket(): WebSocket;
+  openInProcessSocket(principal?: Principal): WebSocket;
   /** Resolves when the server has stopped listening. */
   readonly finished: Promise<void>;
 }
@@ -89,7 +93,6 @@ export async function startServer(
   options: StartServerOptions = {},
 ): Promise<ExecutorServer> {
   const logger = options.logger ?? createLogger(config.logLevel);
-  checkRunPermission();
   let shell: string;
   try {
     shell = options.shell ?? (await resolveShell(config.shell));
@@ -97,6 +100,13 @@ export async function startServer(
     throw new ServerStartError(`Cannot start: ${(error as Error).message}`, error);
   }
   const groupMode = options.groupMode ?? (await detectGroupMode());
+  checkRunPermission(shell, groupMode);
+  if (config.policy && dialectOf(shell) === null) {
+    throw new ServerStartError(
+      `Cannot start: the command policy (CC_EXECUTOR_POLICY) reads bash and sh syntax, and the ` +
+        `shell is ${shell}; set CC_EXECUTOR_SHELL to bash or sh`,
+    );
+  }
   if (groupMode === "detached") {
     logger.warn(
       "no setsid binary found; process groups use Deno's detached spawn, which is slower",
@@ -115,9 +125,15 @@ export async function startServer(
     // A bad template file is refused and logged; the server starts with the others.
     const templates = options.templates ?? await loadTemplates({ dir: config.templatesDir });
     logTemplates(templates, logger);
-    hooks = await HookRegistry.open({ config: config.hooks, store, logger });
-    spool = await openSpoolFolder(config, logger);
+    // Command hooks start from the environment commands get: the server's secrets are withheld.
     const jobEnv = jobEnvironments(options.env ?? Deno.env.toObject(), config.env);
+    hooks = await HookRegistry.open({
+      config: config.hooks,
+      store,
+      logger,
+      commandEnv: jobEnv.command,
+    });
+    spool = await openSpoolFolder(config, logger);
     return await listen(config, {
       jobEnv,
       logger,
@@ -208,6 +224,8 @@ async function listen(
           max_jobs_per_session: config.maxJobsPerSession,
           max_sessions: config.maxSessions,
           max_message_bytes: config.maxMessageBytes,
+          max_output_bytes: config.maxOutputBytes,
+          max_timeout_seconds: config.maxTimeoutSeconds,
           replay_buffer_bytes: config.replayBufferBytes,
           kill_grace_ms: config.killGraceMs,
         },
@@ -234,12 +252,15 @@ async function listen(
       sessions: sessions.size,
       running_jobs: jobs.runningCount,
       store: { backend, status, pending_writes },
+      tls: config.tls !== null,
     };
   };
 
   /** A session on `socket`: a WebSocket that passed the checks, or an in-process end. */
-  const openSession = (socket: WebSocket): Session => {
+  const principals = new Principals(config);
+  const openSession = (socket: WebSocket, principal: Principal): Session => {
     const session = new Session(socket, {
+      principal,
       handle,
       logger,
       maxMessageBytes: config.maxMessageBytes,
@@ -258,9 +279,9 @@ async function listen(
     return session;
   };
 
-  const openInProcessSocket = (): WebSocket => {
+  const openInProcessSocket = (principal: Principal = principals.default): WebSocket => {
     const { server, client } = inProcessSocketPair();
-    const session = openSession(server);
+    const session = openSession(server, principal);
     // One in-process session serves every MCP client of this server: the per-connection limits
     // are for connections, so they do not apply to it (CC_EXECUTOR_MAX_JOBS still does).
     internal.add(session);
@@ -301,7 +322,8 @@ async function listen(
       });
       return Response.json({ error: forbidden }, { status: 403 });
     }
-    if (config.token && !hasValidToken(request, config.token)) {
+    const principal = principals.authenticate(request);
+    if (!principal) {
       logger.warn("rejected connection without a valid token", { path: pathname });
       return Response.json({
         error: "Unauthorized: send Authorization: Bearer <token> (browsers: offer the " +
@@ -312,7 +334,7 @@ async function listen(
       });
     }
     if (pathname === "/mcp") {
-      return mcpHandler().then((handler) => handler.handle(request, info.completed));
+      return mcpHandler().then((handler) => handler.handle(request, info.completed, principal));
     }
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return Response.json({
@@ -342,7 +364,7 @@ async function listen(
       idleTimeout: config.wsIdleTimeoutSeconds,
       ...(offered.length > 0 ? { protocol: PROTOCOL } : {}),
     });
-    openSession(socket);
+    openSession(socket, principal);
     return response;
   };
 
@@ -351,6 +373,8 @@ async function listen(
     listening = Deno.serve({
       hostname: config.host,
       port: config.port,
+      // With a certificate and key Deno serves HTTPS (and WSS) only; plain requests fail.
+      ...(config.tls ? { cert: config.tls.cert, key: config.tls.key } : {}),
       onListen: () => {},
       onError: (error) => {
         logger.error("request failed", { error: String(error) });
@@ -364,6 +388,8 @@ async function listen(
         error,
       );
     }
+    const tlsProblem = config.tls && tlsStartProblem(error, config.tls);
+    if (tlsProblem) throw new ServerStartError(tlsProblem, error);
     throw new ServerStartError(
       `Cannot listen on ${config.host}:${config.port}: ${(error as Error).message}`,
       error,
@@ -371,8 +397,9 @@ async function listen(
   }
   const addr = listening.addr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  const url = `${config.tls ? "wss" : "ws"}://${host}:${addr.port}/ws`;
   logger.info("cc-executor listening", {
-    url: `ws://${host}:${addr.port}/ws`,
+    url,
     shell,
     groups: groupMode,
   });
@@ -394,7 +421,7 @@ async function listen(
 
   return {
     addr,
-    url: `ws://${host}:${addr.port}/ws`,
+    url,
     jobs,
     hooks,
     templates,
@@ -425,15 +452,16 @@ function logTemplates(templates: TemplateSet, logger: Logger): void {
 }
 
 /**
- * Deno.kill, which stops process groups, needs an unscoped --allow-run. Without it every cancel
- * and timeout would fail, so refuse to start and say why. (Scoping --allow-run to the shells would
- * not limit what jobs run anyway: the shell can start any program.)
+ * A scoped --allow-run (`deno task start:locked`) must still cover what the server runs itself,
+ * or every job, cancel or timeout would fail: refuse to start and name what to add.
  */
-function checkRunPermission(): void {
-  if (Deno.permissions.querySync({ name: "run" }).state === "granted") return;
+function checkRunPermission(shell: string, groupMode: GroupMode): void {
+  const missing = missingRunPrograms(shell, groupMode);
+  if (missing.length === 0) return;
   throw new ServerStartError(
-    "Cannot start: cc-executor needs --allow-run without a list. Deno.kill, which stops process " +
-      "groups on cancel and timeout, requires it; a scoped --allow-run would not limit what jobs " +
-      "run anyway, since the shell can start any program.",
+    `Cannot start: --allow-run does not list ${missing.join(", ")}, which the server runs ` +
+      "itself (the shell runs every command, setsid gives it a process group, kill signals the " +
+      "group, since Deno.kill needs an unscoped --allow-run). Add to the list: " +
+      `--allow-run=<list>,${missing.join(",")}`,
   );
 }

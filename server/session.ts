@@ -8,6 +8,7 @@
 import { settlesWithin } from "./deadline.ts";
 import type { Subscriber } from "./jobs.ts";
 import type { Logger } from "./log.ts";
+import type { Principal } from "./principal.ts";
 import { ErrorCode } from "./protocol.ts";
 import type { RpcHandler } from "./rpc.ts";
 
@@ -27,6 +28,8 @@ export interface SessionOptions {
   connected: (session: Session) => unknown;
   /** Largest message accepted, in UTF-8 bytes (CC_EXECUTOR_MAX_MESSAGE_BYTES). @default Infinity */
   maxMessageBytes?: number;
+  /** Who the connection authenticated as. */
+  principal: Principal;
 }
 
 /** Above this many unsent bytes the peer counts as slow and jobs stop reading their pipes. */
@@ -40,6 +43,8 @@ export class Session implements Subscriber {
   readonly id: string = crypto.randomUUID();
   /** The job `control` acts on when it names none. */
   lastJobId: string | null = null;
+  /** Who the connection speaks for: its policy and limits apply to every job it starts. */
+  readonly principal: Principal;
   /** Resolves when the socket has closed. */
   readonly closed: Promise<void>;
   readonly #socket: WebSocket;
@@ -50,6 +55,7 @@ export class Session implements Subscriber {
   constructor(socket: WebSocket, options: SessionOptions) {
     this.#socket = socket;
     this.#options = options;
+    this.principal = options.principal;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     socket.onopen = () => {
       this.send(

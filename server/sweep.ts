@@ -6,7 +6,7 @@
  * @module
  */
 import type { Logger } from "./log.ts";
-import { liveMembers, processAlive, processStartedAt } from "./process.ts";
+import { liveMembers, processAlive, processStartedAt, signalByProgram } from "./process.ts";
 import type { JobRecord, Store } from "./store/store.ts";
 
 export interface SweepOptions {
@@ -32,7 +32,7 @@ export async function sweepOrphans(store: Store, options: SweepOptions): Promise
   // Another server on this node sharing the store is alive: its jobs are its own business.
   const dead = orphans.filter((record) => !serverAlive(record));
   await Promise.all(dead.map(async (record) => {
-    const stopped = record.pgid !== null && ownsGroup(record)
+    const stopped = record.pgid !== null && await ownsGroup(record)
       ? await stopGroup(record.pgid, options.killGraceMs)
       : false;
     const reason = `the server (pid ${record.server_pid}) stopped without ending the job; ${
@@ -53,33 +53,54 @@ export async function sweepOrphans(store: Store, options: SweepOptions): Promise
  * pgid can be reused after a reboot or a long time; a group whose leader is gone but whose
  * members live on can only be the job's (a new group needs a leader with that pid).
  */
-function ownsGroup(record: JobRecord): boolean {
+async function ownsGroup(record: JobRecord): Promise<boolean> {
   const pgid = record.pgid!;
   const started = processStartedAt(pgid);
   // The record is written just before the spawn, which a slow store can delay by seconds.
   if (started !== null) {
     return started >= record.started_at - 1000 && started <= record.started_at + 30_000;
   }
-  return (liveMembers(pgid) ?? 0) > 0;
+  const live = liveMembers(pgid);
+  if (live !== undefined) return live > 0;
+  // No /proc: Deno opens it only to --allow-all, so a locked-down server never has it (nor has
+  // macOS). A group that exists now and a job that started after this boot (a pgid from before a
+  // reboot is someone else's by now) are what is left to go by.
+  return startedSinceBoot(record.started_at) && await signal(pgid, "SIGCONT");
+}
+
+/** Whether `startedAt` (epoch ms) is after the machine started; false when that is unknown. */
+function startedSinceBoot(startedAt: number): boolean {
+  try {
+    return startedAt >= Date.now() - Deno.osUptime() * 1000;
+  } catch {
+    return false; // no --allow-sys=osUptime
+  }
 }
 
 /** SIGTERM to the group, the grace period, SIGKILL; true when something was signalled. */
 async function stopGroup(pgid: number, graceMs: number): Promise<boolean> {
-  if (!signal(pgid, "SIGTERM")) return false;
+  if (!(await signal(pgid, "SIGTERM"))) return false;
+  await signal(pgid, "SIGCONT");
   const deadline = performance.now() + graceMs;
-  while ((liveMembers(pgid) ?? 0) > 0 && performance.now() < deadline) {
+  while ((await groupLive(pgid)) && performance.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-  if ((liveMembers(pgid) ?? 0) > 0) signal(pgid, "SIGKILL");
+  if (await groupLive(pgid)) await signal(pgid, "SIGKILL");
   return true;
 }
 
-function signal(pgid: number, name: Deno.Signal): boolean {
+/** Live members in the group: from /proc, else whether a signal still finds any (zombies too). */
+async function groupLive(pgid: number): Promise<boolean> {
+  const live = liveMembers(pgid);
+  return live !== undefined ? live > 0 : await signal(pgid, "SIGCONT");
+}
+
+/** Deno.kill, or the `kill` program under a scoped --allow-run. */
+async function signal(pgid: number, name: Deno.Signal): Promise<boolean> {
   try {
-    Deno.kill(-pgid, name);
-    return true;
+    return await signalByProgram(-pgid, name);
   } catch {
-    return false; // no such group any more
+    return false; // not ours to signal: nothing more can be done from here
   }
 }
 

@@ -157,8 +157,11 @@ Deno.test("history: a record write that meets a locked database is retried, not 
   }
 });
 
-Deno.test("history: with adaptive timeouts off, a request without a timeout has none", async () => {
-  await using server = await startTestServer({ timeouts: { ...policy, adaptive: false } });
+Deno.test("history: with adaptive timeouts off (and no CC_EXECUTOR_MAX_TIMEOUT), a request without a timeout has none", async () => {
+  await using server = await startTestServer({
+    timeouts: { ...policy, adaptive: false },
+    maxTimeoutSeconds: null,
+  });
   await using client = await ExecutorClient.connect(server.url);
   const started = await client.request("execute", { command: "true" });
   assert.deepEqual(started.timeout, { seconds: null, source: "none", samples: 0 });

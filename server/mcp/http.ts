@@ -1,8 +1,9 @@
 /**
  * `/mcp`: the MCP face over Streamable HTTP, stateless. Each POST gets its own MCP server and
  * transport (the SDK's stateless pattern), all driving the engine through one in-process
- * connection, so nothing is kept per MCP client and nothing leaks when one goes away without a
- * goodbye. Auth and the Origin check happen before this, as for /ws.
+ * connection per token (so each token's policy and limits apply), so nothing is kept per MCP
+ * client and nothing leaks when one goes away without a goodbye. Auth and the Origin check happen
+ * before this, as for /ws.
  *
  * @module
  */
@@ -10,31 +11,45 @@ import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/
 import { ExecutorClient } from "../client.ts";
 import type { McpConfig } from "../config.ts";
 import type { Logger } from "../log.ts";
-import { engineConnection } from "./connection.ts";
+import type { Principal } from "../principal.ts";
+import { type EngineConnection, engineConnection } from "./connection.ts";
 import { createMcpServer } from "./tools.ts";
 
 export interface McpHttpOptions {
-  /** Opens a session on the engine and returns the client end (ExecutorServer.openInProcessSocket). */
-  connect: () => WebSocket;
+  /**
+   * Opens a session on the engine speaking for `principal` and returns the client end
+   * (ExecutorServer.openInProcessSocket).
+   */
+  connect: (principal: Principal) => WebSocket;
   config: McpConfig;
   logger: Logger;
 }
 
 export interface McpHttpHandler {
   /** `completed` settles once the response has been sent or the client has gone (Deno.serve's info.completed). */
-  handle(request: Request, completed: Promise<void>): Promise<Response>;
+  handle(request: Request, completed: Promise<void>, principal: Principal): Promise<Response>;
   /** Ends calls in flight and the engine connection (server shutdown). */
   close(): Promise<void>;
 }
 
 export function createMcpHttpHandler(options: McpHttpOptions): McpHttpHandler {
-  // Opened on the first request.
-  const engine = engineConnection(() => ExecutorClient.attach(options.connect(), "in-process"));
+  // One per token, opened on its first request.
+  const engines = new Map<string, EngineConnection>();
+  const engineFor = (principal: Principal): EngineConnection => {
+    let engine = engines.get(principal.name);
+    if (!engine) {
+      engine = engineConnection(() =>
+        ExecutorClient.attach(options.connect(principal), "in-process")
+      );
+      engines.set(principal.name, engine);
+    }
+    return engine;
+  };
   const live = new Set<{ close(): Promise<void> }>();
   let closed = false;
 
   return {
-    async handle(request, completed) {
+    async handle(request, completed, principal) {
       if (closed) {
         return Response.json({ error: "The server is shutting down" }, { status: 503 });
       }
@@ -46,7 +61,10 @@ export function createMcpHttpHandler(options: McpHttpOptions): McpHttpHandler {
             "send each JSON-RPC message in a POST",
         }, { status: 405, headers: { allow: "POST" } });
       }
-      const server = createMcpServer({ client: engine.client, config: options.config });
+      const server = createMcpServer({
+        client: engineFor(principal).client,
+        config: options.config,
+      });
       const transport = new WebStandardStreamableHTTPServerTransport({
         sessionIdGenerator: undefined,
       });
@@ -81,7 +99,7 @@ export function createMcpHttpHandler(options: McpHttpOptions): McpHttpHandler {
       closed = true;
       await Promise.all([...live].map((server) => server.close().catch(() => {})));
       live.clear();
-      await engine.close();
+      await Promise.all([...engines.values()].map((engine) => engine.close()));
     },
   };
 }

@@ -13,7 +13,7 @@ import type { JobStatus } from "../protocol.ts";
 export type RecordStatus = JobStatus | "interrupted" | "blocked";
 
 /** Where an `execute`'s effective timeout came from. */
-export type TimeoutSource = "request" | "history" | "default" | "none";
+export type TimeoutSource = "request" | "history" | "default" | "none" | "limit";
 
 /** What is known when a job is about to start; written before its process is spawned. */
 export interface JobStart {

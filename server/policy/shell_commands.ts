@@ -1,0 +1,469 @@
+/**
+ * Every simple command a bash (or sh) text would run, found with a real parser (unbash), for the
+ * command policy. It looks through pipelines, lists, subshells, groups, functions, `$(...)`,
+ * backticks, process substitution and heredocs; wrappers and code strings are followed by
+ * wrappers.ts, places where values become code are found by code_sinks.ts.
+ *
+ * What cannot be known before the text runs (a command name made by an expansion, a place where
+ * bash evaluates a variable's value as code, a shell reading code from stdin, a parse error, a
+ * construct sh would read differently) is reported as `unclassified`, with why: a policy with an
+ * allow-list denies it. The variables the text sets are reported too, so the policy can refuse
+ * those that change what runs. tests/policy_corpus_test.ts checks all this against real bash.
+ *
+ * @module
+ */
+import { forEachChild, parse } from "unbash";
+import type { Command, ParsedScript, Redirect, SyntaxNode, Word, WordPart } from "unbash";
+import { builtinSinks, nodeSinks } from "./code_sinks.ts";
+import { runsItsArguments, unwrap } from "./wrappers.ts";
+
+/** One simple command, with each word resolved when no expansion can change it. */
+export interface SimpleCommand {
+  /** The program or builtin, as written once quotes are removed (never null: see unclassified). */
+  name: string;
+  /** The arguments after the name; null where a word is known only at run time. */
+  args: (string | null)[];
+  /** The arguments as written, for matching dynamic words by their text. */
+  argsText: string[];
+  /** The command's text in its source. */
+  text: string;
+  /** How it was reached: `$(...)`, `env`, `bash -c`, `find -exec`, ... outermost first. */
+  via: string[];
+  /** More arguments are added at run time (`xargs`, `find -exec ... {} +`). */
+  appended: boolean;
+}
+
+/** Something the analysis cannot decide before the text runs. */
+export interface Unclassified {
+  text: string;
+  why: string;
+  via: string[];
+  /**
+   * The analysis stopped here (a syntax error, too long, too deep): what the text runs is not
+   * known at all, so no rule can be applied. Every policy denies it.
+   */
+  fatal?: true;
+}
+
+/** A redirection that writes a file (`>`, `>>`, `&>`, `<>`, `>|`, `>&file`). */
+export interface WriteRedirect {
+  text: string;
+  /** The file, when known. */
+  target: string | null;
+  via: string[];
+}
+
+/** A variable the text sets: by assignment, `read`, `for`, `export`, `${X:=}`, `env X=`, ... */
+export interface VariableWrite {
+  name: string;
+  text: string;
+  via: string[];
+}
+
+export interface ShellAnalysis {
+  commands: SimpleCommand[];
+  unclassified: Unclassified[];
+  writes: WriteRedirect[];
+  variables: VariableWrite[];
+}
+
+/**
+ * `bash`: the text runs as `bash -c`. `dash`: as `sh -c` where sh is dash (Debian); what dash
+ * reads differently from bash (`$'...'`, `&>`, `[[`, `((`, ...) is unclassified.
+ */
+export type ShellDialect = "bash" | "dash";
+
+/** A word resolved: its value when no expansion can change it, else null and why. */
+export type Resolved = { value: string; text: string } | { value: null; text: string; why: string };
+
+/** What the checks of one syntax node can report. */
+export interface NodeScope {
+  unclassified(why: string, text?: string): void;
+  /** The node sets this variable. */
+  assigns(name: string, text?: string): void;
+}
+
+/** What the checks of one simple command can report and follow. */
+export interface CommandScope extends NodeScope {
+  dialect: ShellDialect;
+  /** The words after a wrapper's options: another command. */
+  inner(words: Resolved[], how: string, appended?: boolean): void;
+  /** Code held in a string, read again in `dialect`. */
+  nested(code: string, how: string, dialect: ShellDialect): void;
+}
+
+/** Nested `sh -c`, `eval`, wrappers, ... deeper than this are unclassified. */
+const MAX_DEPTH = 16;
+/** More simple commands than this are unclassified as a whole (bounds memory and time). */
+const MAX_COMMANDS = 10_000;
+/**
+ * Longer text is not analysed (and so denied). Analysis takes about 1 ms per KiB of ordinary
+ * text on the server's event loop; pathological nesting stops at its first syntax error.
+ */
+export const MAX_POLICY_TEXT = 64 * 1024;
+
+interface Context {
+  out: ShellAnalysis;
+  /** Set by a fatal problem: the rest is not looked at (pathological texts stay cheap). */
+  stopped: boolean;
+  depth: number;
+  dialect: ShellDialect;
+  /** Characters read again for eval, sh -c, trap, ...: bounds `eval eval eval ...`. */
+  budget: number;
+}
+
+function newContext(length: number, dialect: ShellDialect): Context {
+  return {
+    out: { commands: [], unclassified: [], writes: [], variables: [] },
+    stopped: false,
+    depth: 0,
+    dialect,
+    budget: 2 * length + 4096,
+  };
+}
+
+/** Analyses a shell text. Never throws: what it cannot analyse is unclassified. */
+export function analyseShell(text: string, dialect: ShellDialect = "bash"): ShellAnalysis {
+  const ctx = newContext(text.length, dialect);
+  if (text.length > MAX_POLICY_TEXT) {
+    fatal(ctx, text.slice(0, 80), `command longer than ${MAX_POLICY_TEXT} characters`, []);
+  } else if (text.includes("\0")) {
+    fatal(ctx, text.slice(0, 80), "a NUL character in the command", []);
+  } else {
+    scanSource(text, [], ctx, dialect);
+  }
+  return ctx.out;
+}
+
+/** Analyses a program run with these arguments and no shell (argv[0] is the program). */
+export function analyseArgv(argv: readonly string[]): ShellAnalysis {
+  const ctx = newContext(argv.join(" ").length, "bash");
+  if (argv.some((word) => word.includes("\0"))) {
+    fatal(ctx, argv.join(" ").slice(0, 80), "a NUL character in the command", []);
+  } else if (argv.length > 0) {
+    analyseWords(argv.map((word) => ({ value: word, text: word })), argv.join(" "), [], ctx);
+  }
+  return ctx.out;
+}
+
+function unclassified(ctx: Context, text: string, why: string, via: string[]): void {
+  ctx.out.unclassified.push({ text, why, via });
+}
+
+/** The analysis cannot go on: what the text would run is unknown. */
+function fatal(ctx: Context, text: string, why: string, via: string[]): void {
+  ctx.out.unclassified.push({ text, why, via, fatal: true });
+  ctx.stopped = true;
+}
+
+function addCommand(ctx: Context, command: SimpleCommand): void {
+  const count = ctx.out.commands.length;
+  if (count < MAX_COMMANDS) ctx.out.commands.push(command);
+  else if (count === MAX_COMMANDS) {
+    fatal(ctx, "", `more than ${MAX_COMMANDS} commands`, command.via);
+  }
+}
+
+/** A word's value when no expansion can change it; else null and why. */
+export function resolveWord(word: Word): Resolved {
+  // An unquoted leading ~ is tilde expansion ($HOME, ~user, ~+ = $PWD, ~- = $OLDPWD).
+  if (word.text.startsWith("~")) {
+    return { value: null, text: word.text, why: `tilde expansion ${word.text}` };
+  }
+  // Decided from the parts, never from `value`: unbash's value for "$X" is the text "$X".
+  if (!word.parts) return { value: word.value, text: word.text };
+  let out = "";
+  for (const part of word.parts) {
+    const resolved = resolvePart(part);
+    if (resolved.value === null) return { ...resolved, text: word.text };
+    out += resolved.value;
+  }
+  return { value: out, text: word.text };
+}
+
+function resolvePart(part: WordPart): { value: string } | { value: null; why: string } {
+  switch (part.type) {
+    case "Literal":
+    case "SingleQuoted":
+    case "AnsiCQuoted":
+      return { value: part.value };
+    case "DoubleQuoted": {
+      let out = "";
+      for (const inner of part.parts) {
+        if (inner.type !== "Literal") {
+          return { value: null, why: `${kindOf(inner.type)} in ${part.text}` };
+        }
+        out += inner.value;
+      }
+      return { value: out };
+    }
+    case "LocaleString":
+      return { value: null, why: `locale string ${part.text} (translated at run time)` };
+    case "Glob":
+    case "ExtendedGlob":
+      return { value: null, why: `glob ${part.text}` };
+    case "BraceExpansion":
+      return { value: null, why: `brace expansion ${part.text}` };
+    default:
+      return { value: null, why: `${kindOf(part.type)} ${part.text}` };
+  }
+}
+
+function kindOf(type: string): string {
+  switch (type) {
+    case "SimpleExpansion":
+    case "ParameterExpansion":
+      return "parameter expansion";
+    case "CommandExpansion":
+      return "command substitution";
+    case "ArithmeticExpansion":
+      return "arithmetic expansion";
+    case "ProcessSubstitution":
+      return "process substitution";
+    default:
+      return type;
+  }
+}
+
+function scanSource(source: string, via: string[], ctx: Context, dialect: ShellDialect): void {
+  if (ctx.stopped) return;
+  if (ctx.depth > MAX_DEPTH) {
+    fatal(ctx, source.slice(0, 80), `nested deeper than ${MAX_DEPTH} levels`, via);
+    return;
+  }
+  if (dialect === "dash" && source.includes("$'")) {
+    unclassified(
+      ctx,
+      source.slice(0, 80),
+      "$'...' is not sh syntax: sh and bash read it differently",
+      via,
+    );
+    return;
+  }
+  let script: ParsedScript;
+  try {
+    script = parse(source);
+  } catch (error) {
+    fatal(
+      ctx,
+      source.slice(0, 80),
+      `the parser failed: ${String(error).slice(0, 200)}`,
+      via,
+    );
+    return;
+  }
+  const outer = ctx.dialect;
+  ctx.dialect = dialect;
+  try {
+    walk(script, script.source ?? source, via, ctx);
+  } catch (error) {
+    // unbash resolves word parts lazily: pathological nesting can overflow the stack there.
+    fatal(ctx, source.slice(0, 80), `cannot analyse: ${String(error).slice(0, 120)}`, via);
+  } finally {
+    ctx.dialect = outer;
+  }
+}
+
+function nodeScope(ctx: Context, text: string, via: string[]): NodeScope {
+  return {
+    unclassified: (why, part = text) => unclassified(ctx, part, why, via),
+    assigns: (name, part = text) => ctx.out.variables.push({ name, text: part, via }),
+  };
+}
+
+function walk(node: SyntaxNode, source: string, via: string[], ctx: Context): void {
+  if (ctx.stopped) return;
+  // A substitution's script may carry its own decoded source (escaped backticks), and its own
+  // parse errors. bash runs the lines before a syntax error, and what unbash recovers after one
+  // need not be what bash reads: an error anywhere stops the analysis.
+  if (node.type === "Script") {
+    const script = node as ParsedScript;
+    if (script.source !== undefined) source = script.source;
+    const error = script.errors?.[0];
+    if (error) {
+      fatal(
+        ctx,
+        source.slice(error.pos, error.pos + 40),
+        `syntax error: ${error.message} at ${error.pos}`,
+        via,
+      );
+      return;
+    }
+  }
+  const text = "text" in node && typeof node.text === "string"
+    ? node.text
+    : source.slice(node.pos, node.end);
+  if (node.type === "Command") onCommand(node, source, via, ctx);
+  if (node.type === "Redirect") onRedirect(node, source, via, ctx);
+  if (node.type === "HereDoc" && !node.delimiter?.quoted && /\$\{[^}]*'/.test(node.body.text)) {
+    // In a heredoc body bash takes ' inside ${...} literally; unbash takes it as a quote.
+    unclassified(
+      ctx,
+      node.body.text.slice(0, 80),
+      "a ' inside ${...} in a heredoc is read differently by bash",
+      via,
+    );
+  }
+  if (ctx.dialect === "dash") bashOnly(node, text, via, ctx);
+  nodeSinks(node, nodeScope(ctx, text, via));
+  let childVia = via;
+  if (node.type === "CommandExpansion") {
+    childVia = [...via, node.text.startsWith("`") ? "`...`" : "$(...)"];
+  }
+  if (node.type === "ProcessSubstitution") childVia = [...via, `${node.operator}(...)`];
+  forEachChild(node, (child) => walk(child, source, childVia, ctx));
+}
+
+/** Syntax dash reads differently from bash (`ls &>/dev/null rm x` runs rm in dash). */
+function bashOnly(node: SyntaxNode, text: string, via: string[], ctx: Context): void {
+  let what: string | null = null;
+  switch (node.type) {
+    case "ArithmeticCommand":
+    case "ArithmeticFor":
+    case "TestCommand":
+    case "Coproc":
+    case "Select":
+    case "ProcessSubstitution":
+    case "HereString":
+    case "Time":
+    case "ArrayValue":
+    case "LocaleString":
+    case "ExtendedGlob":
+      what = node.type;
+      break;
+    case "Function":
+      if (text.startsWith("function")) what = "the function keyword";
+      break;
+    case "Redirect":
+      if (node.operator === "&>" || node.operator === "&>>") what = node.operator;
+      break;
+    case "Pipeline":
+      if (node.operators.includes("|&")) what = "|&";
+      break;
+    case "ParameterExpansion":
+      if (
+        node.index || node.prefix === "!" ||
+        (node.operation && node.operation.type !== "Default" && node.operation.type !== "Remove")
+      ) what = "this parameter expansion";
+      break;
+  }
+  if (what) {
+    unclassified(ctx, text.slice(0, 80), `${what} is bash syntax: sh reads it differently`, via);
+  }
+}
+
+const WRITE_OPERATORS = new Set([">", ">>", "<>", ">|", "&>", "&>>"]);
+const HARMLESS_TARGETS = new Set(["/dev/null", "/dev/stdout", "/dev/stderr"]);
+
+function onRedirect(redirect: Redirect, source: string, via: string[], ctx: Context): void {
+  const target = redirect.target ? resolveWord(redirect.target) : null;
+  const writes = WRITE_OPERATORS.has(redirect.operator) ||
+    // >&2 duplicates a descriptor; >&file (bash) writes the file.
+    (redirect.operator === ">&" && !/^(\d+|-)$/.test(target?.value ?? ""));
+  if (!writes) return;
+  if (target?.value && HARMLESS_TARGETS.has(target.value)) return;
+  ctx.out.writes.push({
+    text: source.slice(redirect.pos, redirect.end),
+    target: target?.value ?? null,
+    via,
+  });
+}
+
+function onCommand(command: Command, source: string, via: string[], ctx: Context): void {
+  if (!command.name) return; // assignments or redirections only; their parts are walked anyway
+  const words: Resolved[] = [resolveWord(command.name)];
+  for (const item of command.suffix) {
+    if (item.type === "Word") words.push(resolveWord(item));
+    else if (item.type === "Assignment") {
+      // `declare x="$1"`: only the name matters to the builtins that take names.
+      const value = item.value.type === "Word" ? resolveWord(item.value) : null;
+      const prefix = item.value.type === "Word"
+        ? item.text.slice(0, item.text.length - item.value.text.length)
+        : "";
+      words.push(
+        value?.value != null ? { value: prefix + value.value, text: item.text } : {
+          value: null,
+          text: item.text,
+          why: `assignment value: ${value?.value === null ? value.why : "an array"}`,
+        },
+      );
+    }
+  }
+  analyseWords(words, source.slice(command.pos, command.end), via, ctx);
+}
+
+/** Records one simple command from its words, then looks inside wrappers and code strings. */
+function analyseWords(words: Resolved[], text: string, via: string[], ctx: Context): void {
+  const [first, ...rest] = words;
+  if (!first) return;
+  if (first.value === null) {
+    unclassified(ctx, text, `the command name is dynamic: ${first.why}`, via);
+    return;
+  }
+  addCommand(ctx, {
+    name: first.value,
+    args: rest.map((word) => word.value),
+    argsText: rest.map((word) => word.text),
+    text,
+    via,
+    appended: false,
+  });
+  const name = first.value.slice(first.value.lastIndexOf("/") + 1);
+  const scope: CommandScope = {
+    ...nodeScope(ctx, text, via),
+    dialect: ctx.dialect,
+    inner: (inner, how, appended = false) => innerCommand(inner, how, text, via, ctx, appended),
+    nested: (code, how, dialect) => nested(code, how, via, ctx, dialect),
+  };
+  builtinSinks(name, words, scope);
+  unwrap(name, words, scope);
+}
+
+/** Reads code held in a string again (eval, sh -c, trap, watch). */
+function nested(
+  code: string,
+  how: string,
+  via: string[],
+  ctx: Context,
+  dialect: ShellDialect,
+): void {
+  ctx.budget -= code.length;
+  if (ctx.budget < 0) {
+    fatal(ctx, code.slice(0, 80), "too much nested code to read again", via);
+    return;
+  }
+  ctx.depth++;
+  scanSource(code, [...via, how], ctx, dialect);
+  ctx.depth--;
+}
+
+/** The words after a wrapper's options: another command. */
+function innerCommand(
+  words: Resolved[],
+  how: string,
+  text: string,
+  via: string[],
+  ctx: Context,
+  appended: boolean,
+): void {
+  if (words.length === 0 || ctx.stopped) return;
+  if (ctx.depth >= MAX_DEPTH) {
+    fatal(ctx, text.slice(0, 80), `wrappers nested deeper than ${MAX_DEPTH} levels`, via);
+    return;
+  }
+  const before = ctx.out.commands.length;
+  ctx.depth++;
+  analyseWords(words, text, [...via, how], ctx);
+  ctx.depth--;
+  const added = ctx.out.commands[before];
+  if (!appended || !added) return;
+  added.appended = true;
+  // Words xargs adds to `env`, `bash -c`, `timeout 5`, ... could become the command itself.
+  const name = added.name.slice(added.name.lastIndexOf("/") + 1);
+  if (runsItsArguments(name)) {
+    unclassified(ctx, text, `${how} adds words to ${name}, which could run them as a command`, [
+      ...via,
+      how,
+    ]);
+  }
+}
