@@ -18,7 +18,7 @@ import {
   stateDir,
 } from "./state.ts";
 import { httpUrl } from "./target.ts";
-import { untrustedCertificateHint } from "../server/tls.ts";
+import { certificateHint } from "../server/tls.ts";
 
 export interface DetachOptions {
   host?: string;
@@ -154,7 +154,8 @@ async function lockStateDir(dir: string): Promise<Disposable> {
 
 /**
  * Whether something answers GET /health at the server of `wsUrl`. `untrustedOk`: a TLS server
- * whose certificate this process does not trust counts as answering.
+ * whose certificate this process refuses (not trusted here, or naming another host) counts as
+ * answering.
  */
 export async function answersHealth(
   wsUrl: string,
@@ -165,7 +166,7 @@ export async function answersHealth(
     await response.body?.cancel();
     return response.ok;
   } catch (error) {
-    return options.untrustedOk === true && untrustedCertificateHint(error) !== null;
+    return options.untrustedOk === true && certificateHint(error, wsUrl) !== null;
   }
 }
 
@@ -213,6 +214,9 @@ function fileSize(path: string): number {
   }
 }
 
+/** The any-address binds, and the loopback address of their family (as a URL hostname). */
+const ANY_ADDRESS_LOOPBACK: Record<string, string> = { "0.0.0.0": "127.0.0.1", "::": "[::1]" };
+
 function readFrom(path: string, offset: number): string {
   const bytes = Deno.readFileSync(path);
   return new TextDecoder().decode(bytes.subarray(offset));
@@ -222,11 +226,21 @@ function tail(text: string, lines = 15): string {
   return text.trimEnd().split("\n").slice(-lines).map((line) => `  ${line}`).join("\n");
 }
 
-/** The record a server started with `--pid-file` writes once it listens. */
+/**
+ * The record a server started with `--pid-file` writes once it listens, at `url`. A server bound to
+ * every address (0.0.0.0, ::) is recorded at the loopback address of that family: the commands
+ * that find it through this record run on this machine, and a certificate made for the machine
+ * names 127.0.0.1, never 0.0.0.0. `host` keeps the bind, for `server restart`.
+ */
 export function pidRecord(url: string, pidPath: string): PidFile {
+  const reachable = new URL(url);
+  const bound = reachable.hostname.replace(/^\[(.*)\]$/, "$1");
+  const loopback = ANY_ADDRESS_LOOPBACK[bound];
+  if (loopback !== undefined) reachable.hostname = loopback;
   return {
     pid: Deno.pid,
-    url,
+    url: reachable.href,
+    ...(loopback !== undefined ? { host: bound } : {}),
     log: logFilePath(dirname(pidPath)),
     started_at: new Date().toISOString(),
     version: VERSION,

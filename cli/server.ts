@@ -8,7 +8,7 @@ import { ExecutorRpcError } from "../server/client.ts";
 import { ConfigError, inspectConfig, loadConfig } from "../server/config.ts";
 import { settlesWithin } from "../server/deadline.ts";
 import type { ServerInfoResult } from "../server/protocol.ts";
-import { untrustedCertificateHint } from "../server/tls.ts";
+import { certificateHint } from "../server/tls.ts";
 import { host, port, seconds } from "./args.ts";
 import type { CliContext } from "./context.ts";
 import { pidRecord, startDetached, stopDetached } from "./daemon.ts";
@@ -71,7 +71,9 @@ export function serverCommand(ctx: CliContext) {
       if (options.detach) {
         const started = await startDetached(options, ctx.output);
         ctx.output.out(
-          `cc-executor ${started.version} started in the background (pid ${started.pid}), listening on ${started.url}`,
+          `cc-executor ${started.version} started in the background (pid ${started.pid}), listening on ${started.url}${
+            started.host ? ` (bound to ${started.host})` : ""
+          }`,
         );
         ctx.output.err(`log: ${started.log}; stop it with \`cc-executor server stop\``);
         return;
@@ -122,7 +124,7 @@ export function serverCommand(ctx: CliContext) {
       const before = readPidFile();
       const previous = before ? new URL(before.url) : undefined;
       const address = {
-        host: options.host ?? previous?.hostname.replace(/^\[(.*)\]$/, "$1"),
+        host: options.host ?? before?.host ?? previous?.hostname.replace(/^\[(.*)\]$/, "$1"),
         port: options.port ?? previous?.port,
       };
       // Refuse before stopping anything: a restart that cannot start must not leave no server.
@@ -248,8 +250,8 @@ async function status(options: { url?: string; token?: string; json?: true }, ou
     }
   } catch (error) {
     // Nothing answers: down. Unless a TLS server does, and this process cannot talk to it.
-    const untrusted = untrustedCertificateHint(error);
-    if (untrusted) report.note = `a TLS server answers at ${target.url}, but ${untrusted}`;
+    const refused = certificateHint(error, target.url);
+    if (refused) report.note = `a TLS server answers at ${target.url}, but ${refused}`;
     else if (await speaksTls(target.url)) {
       report.note = `a TLS server answers at ${target.url}: use ${secureUrl(target.url)}`;
     }

@@ -26,7 +26,10 @@ export function stateDir(): string {
 /** What a detached server writes once it is listening. */
 export const PidFile = z.object({
   pid: z.number().int().positive(),
+  /** Where to reach it from this machine. */
   url: z.string(),
+  /** The address it listens on, when `url` names another: an any-address bind (0.0.0.0, ::). */
+  host: z.string().optional(),
   log: z.string(),
   started_at: z.string(),
   version: z.string(),

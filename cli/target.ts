@@ -12,7 +12,7 @@ import { ErrorCode } from "../server/protocol.ts";
 import { VERSION } from "../server/version.ts";
 import { ConfigError, readTokenFile } from "../server/config.ts";
 import { readEnv } from "../server/env.ts";
-import { untrustedCertificateHint } from "../server/tls.ts";
+import { certificateHint } from "../server/tls.ts";
 import { CliError, UsageError } from "./output.ts";
 import { type PidFile, pidFilePath, readPidFile, recordedServerAlive } from "./state.ts";
 
@@ -147,8 +147,8 @@ async function explainConnectFailure(
   error: Error,
   hint = START_HINT,
 ): Promise<string> {
-  const untrusted = untrustedCertificateHint(error);
-  if (untrusted) return `Cannot connect to ${target.url}: ${untrusted}.`;
+  const refused = certificateHint(error, target.url);
+  if (refused) return `Cannot connect to ${target.url}: ${refused}.`;
   const health = await probeHealth(target.url);
   if (health === "down" && await speaksTls(target.url)) {
     return `The server at ${target.url} speaks TLS: use ${
@@ -188,7 +188,7 @@ export async function speaksTls(wsUrl: string): Promise<boolean> {
     await response.body?.cancel();
     return true;
   } catch (error) {
-    return untrustedCertificateHint(error) !== null;
+    return certificateHint(error, wsUrl) !== null;
   }
 }
 

@@ -18,6 +18,7 @@ import {
   liveMembers,
   runIsScoped,
   runRefusal,
+  signalByProgram,
   signalProcess,
 } from "../server/process.ts";
 import type { Hook, HookSource } from "./hook.ts";
@@ -193,11 +194,14 @@ async function runCommandHook(
   let failure: string | null = null;
   const stopReading = new AbortController();
   let drainTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Signals still being sent by the `kill` program (scoped --allow-run): awaited before the end. */
+  let signalling: Promise<unknown> = Promise.resolve();
 
   /** `why` is the failure to report; null, or `ifRunning` once the leader is gone, reports none. */
   const killGroup = (why: string | null, ifRunning = false) => {
     if (why !== null && failure === null && !(ifRunning && leaderExited)) failure = why;
-    signalGroup(pgid, child.pid, leaderExited);
+    const sent = signalGroup(pgid, child.pid, leaderExited);
+    if (sent instanceof Promise) signalling = Promise.all([signalling, sent]);
     // An escaped process (one that left the group) may hold the pipes open: stop waiting for EOF.
     drainTimer ??= setTimeout(() => stopReading.abort(), DRAIN_MS);
   };
@@ -243,6 +247,7 @@ async function runCommandHook(
     signal.removeEventListener("abort", onAbort);
     clearTimeout(timeoutTimer);
     clearTimeout(drainTimer);
+    await signalling;
   }
 }
 
@@ -362,20 +367,38 @@ async function readBounded(
 /**
  * SIGKILL to the group; true when anything received it. Right after spawn, before setsid(2) has
  * run, the group does not exist yet, so the signal goes to the leader, which has not forked yet.
+ * Under a scoped --allow-run a signal is a `kill` process, awaited without holding up the event
+ * loop (a promise then); otherwise Deno.kill, at once.
  */
-function signalGroup(pgid: number, pid: number, leaderExited: boolean): boolean {
+function signalGroup(
+  pgid: number,
+  pid: number,
+  leaderExited: boolean,
+): boolean | Promise<boolean> {
+  if (runIsScoped()) {
+    return (async () => (await killByProgram(-pgid)) || (!leaderExited && killByProgram(pid)))();
+  }
   return kill(-pgid) || (!leaderExited && kill(pid));
 }
 
 function kill(pid: number): boolean {
-  // Under a scoped --allow-run a signal costs a `kill` process: none when /proc shows no one left.
-  if (pid < 0 && runIsScoped() && liveMembers(-pid) === 0) return false;
   try {
     return signalProcess(pid, "SIGKILL");
   } catch {
     // NotFound: nothing left. Anything else (a permission): nothing more can be done from here,
     // and the call still ends through its drain deadline.
     return false;
+  }
+}
+
+/** {@link kill} through the `kill` program (a scoped --allow-run), without blocking. */
+async function killByProgram(pid: number): Promise<boolean> {
+  // A signal costs a `kill` process: none when /proc shows no one left.
+  if (pid < 0 && liveMembers(-pid) === 0) return false;
+  try {
+    return await signalByProgram(pid, "SIGKILL");
+  } catch {
+    return false; // as in kill()
   }
 }
 
@@ -387,7 +410,7 @@ function kill(pid: number): boolean {
 async function reapGroup(pgid: number): Promise<void> {
   const deadline = performance.now() + 1000;
   let pause = 1;
-  while (kill(-pgid)) {
+  while (runIsScoped() ? await killByProgram(-pgid) : kill(-pgid)) {
     if (liveMembers(pgid) === 0 || performance.now() > deadline) return;
     await sleep(pause);
     pause = Math.min(pause * 2, 50);

@@ -421,3 +421,76 @@ try {
     /^rejected: cannot start .*ok\.sh: Deno's permissions refuse to run .*ok\.sh: it is not on the server's --allow-run list/,
   );
 });
+
+Deno.test("command hook: under a scoped --allow-run, signalling through the kill program leaves the event loop running", async () => {
+  await using scripts = await Scripts.create();
+  const program = await scripts.write("ok.sh", "cat >/dev/null");
+  const realKill = ["/usr/bin/kill", "/bin/kill"].find((path) => {
+    try {
+      return Deno.statSync(path).isFile;
+    } catch {
+      return false;
+    }
+  });
+  assert.ok(realKill, "a kill program");
+  // A `kill` first on PATH that asks the hook's process to answer before it signals: an event loop
+  // held up while it runs (a synchronous wait for it) cannot answer, and it gives up after 3 s.
+  const bin = `${scripts.dir}/bin`;
+  await Deno.mkdir(bin);
+  const ask = `${scripts.dir}/ask`;
+  await Deno.mkdir(ask);
+  await scripts.write(
+    "bin/kill",
+    `: > "${ask}/asking.$$"
+i=0
+while [ ! -e "${ask}/answer.$$" ] && [ $i -lt 30 ]; do /bin/sleep 0.1; i=$((i + 1)); done
+if [ -e "${ask}/answer.$$" ]; then echo answered; else echo unanswered; fi >> "${scripts.dir}/kills.log"
+exec ${realKill} "$@"`,
+  );
+  const probe = `${scripts.dir}/probe.ts`;
+  await Deno.writeTextFile(
+    probe,
+    `import { commandHook } from ${JSON.stringify(new URL("./command.ts", import.meta.url).href)};
+const ask = ${JSON.stringify(ask)};
+const answer = setInterval(() => {
+  for (const entry of Deno.readDirSync(ask)) {
+    if (entry.name.startsWith("asking.")) {
+      Deno.writeTextFileSync(ask + "/answer." + entry.name.slice(7), "");
+      Deno.removeSync(ask + "/" + entry.name);
+    }
+  }
+}, 10);
+const hook = commandHook(${JSON.stringify(spec(program, { point: "post_execution" }))}, {
+  groupMode: "setsid",
+});
+try {
+  await hook.invoke({ point: "post_execution" } as never, new AbortController().signal);
+  console.log("resolved");
+} catch (error) {
+  console.log("rejected: " + (error as Error).message);
+} finally {
+  clearInterval(answer);
+}`,
+  );
+  const { stdout, stderr, success } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--no-config",
+      "--no-lock",
+      "--no-prompt",
+      "--allow-read",
+      `--allow-write=${ask}`,
+      "--allow-env",
+      `--allow-run=setsid,kill,${program}`,
+      probe,
+    ],
+    cwd: scripts.dir,
+    env: { NO_COLOR: "1", PATH: `${bin}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}` },
+    stdin: "null",
+  }).output();
+  assert.ok(success, new TextDecoder().decode(stderr));
+  assert.equal(new TextDecoder().decode(stdout).trim(), "resolved");
+  const kills = (await Deno.readTextFile(`${scripts.dir}/kills.log`)).trim().split("\n");
+  assert.ok(kills.length >= 1, "the hook's end is signalled through the kill program");
+  assert.deepEqual(kills.filter((line) => line !== "answered"), [], `kill runs: ${kills}`);
+});

@@ -75,7 +75,9 @@ const ConfigSchema = z.object({
       "Most output one job may deliver (the default and the most of execute's max_output_bytes); unset: no cap.",
     ),
   CC_EXECUTOR_MAX_TIMEOUT: int(0, 2_147_483).default(86_400)
-    .describe("Longest wall time, in seconds, a job may run; caps every timeout (0: no cap)."),
+    .describe(
+      "Longest wall time, in seconds, of a job from its start, every retry and the waits between runs included; caps every timeout (0: no cap).",
+    ),
   CC_EXECUTOR_REPLAY_BUFFER_BYTES: int(64 * 1024, 1024 ** 3).default(4 * 1024 * 1024)
     .describe("Bytes of notifications each job keeps for late or reconnecting subscribers."),
   // Bounds memory: max_jobs x replay buffer + keep_finished_jobs x this.

@@ -194,6 +194,12 @@ const DRAIN_LIMIT_BYTES = 1024 * 1024;
 
 type Cause = { status: "canceled" | "timed_out"; reason: string };
 
+/**
+ * Whether a job's next run started; if not, why (null: nothing to say), and whether it was the
+ * server's limit on the job's time (CC_EXECUTOR_MAX_TIMEOUT) that stopped it.
+ */
+type RetryStart = { started: true } | { started: false; why: string | null; timedOut?: boolean };
+
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
@@ -284,6 +290,8 @@ export class Job {
   #claude: ClaudeWatcher | null = null;
   /** Set while hooks run after a run; a cancel then means "no retry". */
   #afterRun = false;
+  /** Set when a run was stopped because the job's time under CC_EXECUTOR_MAX_TIMEOUT ran out. */
+  #outOfTime = false;
   #noRetry = false;
   #params!: JobParams;
   #config!: JobManagerConfig;
@@ -473,7 +481,18 @@ export class Job {
     });
     if (this.group.stdin) this.#openStdin(params);
     const { seconds, source } = this.timeout;
-    if (seconds !== null) {
+    // A retry gets its own timeout, or what is left of the job's time under
+    // CC_EXECUTOR_MAX_TIMEOUT when that is less. (The first run's timeout is already within it.)
+    const left = this.#attempt > 1 ? this.#leftUnderLimit() : null;
+    if (left !== null && (seconds === null || left < seconds * 1000)) {
+      this.#wallTimer = setTimeout(() => {
+        this.#outOfTime = true;
+        this.terminate(
+          "timed_out",
+          `timed out in run ${this.#attempt}: the job used up ${this.#limitNote()}`,
+        );
+      }, Math.max(0, left));
+    } else if (seconds !== null) {
       const why = source === "history"
         ? " (estimated from this command's history)"
         : source === "default"
@@ -493,6 +512,22 @@ export class Job {
       this.#pump(this.group.stderr, "stderr", chunkOptions),
     ];
     this.#run(config.killGraceMs).catch((error) => this.#fail(error));
+  }
+
+  /**
+   * Milliseconds left of the job's time under CC_EXECUTOR_MAX_TIMEOUT, which counts from the job's
+   * start across every run and what comes between runs (error hooks, a wait for a Claude limit to
+   * lift); null when the server sets no limit.
+   */
+  #leftUnderLimit(): number | null {
+    const limit = this.#config.maxTimeoutSeconds;
+    return limit === null ? null : this.startedAt + limit * 1000 - this.#manager.now();
+  }
+
+  /** CC_EXECUTOR_MAX_TIMEOUT, named for a reason. */
+  #limitNote(): string {
+    return `the server's limit of ${this.#config.maxTimeoutSeconds}s on a job's wall time, every ` +
+      "run included (CC_EXECUTOR_MAX_TIMEOUT)";
   }
 
   #pump(
@@ -744,6 +779,7 @@ export class Job {
     // From here until the job ends or its next run starts, a cancel means "no retry".
     this.#afterRun = true;
     let why: string | null = null;
+    let timedOut = false;
     let decided = false;
     if (hooks?.set.has("error")) {
       const retry = await this.#runErrorHooks(hooks, run);
@@ -773,6 +809,7 @@ export class Job {
           return;
         }
         why = next.why;
+        timedOut = next.timedOut === true;
       }
     }
     if (!decided && claudeRetry && !this.#noRetry && !this.#manager.shuttingDown) {
@@ -783,8 +820,14 @@ export class Job {
         return;
       }
       why = next.why;
+      timedOut = next.timedOut === true;
     }
-    if (why !== null) run = { ...run, reason: run.reason ? `${run.reason}; ${why}` : why };
+    // A retry the server's limit on the job's time left unrun: the job is out of time (which the
+    // run's own reason already says when that limit is what stopped it).
+    if (timedOut) run = { ...run, status: "timed_out" };
+    if (why !== null && !(timedOut && this.#outOfTime)) {
+      run = { ...run, reason: run.reason ? `${run.reason}; ${why}` : why };
+    }
     if (hooks) await this.#runPostHooks(hooks, run);
     this.#afterRun = false;
     if (!this.isFinished) this.#end(run);
@@ -888,14 +931,15 @@ export class Job {
   /**
    * Starts the job's next run (an error hook's retry, or a Claude retry), unless the
    * pre_execution hooks refuse its command, its cwd is gone, or a cancel or shutdown came
-   * meanwhile: then `why` says so (null: no need). `announce` sends the notification that says
-   * why this run comes, before its `process.started`.
+   * meanwhile, or the job's time under CC_EXECUTOR_MAX_TIMEOUT is up (`timedOut`): then `why` says
+   * so (null: no need). `announce` sends the notification that says why this run comes, before its
+   * `process.started`.
    */
   async #runAgain(
     next: { command: string; argv?: string[] },
     previous: RunOutcome,
     announce: (command: string) => void,
-  ): Promise<{ started: true } | { started: false; why: string | null }> {
+  ): Promise<RetryStart> {
     const hooks = this.#hooks;
     let params: JobParams = next.argv
       ? { ...this.#params, command: next.command, argv: next.argv }
@@ -929,6 +973,14 @@ export class Job {
     }
     if (this.isFinished || this.#noRetry || this.#manager.shuttingDown) {
       return { started: false, why: null };
+    }
+    const left = this.#leftUnderLimit();
+    if (left !== null && left <= 0) {
+      return {
+        started: false,
+        why: `retry not run: the job used up ${this.#limitNote()}`,
+        timedOut: true,
+      };
     }
     let group: ProcessGroup;
     try {
@@ -1011,7 +1063,7 @@ export class Job {
   async #retryClaude(
     { limit, claude }: { limit: LimitSignal; claude: ClaudeRun },
     previous: RunOutcome,
-  ): Promise<{ started: true } | { started: false; why: string | null }> {
+  ): Promise<RetryStart> {
     const maxWait = claude.retry!.max_wait_seconds ?? DEFAULT_MAX_WAIT_SECONDS;
     let argv = this.#params.argv!;
     let template: string | null = null;
@@ -1055,6 +1107,17 @@ export class Job {
         why:
           `no retry: the ${limit.kind === "usage_limit" ? limit.limit : "rate limit"} ${when}, ` +
           `beyond max_wait_seconds (${maxWait})`,
+      };
+    }
+    const left = this.#leftUnderLimit();
+    if (left !== null && waitSeconds > 0 && waitSeconds * 1000 >= left) {
+      const when = limit.kind === "usage_limit"
+        ? `${limit.limit} resets at ${limit.resets_at}`
+        : `rate limit asks to wait ${waitSeconds} s`;
+      return {
+        started: false,
+        why: `no retry: the ${when}, past the end of ${this.#limitNote()}`,
+        timedOut: true,
       };
     }
     if (this.#noRetry || this.#manager.shuttingDown) return { started: false, why: null };

@@ -606,7 +606,10 @@ export const ServerInfoResult = z.object({
     executes_per_minute: z.number().int(),
     /** CC_EXECUTOR_MAX_OUTPUT_BYTES: most output one job may deliver; null: no cap. */
     max_output_bytes: z.number().int().nullable(),
-    /** CC_EXECUTOR_MAX_TIMEOUT: longest wall time of a job, in seconds; null: no cap. */
+    /**
+     * CC_EXECUTOR_MAX_TIMEOUT: longest wall time of a job, in seconds, from its start, every run
+     * (retries) and the waits between them included; null: no cap.
+     */
     max_timeout_seconds: z.number().int().nullable(),
     replay_buffer_bytes: z.number().int(),
     kill_grace_ms: z.number().int(),

@@ -27,6 +27,7 @@ import type { Store } from "./store/store.ts";
 import { StoreUpkeep } from "./store/upkeep.ts";
 import { HookRegistry } from "../hooks/registry.ts";
 import { formatProblem, loadTemplates, type TemplateSet } from "../templates/loader.ts";
+import { settlesWithin } from "./deadline.ts";
 import { sweepOrphans } from "./sweep.ts";
 import { tlsStartProblem } from "./tls.ts";
 import { VERSION } from "./version.ts";
@@ -297,10 +298,23 @@ async function listen(
       createMcpHttpHandler({ connect: openInProcessSocket, config: config.mcp, logger })
     );
 
+  /** Set once the sessions are being closed at shutdown: no new ones from then on. */
+  let closing = false;
+  /** Requests whose responses are not yet sent, each settling when it is (see shutdown). */
+  const inFlight = new Set<Promise<void>>();
+  const track = (info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
+    const sent: Promise<void> = info.completed.then(
+      () => void inFlight.delete(sent),
+      () => void inFlight.delete(sent),
+    );
+    inFlight.add(sent);
+  };
+
   const onRequest = (
     request: Request,
     info: Deno.ServeHandlerInfo<Deno.NetAddr>,
   ): Response | Promise<Response> => {
+    track(info);
     const { pathname } = new URL(request.url);
     if (pathname === "/health" && (request.method === "GET" || request.method === "HEAD")) {
       return Response.json(health());
@@ -311,6 +325,12 @@ async function listen(
         endpoints: ["/ws", "/ws/mcp", "/mcp", "/health"],
       }, {
         status: 404,
+      });
+    }
+    if (closing) {
+      return Response.json({ error: "The server is shutting down" }, {
+        status: 503,
+        headers: { connection: "close" },
       });
     }
     // The Origin check comes first: a page in a browser must not even learn whether a token is set.
@@ -368,11 +388,16 @@ async function listen(
     return response;
   };
 
+  // Deno's graceful shutdown() waits for every connection it accepted, a TLS handshake a peer
+  // never finishes included (an idle TCP connection to the TLS port): it could wait forever. The
+  // server stops listening by aborting this instead, once what it serves has been sent.
+  const stopListening = new AbortController();
   let listening: Deno.HttpServer<Deno.NetAddr>;
   try {
     listening = Deno.serve({
       hostname: config.host,
       port: config.port,
+      signal: stopListening.signal,
       // With a certificate and key Deno serves HTTPS (and WSS) only; plain requests fail.
       ...(config.tls ? { cert: config.tls.cert, key: config.tls.key } : {}),
       onListen: () => {},
@@ -410,8 +435,19 @@ async function listen(
       logger.info("shutting down", { running_jobs: jobs.runningCount, sessions: sessions.size });
       await jobs.shutdown();
       if (mcp) await (await mcp.catch(() => null))?.close();
+      closing = true;
       await Promise.all([...sessions].map((s) => s.close(1001, "server shutting down")));
-      await listening.shutdown();
+      // The responses under way get a moment to go out (a peer that stopped reading must not hold
+      // the shutdown up either); then every connection is closed, however far it got.
+      if (!(await settlesWithin(Promise.all(inFlight), RESPONSE_DRAIN_MS))) {
+        logger.warn("closing connections with responses not yet sent", {
+          requests: inFlight.size,
+        });
+      }
+      stopListening.abort();
+      await listening.finished.catch((error) =>
+        logger.warn("the HTTP server ended with an error", { error: String(error) })
+      );
       await spool[Symbol.asyncDispose]();
       await background.stop();
       await hooks[Symbol.asyncDispose]();
@@ -431,6 +467,9 @@ async function listen(
     [Symbol.asyncDispose]: shutdown,
   };
 }
+
+/** How long responses under way at shutdown get to be sent before their connections are closed. */
+const RESPONSE_DRAIN_MS = 2000;
 
 /** Each refused template file as a warning (file:line: why), then what loaded. */
 function logTemplates(templates: TemplateSet, logger: Logger): void {

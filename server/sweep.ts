@@ -1,7 +1,8 @@
 /**
  * The start-up sweep: a server killed with SIGKILL leaves `running` records
  * behind, and maybe their process groups. The next server on the same node
- * marks those records `interrupted` and stops any group still alive from them.
+ * marks those records `interrupted` and stops any group still alive from them, where it can tell
+ * that the group is the job's (from /proc); a group it cannot check is left alone and logged.
  *
  * @module
  */
@@ -32,13 +33,26 @@ export async function sweepOrphans(store: Store, options: SweepOptions): Promise
   // Another server on this node sharing the store is alive: its jobs are its own business.
   const dead = orphans.filter((record) => !serverAlive(record));
   await Promise.all(dead.map(async (record) => {
-    const stopped = record.pgid !== null && await ownsGroup(record)
-      ? await stopGroup(record.pgid, options.killGraceMs)
-      : false;
+    const owned = record.pgid !== null ? ownsGroup(record) : "no";
+    const stopped = owned === "yes" && await stopGroup(record.pgid!, options.killGraceMs);
     const reason = `the server (pid ${record.server_pid}) stopped without ending the job; ${
-      stopped ? "its process group was stopped at the next start" : "no process of it was left"
+      owned === "unknown"
+        ? `its process group ${record.pgid} was left alone: without /proc the server cannot tell ` +
+          "whether it is still the job's"
+        : stopped
+        ? "its process group was stopped at the next start"
+        : "no process of it was left"
     }`;
     await store.markInterrupted(record.job_id, Date.now(), reason);
+    if (owned === "unknown") {
+      // What is left of the group, if anything, is for someone who can tell it is the job's.
+      options.logger.warn(
+        "job interrupted by a server crash; its process group could not be checked and may " +
+          "still be running",
+        { job_id: record.job_id, pgid: record.pgid },
+      );
+      return;
+    }
     options.logger.warn("job interrupted by a server crash", {
       job_id: record.job_id,
       pgid: record.pgid,
@@ -52,29 +66,24 @@ export async function sweepOrphans(store: Store, options: SweepOptions): Promise
  * Whether group `pgid` is still the job's: its leader (pid = pgid) started when the job did. A
  * pgid can be reused after a reboot or a long time; a group whose leader is gone but whose
  * members live on can only be the job's (a new group needs a leader with that pid).
+ *
+ * "unknown" without /proc: Deno opens it only to --allow-all, so a locked-down server never has it
+ * (nor has macOS). A signal could tell that some group has that pgid, not whose it is, and a pgid
+ * reused by another group of this user would be stopped in the job's place: such a group is left
+ * alone.
  */
-async function ownsGroup(record: JobRecord): Promise<boolean> {
+function ownsGroup(record: JobRecord): "yes" | "no" | "unknown" {
   const pgid = record.pgid!;
   const started = processStartedAt(pgid);
   // The record is written just before the spawn, which a slow store can delay by seconds.
   if (started !== null) {
-    return started >= record.started_at - 1000 && started <= record.started_at + 30_000;
+    return started >= record.started_at - 1000 && started <= record.started_at + 30_000
+      ? "yes"
+      : "no";
   }
   const live = liveMembers(pgid);
-  if (live !== undefined) return live > 0;
-  // No /proc: Deno opens it only to --allow-all, so a locked-down server never has it (nor has
-  // macOS). A group that exists now and a job that started after this boot (a pgid from before a
-  // reboot is someone else's by now) are what is left to go by.
-  return startedSinceBoot(record.started_at) && await signal(pgid, "SIGCONT");
-}
-
-/** Whether `startedAt` (epoch ms) is after the machine started; false when that is unknown. */
-function startedSinceBoot(startedAt: number): boolean {
-  try {
-    return startedAt >= Date.now() - Deno.osUptime() * 1000;
-  } catch {
-    return false; // no --allow-sys=osUptime
-  }
+  if (live !== undefined) return live > 0 ? "yes" : "no";
+  return "unknown";
 }
 
 /** SIGTERM to the group, the grace period, SIGKILL; true when something was signalled. */

@@ -119,15 +119,30 @@ export function tlsStartProblem(error: unknown, tls: TlsConfig): string | null {
 }
 
 /**
- * When a connection failed because this process does not trust the server's certificate, a hint
- * that says how to trust it; null otherwise.
+ * When a connection to `url` failed because this process refused the server's certificate, a hint
+ * that says what to do about it; null otherwise. A certificate this process does not trust asks
+ * for DENO_CERT; a trusted one that does not name the URL's host asks for another URL (setting
+ * DENO_CERT would change nothing).
+ *
+ * @example
+ * ```ts
+ * certificateHint(error, "wss://0.0.0.0:8003/ws");
+ * // 'the server's TLS certificate does not name 0.0.0.0 (it names 127.0.0.1, localhost): ...'
+ * ```
  */
-export function untrustedCertificateHint(error: unknown): string | null {
+export function certificateHint(error: unknown, url: string): string | null {
   const text = [error, (error as { cause?: unknown } | null)?.cause]
     .map((part) => part instanceof Error ? part.message : String(part ?? "")).join(" ");
-  if (!/invalid peer certificate|UnknownIssuer|certificate verify|NotValidForName/i.test(text)) {
-    return null;
+  if (/NotValidForName|not valid for name/i.test(text)) {
+    const host = new URL(url).hostname.replace(/^\[(.*)\]$/, "$1");
+    // rustls lists the names it found ("... is only valid for IpAddress(127.0.0.1) or
+    // DnsName("localhost")"); older versions say only NotValidForName.
+    const names = [...text.matchAll(/(?:IpAddress|DnsName)\("?([^")]+)"?\)/g)].map((m) => m[1]);
+    const listed = names.length > 0 ? ` (it names ${[...new Set(names)].join(", ")})` : "";
+    return `the server's TLS certificate does not name ${host}${listed}: use a URL with a name ` +
+      "it lists";
   }
+  if (!/invalid peer certificate|UnknownIssuer|certificate verify/i.test(text)) return null;
   return "the server's TLS certificate is not trusted here: for a certificate signed by a " +
     "private CA, set DENO_CERT=/path/to/ca.pem (the CA's PEM file) and retry";
 }

@@ -205,6 +205,44 @@ Deno.test("cli server: restart keeps the address; a taken port fails a detached 
   }
 });
 
+Deno.test("cli server: a detached server bound to every address is recorded at the loopback address; restart keeps the bind", async () => {
+  const state = tempStateDir();
+  const env = { CC_EXECUTOR_STATE_DIR: state, CC_EXECUTOR_TOKEN: "a-token-of-sixteen-plus" };
+  try {
+    const started = await runCli([
+      "server",
+      "start",
+      "--detach",
+      "--host",
+      "0.0.0.0",
+      "--port",
+      "0",
+    ], {
+      env,
+    });
+    assert.equal(started.code, 0, started.stderr);
+    assert.match(
+      started.stdout,
+      /listening on ws:\/\/127\.0\.0\.1:\d+\/ws \(bound to 0\.0\.0\.0\)/,
+    );
+    const before = JSON.parse(Deno.readTextFileSync(`${state}/server.pid`));
+    assert.match(before.url, /^ws:\/\/127\.0\.0\.1:\d+\/ws$/);
+    assert.equal(before.host, "0.0.0.0");
+    const run = await runCli(["run", "echo through the record"], { env });
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(run.stdout, "through the record\n");
+
+    const restarted = await runCli(["server", "restart"], { env });
+    assert.equal(restarted.code, 0, restarted.stderr);
+    const after = JSON.parse(Deno.readTextFileSync(`${state}/server.pid`));
+    assert.notEqual(after.pid, before.pid);
+    assert.equal(after.host, "0.0.0.0", "still bound to every address");
+    assert.equal(after.url, before.url);
+  } finally {
+    await stopLeftover(state);
+  }
+});
+
 Deno.test("cli server: outside a terminal, SIGHUP reloads the hooks and the server keeps running", async () => {
   const hooksDir = Deno.makeTempDirSync({ prefix: "cc-hooks-" });
   const { child, url, log } = await startCliServer({ CC_EXECUTOR_HOOKS_DIR: hooksDir });

@@ -146,6 +146,50 @@ Deno.test("limits: CC_EXECUTOR_MAX_TIMEOUT caps the default timeout, no timeout 
   }
 });
 
+Deno.test("limits: CC_EXECUTOR_MAX_TIMEOUT bounds a job with error-hook retries as a whole, not each run", async () => {
+  using dir = hooksFolder({
+    "again.sh": "#!/bin/sh\ncat >/dev/null\necho '{\"retry\": true}'\n",
+    "hooks.json": JSON.stringify({
+      hooks: [{ name: "again", point: "error", command: ["./again.sh"] }],
+    }),
+  });
+  await using server = await startHookServer(dir.path, {
+    maxTimeoutSeconds: 2,
+    hooks: { ...defaultConfig().hooks, dir: dir.path, maxAttempts: 10 },
+  });
+  await using client = await RawClient.connect(server.url);
+  // Each run may take 1.5 s (the request's timeout, per run): the second gets what is left of the
+  // job's 2 s, and no third starts. Before, each of the 10 attempts got its full 1.5 s.
+  const result = await client.result("execute", { command: "sleep 30", timeout: 1.5 });
+  assert.deepEqual(result.timeout, { seconds: 1.5, source: "request", samples: 0 });
+  const done = await client.completion(result.job_id, 60_000);
+  const runs = client.events(result.job_id).filter((f) => f.method === "process.started");
+  assert.equal(done.status, "timed_out");
+  assert.ok(runs.length <= 2, `${runs.length} runs of the 10 the hook asked for`);
+  assert.match(
+    done.reason,
+    /the job used up the server's limit of 2s on a job's wall time, every run included \(CC_EXECUTOR_MAX_TIMEOUT\)/,
+  );
+});
+
+Deno.test("limits: CC_EXECUTOR_MAX_TIMEOUT bounds a job with Claude retries: no wait for a limit past it", async () => {
+  await using server = await startTestServer({
+    maxTimeoutSeconds: 3,
+    claudeBin: new URL("./fake_claude/claude", import.meta.url).pathname,
+  });
+  await using client = await RawClient.connect(server.url);
+  // Every run hits a rate limit that asks for a 1 s wait: up to 10 attempts, about 10 s, before.
+  const result = await client.result("execute", {
+    prompt: "hello [[rate-limit:1]]",
+    retry: { max_attempts: 10, strategy: "wait" },
+  });
+  const done = await client.completion(result.job_id, 60_000);
+  const runs = client.events(result.job_id).filter((f) => f.method === "process.started");
+  assert.equal(done.status, "timed_out");
+  assert.ok(runs.length < 10, `${runs.length} runs of the 10 asked for`);
+  assert.match(done.reason, /CC_EXECUTOR_MAX_TIMEOUT/);
+});
+
 Deno.test("limits: a pre_execution hook's longer timeout is capped to CC_EXECUTOR_MAX_TIMEOUT and logged", async () => {
   using dir = hooksFolder({
     "longer.sh": `#!/bin/sh

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { ExecutorClient, type ExecutorRpcError } from "../server/client.ts";
 import { ErrorCode } from "../server/protocol.ts";
+import { SqliteStore } from "../server/store/sqlite.ts";
 import { groupAlive } from "./test_util.ts";
 
 const root = new URL("../", import.meta.url);
@@ -103,8 +104,8 @@ Deno.test("permissions: the locked-down task runs, streams, cancels and stops gr
   );
   assert.ok(!flags.some((f) => f.startsWith("--allow-ffi")));
   // System access only to the user id (hook files are checked against the server's user) and the
-  // uptime (a group a dead server left is stopped only if its job started after this boot).
-  assert.deepEqual(flags.filter((f) => f.startsWith("--allow-sys")), ["--allow-sys=uid,osUptime"]);
+  // host name (the node id: servers sharing a store tell their jobs apart by it).
+  assert.deepEqual(flags.filter((f) => f.startsWith("--allow-sys")), ["--allow-sys=uid,hostname"]);
   assert.deepEqual(
     flags.filter((f) => f.startsWith("--allow-read")),
     [`--allow-read=.,${home}/.local/share/cc-executor`],
@@ -188,7 +189,7 @@ Deno.test("permissions: the locked-down task runs, streams, cancels and stops gr
   assert.equal(groupAlive(leftRunning), false, "stopping the server stops a running group");
 });
 
-Deno.test("permissions: a locked server stops the groups a killed locked server left", async () => {
+Deno.test("permissions: a locked server marks what a killed locked server left interrupted and signals no group it cannot check, a reused pgid included", async () => {
   const port = freePort();
   const flags = lockedFlags(port);
   const first = server(flags, port).spawn();
@@ -210,18 +211,70 @@ Deno.test("permissions: a locked server stops the groups a killed locked server 
     await firstErr;
   }
   assert.equal(groupAlive(pgid), true, "the group outlived its server");
+  // A record an older dead server left, whose pgid now leads an unrelated group of this user (a
+  // reused pgid): without /proc nothing tells the two apart, so neither may be signalled.
+  const unrelated = new Deno.Command("setsid", {
+    args: ["sleep", "300"],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const deadServer = new Deno.Command("true").spawn();
+  await deadServer.status;
+  {
+    await using store = new SqliteStore(`${home}/.local/share/cc-executor/history.db`);
+    await store.jobStarted({
+      job_id: "stale-job",
+      command: "sleep 999",
+      shape: "sleep",
+      cwd: null,
+      session_id: null,
+      node_id: Deno.hostname(),
+      server_pid: deadServer.pid,
+      started_at: Date.now() - 10 * 60_000,
+      timeout_s: null,
+      timeout_source: "none",
+    });
+    await store.jobSpawned("stale-job", { pid: unrelated.pid, pgid: unrelated.pid });
+  }
   const second = server(flags, port).spawn();
   const secondErr = new Response(second.stderr).text();
+  let stderr = "";
   try {
     await using client = await connect(port);
-    assert.equal(groupAlive(pgid), false, "the start-up sweep stopped it through the kill program");
     const record = await client.request("history.get", { job_id: jobId });
     assert.equal(record.status, "interrupted");
-    assert.match(record.reason ?? "", /its process group was stopped at the next start/);
+    assert.equal(record.node_id, Deno.hostname(), "the node id is the host name, not localhost");
+    assert.match(
+      record.reason ?? "",
+      new RegExp(
+        `its process group ${pgid} was left alone: without /proc the server cannot tell whether ` +
+          `it is still the job's`,
+      ),
+    );
+    const stale = await client.request("history.get", { job_id: "stale-job" });
+    assert.equal(stale.status, "interrupted");
+    assert.match(stale.reason ?? "", /was left alone/);
+    assert.equal(groupAlive(pgid), true, "a group the sweep cannot check is not signalled");
+    assert.equal(groupAlive(unrelated.pid), true, "the unrelated group with a reused pgid lives");
   } finally {
     second.kill("SIGTERM");
-    assert.equal((await second.status).code, 0, await secondErr);
+    const { code } = await second.status;
+    stderr = await secondErr;
+    assert.equal(code, 0, stderr);
     await second.stdout.cancel();
+    for (const group of [pgid, unrelated.pid]) {
+      try {
+        Deno.kill(-group, "SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }
+    await unrelated.status;
+  }
+  // The operator learns which groups were left, by pgid.
+  for (const group of [pgid, unrelated.pid]) {
+    assert.match(stderr, new RegExp(`could not be checked.*"pgid":${group}`));
   }
 });
 

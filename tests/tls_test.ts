@@ -12,8 +12,9 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { ConnectionClosedError, ExecutorClient } from "../server/client.ts";
 import { ConfigError, loadConfig } from "../server/config.ts";
+import { settlesWithin } from "../server/deadline.ts";
 import { ServerStartError } from "../server/server.ts";
-import { readTlsFiles, type TlsConfig } from "../server/tls.ts";
+import { certificateHint, readTlsFiles, type TlsConfig } from "../server/tls.ts";
 import { cliCommand, runCli, tempStateDir } from "./cli_util.ts";
 import { startTestServer } from "./test_util.ts";
 
@@ -166,6 +167,30 @@ Deno.test("tls: a token is still required over wss://; /health is not", async ()
   assert.equal((await client.execute({ command: "echo authorized" })).stdout, "authorized\n");
 });
 
+Deno.test("tls: shutdown completes while a peer holds a TLS handshake it never finishes", async () => {
+  const server = await startTestServer({ tls: tls() });
+  using http = Deno.createHttpClient({ caCerts: [pki.ca] });
+  const health = await fetch(`https://127.0.0.1:${server.addr.port}/health`, { client: http });
+  await health.body?.cancel();
+  // The first bytes of a TLS record, then nothing: the handshake stays open for as long as the
+  // peer does, and Deno's graceful shutdown waited for it. (The pause lets the server take the
+  // connection up; without it the test could pass without a fix, never fail with one.)
+  const idle = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+  await idle.write(new Uint8Array([0x16, 0x03, 0x01]));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const stopped = server.shutdown();
+  try {
+    assert.ok(
+      await settlesWithin(stopped, 60_000),
+      "shutdown ends without waiting for the peer to leave",
+    );
+    assert.ok(await settlesWithin(server.finished, 60_000), "and the server stopped listening");
+  } finally {
+    idle.close();
+    await stopped;
+  }
+});
+
 Deno.test("tls: /mcp over https", async () => {
   await using server = await startTestServer({ tls: tls() });
   using http = Deno.createHttpClient({ caCerts: [pki.ca] });
@@ -279,6 +304,92 @@ Deno.test("tls: server start --detach with TLS reports wss://; status and stop f
     assert.equal(stopped.code, 0, stopped.stderr);
     assert.match(stopped.stdout, /cc-executor stopped/);
   }
+});
+
+Deno.test("tls: a detached server bound to 0.0.0.0 is recorded at 127.0.0.1, which its certificate names; another name gets its own hint", async () => {
+  const state = tempStateDir();
+  const token = "a-token-of-sixteen-plus";
+  const env = {
+    ...tlsEnv,
+    CC_EXECUTOR_STATE_DIR: state,
+    CC_EXECUTOR_KILL_GRACE_MS: "300",
+    CC_EXECUTOR_TOKEN: token,
+  };
+  const trusted = { ...env, DENO_CERT: pki.caFile };
+  try {
+    const started = await runCli([
+      "server",
+      "start",
+      "--detach",
+      "--host",
+      "0.0.0.0",
+      "--port",
+      "0",
+    ], {
+      env,
+    });
+    assert.equal(started.code, 0, started.stderr);
+    assert.match(
+      started.stdout,
+      /listening on wss:\/\/127\.0\.0\.1:\d+\/ws \(bound to 0\.0\.0\.0\)/,
+    );
+    const record = JSON.parse(Deno.readTextFileSync(join(state, "server.pid")));
+    assert.match(record.url, /^wss:\/\/127\.0\.0\.1:\d+\/ws$/);
+    assert.equal(record.host, "0.0.0.0");
+
+    const run = await runCli(["run", "echo through the record"], { env: trusted });
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(run.stdout, "through the record\n");
+
+    // The CA is trusted; the name is what is wrong, so DENO_CERT is not what to change.
+    const anyAddress = record.url.replace("127.0.0.1", "0.0.0.0");
+    const misnamed = await runCli(["run", "--url", anyAddress, "echo never"], { env: trusted });
+    assert.notEqual(misnamed.code, 0);
+    assert.match(
+      misnamed.stderr,
+      /the server's TLS certificate does not name 0\.0\.0\.0 \(it names 127\.0\.0\.1, localhost\): use a URL with a name it lists/,
+    );
+    assert.doesNotMatch(misnamed.stderr, /DENO_CERT|not trusted/);
+    const status = await runCli(["server", "status", "--url", anyAddress], { env: trusted });
+    assert.equal(status.code, 1);
+    assert.match(status.stdout, /a TLS server answers at .*does not name 0\.0\.0\.0/);
+
+    // A restart keeps the bind, not the address it is recorded at.
+    const restarted = await runCli(["server", "restart"], { env });
+    assert.equal(restarted.code, 0, restarted.stderr);
+    const after = JSON.parse(Deno.readTextFileSync(join(state, "server.pid")));
+    assert.notEqual(after.pid, record.pid);
+    assert.equal(after.host, "0.0.0.0");
+    assert.match(after.url, /^wss:\/\/127\.0\.0\.1:\d+\/ws$/);
+  } finally {
+    const stopped = await runCli(["server", "stop"], { env });
+    Deno.removeSync(state, { recursive: true });
+    assert.equal(stopped.code, 0, stopped.stderr);
+  }
+});
+
+Deno.test("tls: certificateHint tells a certificate naming another host from an untrusted one", () => {
+  const url = "wss://0.0.0.0:8003/ws";
+  // rustls before the names were listed.
+  assert.equal(
+    certificateHint(new Error("invalid peer certificate: NotValidForName"), url),
+    "the server's TLS certificate does not name 0.0.0.0: use a URL with a name it lists",
+  );
+  assert.equal(
+    certificateHint(
+      new TypeError("fetch failed", {
+        cause: new Error("invalid peer certificate: UnknownIssuer"),
+      }),
+      url,
+    ),
+    "the server's TLS certificate is not trusted here: for a certificate signed by a private CA, " +
+      "set DENO_CERT=/path/to/ca.pem (the CA's PEM file) and retry",
+  );
+  assert.match(
+    certificateHint(new Error("invalid peer certificate: NotValidForName"), "wss://[::]:1/ws")!,
+    /does not name ::/,
+  );
+  assert.equal(certificateHint(new Error("Connection refused"), url), null);
 });
 
 Deno.test("tls: configuration needs both files, readable, PEM, and a key only its owner may read", () => {

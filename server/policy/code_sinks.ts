@@ -74,8 +74,17 @@ export function nodeSinks(node: SyntaxNode, scope: NodeScope): void {
         if (name !== null) scope.assigns(name);
       }
       return;
+    case "FileDescriptorVariable": {
+      // {name}>file stores the descriptor's number in name.
+      const problem = subscriptProblem(node.name);
+      if (problem) scope.unclassified(problem);
+      scope.assigns(node.name.replace(/\[.*$/s, ""));
+      return;
+    }
     case "Assignment": {
-      scope.assigns(node.name, node.text);
+      const value = node.value.type === "Word" ? resolveWord(node.value).value : null;
+      scope.assigns(node.name, node.text, value);
+      if (node.value.type === "ArrayValue" || node.index) scope.array(node.name);
       if (node.index && !isLiteralNumber(node.index)) {
         const index = resolveWord(node.index).value;
         if (index !== "@" && index !== "*") {
@@ -99,6 +108,7 @@ export function nodeSinks(node: SyntaxNode, scope: NodeScope): void {
       return;
     }
     case "ParameterExpansion": {
+      if (node.index) scope.array(node.parameter);
       if (node.prefix === "!" && node.operation?.type !== "Names") {
         const index = node.index ? resolveWord(node.index).value : null;
         if (!(index === "@" || index === "*")) {
@@ -140,113 +150,205 @@ export function nodeSinks(node: SyntaxNode, scope: NodeScope): void {
   }
 }
 
-/** Builtins whose arguments are variable names, with their options that take a value. */
-const NAME_BUILTINS: Record<string, { withValue: string; nameOptions?: string }> = {
-  read: { withValue: "adinNptu", nameOptions: "a" },
-  mapfile: { withValue: "dnOsuCc" },
-  readarray: { withValue: "dnOsuCc" },
-  declare: { withValue: "" },
-  typeset: { withValue: "" },
-  local: { withValue: "" },
-  export: { withValue: "" },
-  readonly: { withValue: "" },
-  unset: { withValue: "" },
-  wait: { withValue: "p", nameOptions: "p" },
-};
+/** Options of declare-like builtins that make a name an array, or only print or name functions. */
 const DECLARE_LIKE = new Set(["declare", "typeset", "local", "export", "readonly"]);
+/** Shell options that change how later text is read or what it runs. */
+const UNSAFE_SHELL_OPTIONS = new Set(["keyword", "history", "histexpand"]);
 
 /**
- * Checks a builtin that takes variable names or arithmetic: reports the names it sets, and
- * refuses names known only at run time and subscripts that would run code.
+ * Checks a builtin that takes variable names, arithmetic or shell options: reports the names it
+ * sets, and refuses names known only at run time, subscripts that would run code, and options
+ * that change how later text is read (`set -k`, history expansion).
  */
 export function builtinSinks(name: string, words: Resolved[], scope: NodeScope): void {
-  const setsName = (written: string) => {
+  const values = words.map((word) => word.value);
+  /** A name the builtin sets; `array` when it becomes an array. */
+  const setsName = (written: string, array = false) => {
     const problem = subscriptProblem(written);
     if (problem) scope.unclassified(problem);
-    scope.assigns(written.replace(/[[=+].*$/s, ""));
+    const bare = written.replace(/[[=+].*$/s, "");
+    scope.assigns(bare);
+    if (array) scope.array(bare);
   };
-  if (name === "printf") {
-    // printf -v NAME (or -vNAME) sets NAME; a format known only at run time could be -v.
-    const first = words[1]?.value;
-    if (first === null) scope.unclassified("printf with a format known only at run time");
-    else if (first === "-v") {
-      const target = words[2]?.value;
-      if (target === null || target === undefined) {
-        scope.unclassified("printf -v with a name known only at run time");
-      } else setsName(target);
-    } else if (first?.startsWith("-v")) setsName(first.slice(2));
-    return;
-  }
-  if (name === "getopts") {
-    const target = words[2];
-    if (target?.value === null) scope.unclassified("getopts with a name known only at run time");
-    else if (target) setsName(target.value);
-    return;
-  }
-  if (name === "let") {
-    if (words.slice(1).some((word) => word.value === null || /[A-Za-z_]/.test(word.value))) {
-      scope.unclassified("let evaluates variables as arithmetic");
-    }
-    return;
-  }
-  if (name === "test" || name === "[") {
-    if (words.slice(1).some((word) => word.value === null)) {
-      scope.unclassified(
-        `${name} with an argument known only at run time may take it as a variable name or arithmetic`,
-      );
+  const dynamicName = (what: string) =>
+    scope.unsafe(`${what}: the variable's name is known only at run time, and could be PATH`);
+  switch (name) {
+    case "printf": {
+      // printf -v NAME (or -vNAME) sets NAME; a format known only at run time could be -v.
+      const first = values[1];
+      if (first === null) dynamicName("printf with a format known only at run time");
+      else if (first === "-v") {
+        if (values[2] === null) dynamicName("printf -v");
+        else if (values[2] !== undefined) setsName(values[2]);
+      } else if (first?.startsWith("-v")) setsName(first.slice(2));
       return;
     }
-    const args = words.slice(1).map((word) => word.value!);
-    for (const [i, arg] of args.entries()) {
-      if (arg === "-v" && args[i + 1] !== undefined) {
-        const problem = subscriptProblem(args[i + 1]!);
-        if (problem) scope.unclassified(problem);
-      }
+    case "getopts": {
+      const start = values[1] === "--" ? 2 : 1;
+      const target = words[start + 1];
+      if (target?.value === null) dynamicName("getopts");
+      else if (target) setsName(target.value);
+      return;
     }
-    return;
+    case "let":
+      if (values.slice(1).some((value) => value === null || /[A-Za-z_]/.test(value))) {
+        scope.unclassified("let evaluates variables as arithmetic");
+      }
+      return;
+    case "test":
+    case "[":
+      return testSinks(name, words, scope);
+    case "set":
+    case "shopt":
+      return shellOptionSinks(name, words, scope);
+    case "read":
+    case "mapfile":
+    case "readarray":
+    case "wait":
+    case "unset":
+      return nameArguments(name, words, setsName, dynamicName);
   }
-  const spec = NAME_BUILTINS[name];
-  if (!spec) return;
+  if (DECLARE_LIKE.has(name)) declareSinks(name, words, scope, setsName, dynamicName);
+}
+
+/** Options of name-taking builtins that take a value, and those whose value is a name. */
+const NAME_OPTIONS: Record<string, { withValue: string; names?: string; arrays?: string }> = {
+  read: { withValue: "adinNptu", names: "a", arrays: "a" },
+  mapfile: { withValue: "dnOsuCc" },
+  readarray: { withValue: "dnOsuCc" },
+  wait: { withValue: "p", names: "p" },
+  unset: { withValue: "" },
+};
+
+function nameArguments(
+  name: string,
+  words: Resolved[],
+  setsName: (written: string, array?: boolean) => void,
+  dynamicName: (what: string) => void,
+): void {
+  const spec = NAME_OPTIONS[name]!;
+  const arrays = name === "mapfile" || name === "readarray";
+  let operands = 0;
   for (let i = 1; i < words.length; i++) {
-    const word = words[i]!;
-    if (word.value === null) {
-      // declare x="$1": the value is data; only the name matters.
-      if (DECLARE_LIKE.has(name) && word.why.startsWith("assignment value:")) {
-        setsName(word.text.slice(0, word.text.indexOf("=")));
-        continue;
+    const value = words[i]!.value;
+    if (value === null) return dynamicName(name);
+    if (value.startsWith("-") && value.length > 1 && value !== "--") {
+      const letters = value.slice(1);
+      const valued = [...letters].findIndex((letter) => spec.withValue.includes(letter));
+      if (valued === -1) continue;
+      const letter = letters[valued]!;
+      const attached = letters.slice(valued + 1);
+      const argument = attached !== "" ? attached : words[++i]?.value;
+      if (argument === null) return dynamicName(`${name} -${letter}`);
+      if (argument !== undefined && spec.names?.includes(letter)) {
+        setsName(argument, spec.arrays?.includes(letter));
       }
-      scope.unclassified(
-        `${name} with an argument known only at run time may take it as a variable name`,
-      );
-      return;
+      continue;
     }
-    const value = word.value;
-    if (/^[-+]/.test(value) && value.length > 1) {
-      if (DECLARE_LIKE.has(name) && /^-\w*[ni]/.test(value)) {
+    if (value === "--") continue;
+    operands++;
+    setsName(value, arrays);
+  }
+  if (arrays && operands === 0) setsName("MAPFILE", true);
+}
+
+function declareSinks(
+  name: string,
+  words: Resolved[],
+  scope: NodeScope,
+  setsName: (written: string, array?: boolean) => void,
+  dynamicName: (what: string) => void,
+): void {
+  const flags = words.slice(1).map((word) => word.value ?? "")
+    .filter((value) => /^[-+][A-Za-z]+$/.test(value)).join("");
+  if (/[ni]/.test(flags.replace(/\+[A-Za-z]*/g, ""))) {
+    scope.unclassified(`${name} -n/-i: a nameref or integer attribute evaluates values as code`);
+    return;
+  }
+  // -p prints, -f and -F name functions: nothing is set.
+  if (/[pfF]/.test(flags)) return;
+  const array = /[aA]/.test(flags);
+  for (const word of words.slice(1)) {
+    if (word.value !== null) {
+      if (/^[-+][A-Za-z]+$/.test(word.value) || word.value === "--") continue;
+      const equals = word.value.indexOf("=");
+      // declare a='(...)' is a compound assignment when a is (or becomes) an array.
+      if (equals !== -1 && word.value.slice(equals + 1).startsWith("(")) {
         scope.unclassified(
-          `${name} -n/-i: a nameref or integer attribute evaluates values as code`,
+          `${name} with a value in ( ) may be a compound assignment, which can run code`,
+          word.text,
+        );
+      }
+      setsName(word.value, array);
+      continue;
+    }
+    // declare x="$1": the value is data, unless x is an array.
+    const assigned = /^([A-Za-z_][A-Za-z0-9_]*)(\[[^\]]*\])?\+?=/.exec(word.text);
+    if (!assigned || !word.why.startsWith("assignment value:")) return dynamicName(name);
+    setsName(assigned[1]! + (assigned[2] ?? ""), array);
+    if (array) {
+      scope.unclassified(
+        `${name} -a/-A with a value known only at run time is a compound assignment`,
+        word.text,
+      );
+    } else scope.dynamicDeclare(assigned[1]!, word.text);
+  }
+}
+
+/**
+ * test and [: `-v NAME` (and `-R`) evaluate NAME's subscript. A word known only at run time is
+ * safe unless it may split into several words (unquoted) or sits where such a name would.
+ */
+function testSinks(name: string, words: Resolved[], scope: NodeScope): void {
+  const args = words.slice(1);
+  for (const [i, word] of args.entries()) {
+    if (word.value === null) {
+      if (word.splits) {
+        scope.unclassified(
+          `${name} with an unquoted expansion, which may become -v and a name`,
+          word.text,
         );
         return;
       }
-      // An option: the ones that take a value take the rest of the word, or the next word.
-      const letters = value.slice(1);
-      const valued = [...letters].findIndex((letter) => spec.withValue.includes(letter));
-      if (valued !== -1) {
-        const letter = letters[valued]!;
-        const attached = letters.slice(valued + 1);
-        const argument = attached !== "" ? attached : words[++i]?.value;
-        if (argument === null) {
-          scope.unclassified(`${name} -${letter} with a value known only at run time`);
-          return;
-        }
-        if (spec.nameOptions?.includes(letter) && argument !== undefined) setsName(argument);
+      const next = args[i + 1];
+      if (next && (next.value === null || subscriptProblem(next.value))) {
+        scope.unclassified(
+          `${name}: ${word.text} could be -v, making the next word a name to evaluate`,
+          word.text,
+        );
+        return;
       }
       continue;
     }
-    if (name === "unset" || !/^[A-Za-z_]/.test(value)) {
-      if (name === "unset") setsName(value);
-      continue;
+    if (word.value === "-v" || word.value === "-R") {
+      const operand = args[i + 1];
+      const problem = operand?.value === null
+        ? `${name} ${word.value} with a name known only at run time`
+        : operand
+        ? subscriptProblem(operand.value)
+        : null;
+      if (problem) {
+        scope.unclassified(problem);
+        return;
+      }
     }
-    setsName(value);
+  }
+}
+
+/** set -k, set -H, set -o keyword/history/histexpand, shopt -so ...: reading changes after them. */
+function shellOptionSinks(name: string, words: Resolved[], scope: NodeScope): void {
+  const values = words.slice(1).map((word) => word.value);
+  if (values.some((value) => value === null)) {
+    scope.unsafe(`${name} with an option known only at run time`);
+    return;
+  }
+  const named = values.filter((value) => !value!.startsWith("-") && !value!.startsWith("+"));
+  const flags = values.filter((value) => /^-[A-Za-z]+$/.test(value!)).join("");
+  const isOption = name === "set" || /o/.test(flags);
+  if (
+    (name === "set" && /[kH]/.test(flags)) ||
+    (isOption && named.some((value) => UNSAFE_SHELL_OPTIONS.has(value!)))
+  ) {
+    scope.unsafe(`${name}: keyword mode and history expansion change what later commands run`);
   }
 }

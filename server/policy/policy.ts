@@ -59,7 +59,7 @@ export interface CommandPolicy {
  */
 const DANGEROUS_VARIABLE = new RegExp(
   "^(PATH|BASH_ENV|ENV|SHELL|HOME|XDG_CONFIG_HOME|CDPATH|PS4|PROMPT_COMMAND|SHELLOPTS|BASHOPTS|" +
-    "IFS|GLOBIGNORE|EXECIGNORE|BASH_XTRACEFD|BASH_LOADABLES_PATH|BASH_CMDS|BASH_ALIASES|" +
+    "GLOBIGNORE|EXECIGNORE|BASH_XTRACEFD|BASH_LOADABLES_PATH|BASH_CMDS|BASH_ALIASES|" +
     "LD_.*|BASH_FUNC_.*|GIT_.*|PAGER|MANPAGER|GIT_PAGER|EDITOR|VISUAL|LESSOPEN|LESSCLOSE|" +
     "PYTHON.*|NODE_OPTIONS|NODE_PATH|PERL5OPT|PERL5LIB|PERLLIB|RUBYOPT|RUBYLIB|" +
     "SSH_ASKPASS|SUDO_ASKPASS|GCONV_PATH|LOCPATH|MALLOC_.*|GLIBC_TUNABLES)$",
@@ -70,10 +70,22 @@ export function isDangerousVariable(name: string): boolean {
   return DANGEROUS_VARIABLE.test(name);
 }
 
-/** Whether `policy` lets a request or a command set `name`; the reason when it does not. */
-function variableProblem(policy: CommandPolicy, name: string): string | null {
-  if (isDangerousVariable(name)) return `setting ${name} changes what commands run`;
-  if (policy.allow === null || !/[A-Z]/.test(name)) return null;
+/** The shell's own working variables: capitalised, but read by no other program. */
+const SHELL_VARIABLES = new Set(["IFS", "OPTIND", "OPTARG", "OPTERR", "REPLY", "MAPFILE"]);
+
+/**
+ * Whether `policy` lets a request or a command set `name` (to `value`, when known); the reason
+ * when it does not. A `NAME=value` entry of `variables` allows exactly that value, even for a
+ * variable that is otherwise never allowed (`PAGER=cat`, `GIT_EDITOR=true`).
+ */
+function variableProblem(policy: CommandPolicy, name: string, value: string | null): string | null {
+  if (value !== null && policy.variables.includes(`${name}=${value}`)) return null;
+  if (isDangerousVariable(name)) {
+    return `setting ${name}${
+      value === null ? "" : ` to ${JSON.stringify(value)}`
+    } changes what commands run`;
+  }
+  if (policy.allow === null || !/[A-Z]/.test(name) || SHELL_VARIABLES.has(name)) return null;
   const listed = policy.variables.some((allowed) =>
     allowed.endsWith("*") ? name.startsWith(allowed.slice(0, -1)) : name === allowed
   );
@@ -109,15 +121,16 @@ export function checkRequest(
   request: PolicyRequest,
   dialect: ShellDialect,
 ): PolicyVerdict {
-  for (const name of Object.keys(request.env ?? {})) {
-    const problem = variableProblem(policy, name);
+  for (const [name, value] of Object.entries(request.env ?? {})) {
+    const problem = variableProblem(policy, name, value);
     if (problem) return deny("env", name, `the request's env: ${problem}`, []);
   }
   const analysis: ShellAnalysis = request.argv
     ? analyseArgv(request.argv)
     : analyseShell(request.command ?? "", dialect);
-  // The analysis stopped: no rule can be applied to what it did not see, deny-list or not.
-  const stopped = analysis.unclassified.find((unknown) => unknown.fatal);
+  // The analysis stopped, or found what changes how the rest is read: no rule can be applied to
+  // what it did not see, deny-list or not.
+  const stopped = analysis.unclassified.find((unknown) => unknown.fatal || unknown.always);
   if (stopped) {
     return deny("unclassified", stopped.text, `cannot be checked: ${stopped.why}`, stopped.via);
   }
@@ -126,7 +139,7 @@ export function checkRequest(
     if (!verdict.allowed) return verdict;
   }
   for (const variable of analysis.variables) {
-    const problem = variableProblem(policy, variable.name);
+    const problem = variableProblem(policy, variable.name, variable.value);
     if (problem) return deny("variables", variable.text, problem, variable.via);
   }
   const unknown = analysis.unclassified[0];

@@ -37,7 +37,10 @@ const PolicySchema = z.object({
   unclassified: z.enum(["deny", "allow"]).optional(),
   write_redirects: z.boolean().default(true),
   variables: z.array(
-    z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*\*?$/, "a variable name, or a prefix ending in *"),
+    z.string().regex(
+      /^[A-Za-z_][A-Za-z0-9_]*(\*|=.*)?$/s,
+      "a variable name, a prefix ending in *, or NAME=value",
+    ),
   )
     .default([]),
 }).strict();

@@ -70,6 +70,19 @@ Deno.test("policy: without an allow-list only deny rules apply, and what cannot 
     assert.equal(stopped.rule, "unclassified");
     assert.match(stopped.reason, /longer than|syntax error/);
   }
+  // Deny rules see through what the second review found: eval --, strings other shells run, and
+  // variable names known only at run time are denied under any policy.
+  for (
+    const command of [
+      "eval -- 'rm -rf x'",
+      "flock /tmp/l -c 'rm -rf x'",
+      "su -c 'rm -rf x' root",
+      "n=PATH; declare $n=/tmp/x; ls",
+      "set -k; ls",
+    ]
+  ) {
+    assert.equal(checkRequest(open, { command }, "bash").allowed, false, command);
+  }
   const strict = policyOf({ deny: [{ executable: "rm" }], unclassified: "deny" });
   const verdict = denied(checkRequest(strict, { command: "$CMD x" }, "bash"));
   assert.equal(verdict.rule, "unclassified");
@@ -101,22 +114,24 @@ Deno.test("policy: a request's env may not set variables that change what runs",
   assert.match(bar.reason, /BAR is not among the variables/);
   const inline = denied(checkRequest(policy, { command: "BAR=1 ls" }, "bash"));
   assert.deepEqual([inline.rule, inline.part], ["variables", "BAR=1"]);
-  // Listed or not, these never pass.
-  const never = [
-    "PATH",
-    "LD_PRELOAD",
-    "BASH_ENV",
-    "ENV",
-    "BASH_FUNC_ls%%",
-    "IFS",
-    "GIT_DIR",
-    "HOME",
-  ];
+  // Listed or not, these never pass...
+  const never = ["PATH", "LD_PRELOAD", "BASH_ENV", "ENV", "BASH_FUNC_ls%%", "GIT_DIR", "HOME"];
   for (const name of never) {
     const verdict = denied(checkRequest(policy, { command: "ls", env: { [name]: "x" } }, "bash"));
     assert.equal(verdict.rule, "env");
     assert.equal(verdict.part, name);
   }
+  // ...unless the policy names the exact value; the shell's own variables need no listing.
+  const exact = policyOf({ allow: [{ executable: ["git", "read"] }], variables: ["PAGER=cat"] });
+  assert.equal(
+    checkRequest(exact, { command: "PAGER=cat git log", env: { PAGER: "cat" } }, "bash").allowed,
+    true,
+  );
+  assert.equal(
+    denied(checkRequest(exact, { command: "PAGER=less git log" }, "bash")).rule,
+    "variables",
+  );
+  assert.equal(checkRequest(exact, { command: "IFS=, read -r a b <<< x,y" }, "bash").allowed, true);
 });
 
 Deno.test("policy: a program run without a shell (argv) is judged with its wrappers", () => {

@@ -43,6 +43,11 @@ export interface Unclassified {
    * known at all, so no rule can be applied. Every policy denies it.
    */
   fatal?: true;
+  /**
+   * Denied by every policy, deny-lists included: it changes how later text is read or what it
+   * runs (`set -k`, history expansion, a variable name known only at run time).
+   */
+  always?: true;
 }
 
 /** A redirection that writes a file (`>`, `>>`, `&>`, `<>`, `>|`, `>&file`). */
@@ -56,6 +61,8 @@ export interface WriteRedirect {
 /** A variable the text sets: by assignment, `read`, `for`, `export`, `${X:=}`, `env X=`, ... */
 export interface VariableWrite {
   name: string;
+  /** The value, when it is known before the text runs. */
+  value: string | null;
   text: string;
   via: string[];
 }
@@ -73,14 +80,28 @@ export interface ShellAnalysis {
  */
 export type ShellDialect = "bash" | "dash";
 
-/** A word resolved: its value when no expansion can change it, else null and why. */
-export type Resolved = { value: string; text: string } | { value: null; text: string; why: string };
+/**
+ * A word resolved: its value when no expansion can change it, else null and why; `splits` when
+ * it may become several words (an unquoted expansion, a glob).
+ */
+export type Resolved =
+  | { value: string; text: string }
+  | { value: null; text: string; why: string; splits: boolean };
 
 /** What the checks of one syntax node can report. */
 export interface NodeScope {
   unclassified(why: string, text?: string): void;
-  /** The node sets this variable. */
-  assigns(name: string, text?: string): void;
+  /** Denied under every policy: see Unclassified.always. */
+  unsafe(why: string, text?: string): void;
+  /** The node sets this variable (to `value`, when known). */
+  assigns(name: string, text?: string, value?: string | null): void;
+  /** A name the text uses as an array (a later `declare name=$x` may then run code). */
+  array(name: string): void;
+  /**
+   * `declare name=<value known at run time>`: bash evaluates it as a compound assignment, code
+   * included, when `name` is an array.
+   */
+  dynamicDeclare(name: string, text: string): void;
 }
 
 /** What the checks of one simple command can report and follow. */
@@ -104,6 +125,11 @@ export const MAX_POLICY_TEXT = 64 * 1024;
 
 interface Context {
   out: ShellAnalysis;
+  /** Inside double quotes or an unquoted heredoc body, where ' is not a quote for bash. */
+  quoted: number;
+  /** Names used as arrays, and declare-like writes that are dangerous for arrays. */
+  arrays: Set<string>;
+  dynamicDeclares: { name: string; text: string; via: string[] }[];
   /** Set by a fatal problem: the rest is not looked at (pathological texts stay cheap). */
   stopped: boolean;
   depth: number;
@@ -116,6 +142,9 @@ function newContext(length: number, dialect: ShellDialect): Context {
   return {
     out: { commands: [], unclassified: [], writes: [], variables: [] },
     stopped: false,
+    quoted: 0,
+    arrays: new Set(),
+    dynamicDeclares: [],
     depth: 0,
     dialect,
     budget: 2 * length + 4096,
@@ -131,6 +160,16 @@ export function analyseShell(text: string, dialect: ShellDialect = "bash"): Shel
     fatal(ctx, text.slice(0, 80), "a NUL character in the command", []);
   } else {
     scanSource(text, [], ctx, dialect);
+  }
+  for (const write of ctx.dynamicDeclares) {
+    if (ctx.arrays.has(write.name)) {
+      unclassified(
+        ctx,
+        write.text,
+        `${write.name} is an array: a value known only at run time is evaluated as a compound assignment`,
+        write.via,
+      );
+    }
   }
   return ctx.out;
 }
@@ -148,6 +187,10 @@ export function analyseArgv(argv: readonly string[]): ShellAnalysis {
 
 function unclassified(ctx: Context, text: string, why: string, via: string[]): void {
   ctx.out.unclassified.push({ text, why, via });
+}
+
+function unsafe(ctx: Context, text: string, why: string, via: string[]): void {
+  ctx.out.unclassified.push({ text, why, via, always: true });
 }
 
 /** The analysis cannot go on: what the text would run is unknown. */
@@ -168,17 +211,39 @@ function addCommand(ctx: Context, command: SimpleCommand): void {
 export function resolveWord(word: Word): Resolved {
   // An unquoted leading ~ is tilde expansion ($HOME, ~user, ~+ = $PWD, ~- = $OLDPWD).
   if (word.text.startsWith("~")) {
-    return { value: null, text: word.text, why: `tilde expansion ${word.text}` };
+    return { value: null, text: word.text, why: `tilde expansion ${word.text}`, splits: false };
   }
   // Decided from the parts, never from `value`: unbash's value for "$X" is the text "$X".
   if (!word.parts) return { value: word.value, text: word.text };
   let out = "";
+  let first: string | null = null;
+  let splits = false;
   for (const part of word.parts) {
     const resolved = resolvePart(part);
-    if (resolved.value === null) return { ...resolved, text: word.text };
-    out += resolved.value;
+    if (resolved.value === null) {
+      first ??= resolved.why;
+      splits ||= maySplit(part);
+    } else out += resolved.value;
   }
-  return { value: out, text: word.text };
+  return first === null
+    ? { value: out, text: word.text }
+    : { value: null, text: word.text, why: first, splits };
+}
+
+/** $#, $?, $$, $! and $((...)) are numbers: they never become several words. */
+function maySplit(part: WordPart): boolean {
+  switch (part.type) {
+    case "SimpleExpansion":
+      return !/^\$[#?$!]$/.test(part.text);
+    case "ParameterExpansion":
+    case "CommandExpansion":
+    case "Glob":
+    case "ExtendedGlob":
+    case "BraceExpansion":
+      return true;
+    default:
+      return false;
+  }
 }
 
 function resolvePart(part: WordPart): { value: string } | { value: null; why: string } {
@@ -267,7 +332,11 @@ function scanSource(source: string, via: string[], ctx: Context, dialect: ShellD
 function nodeScope(ctx: Context, text: string, via: string[]): NodeScope {
   return {
     unclassified: (why, part = text) => unclassified(ctx, part, why, via),
-    assigns: (name, part = text) => ctx.out.variables.push({ name, text: part, via }),
+    unsafe: (why, part = text) => unsafe(ctx, part, why, via),
+    assigns: (name, part = text, value = null) =>
+      ctx.out.variables.push({ name, value, text: part, via }),
+    array: (name) => ctx.arrays.add(name),
+    dynamicDeclare: (name, part) => ctx.dynamicDeclares.push({ name, text: part, via }),
   };
 }
 
@@ -295,14 +364,34 @@ function walk(node: SyntaxNode, source: string, via: string[], ctx: Context): vo
     : source.slice(node.pos, node.end);
   if (node.type === "Command") onCommand(node, source, via, ctx);
   if (node.type === "Redirect") onRedirect(node, source, via, ctx);
-  if (node.type === "HereDoc" && !node.delimiter?.quoted && /\$\{[^}]*'/.test(node.body.text)) {
-    // In a heredoc body bash takes ' inside ${...} literally; unbash takes it as a quote.
+  if (node.type === "ParameterExpansion" && ctx.quoted > 0 && node.text.includes("'")) {
+    // Inside double quotes or a heredoc body, whether ' in ${x:-'...'} quotes depends on the
+    // shell and its mode (dash, bash --posix, extquote): the parser cannot know which.
     unclassified(
       ctx,
-      node.body.text.slice(0, 80),
-      "a ' inside ${...} in a heredoc is read differently by bash",
+      node.text.slice(0, 80),
+      "a ' inside ${...} within double quotes or a heredoc: shells read it differently",
       via,
     );
+  }
+  if (
+    node.type === "HereDoc" && ctx.dialect === "dash" &&
+    !/^[\w'"-]*$/.test(node.delimiter?.text ?? "")
+  ) {
+    // dash ends a heredoc whose delimiter holds ` or ${ elsewhere than bash and unbash do.
+    unclassified(
+      ctx,
+      node.delimiter?.text ?? "",
+      "this heredoc delimiter is read differently by sh",
+      via,
+    );
+  }
+  if (
+    node.type === "Pipeline" &&
+    node.prefixes.some((p) => p.type === "Negation" && source[p.end] === "(")
+  ) {
+    // With extglob on, !(...) is a glob, not a negated subshell.
+    unclassified(ctx, text.slice(0, 80), "!( is a glob when extglob is on", via);
   }
   if (ctx.dialect === "dash") bashOnly(node, text, via, ctx);
   nodeSinks(node, nodeScope(ctx, text, via));
@@ -311,7 +400,11 @@ function walk(node: SyntaxNode, source: string, via: string[], ctx: Context): vo
     childVia = [...via, node.text.startsWith("`") ? "`...`" : "$(...)"];
   }
   if (node.type === "ProcessSubstitution") childVia = [...via, `${node.operator}(...)`];
+  const quotes = node.type === "DoubleQuoted" ||
+    (node.type === "HereDoc" && !node.delimiter?.quoted);
+  if (quotes) ctx.quoted++;
   forEachChild(node, (child) => walk(child, source, childVia, ctx));
+  if (quotes) ctx.quoted--;
 }
 
 /** Syntax dash reads differently from bash (`ls &>/dev/null rm x` runs rm in dash). */
@@ -353,13 +446,13 @@ function bashOnly(node: SyntaxNode, text: string, via: string[], ctx: Context): 
 }
 
 const WRITE_OPERATORS = new Set([">", ">>", "<>", ">|", "&>", "&>>"]);
-const HARMLESS_TARGETS = new Set(["/dev/null", "/dev/stdout", "/dev/stderr"]);
+const HARMLESS_TARGETS = new Set(["/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty"]);
 
 function onRedirect(redirect: Redirect, source: string, via: string[], ctx: Context): void {
   const target = redirect.target ? resolveWord(redirect.target) : null;
   const writes = WRITE_OPERATORS.has(redirect.operator) ||
-    // >&2 duplicates a descriptor; >&file (bash) writes the file.
-    (redirect.operator === ">&" && !/^(\d+|-)$/.test(target?.value ?? ""));
+    // >&2 duplicates a descriptor, >&2- moves one, >&- closes one; >&file (bash) writes the file.
+    (redirect.operator === ">&" && !/^(\d+-?|-)$/.test(target?.value ?? ""));
   if (!writes) return;
   if (target?.value && HARMLESS_TARGETS.has(target.value)) return;
   ctx.out.writes.push({
@@ -385,6 +478,7 @@ function onCommand(command: Command, source: string, via: string[], ctx: Context
           value: null,
           text: item.text,
           why: `assignment value: ${value?.value === null ? value.why : "an array"}`,
+          splits: false,
         },
       );
     }

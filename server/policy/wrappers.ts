@@ -251,9 +251,10 @@ export function unwrap(name: string, words: Resolved[], scope: CommandScope): vo
     parsed.options.some((option) => names.includes(option.name));
   switch (name) {
     case "eval": {
-      const dynamic = words.slice(1).find((word) => word.value === null);
-      if (dynamic) scope.unclassified("eval of a string known only at run time");
-      else scope.nested(values.slice(1).join(" "), "eval", scope.dialect);
+      const args = words.slice(values[1] === "--" ? 2 : 1);
+      if (args.some((word) => word.value === null)) {
+        scope.unclassified("eval of a string known only at run time");
+      } else scope.nested(args.map((word) => word.value).join(" "), "eval", scope.dialect);
       return;
     }
     case "trap": {
@@ -303,12 +304,18 @@ export function unwrap(name: string, words: Resolved[], scope: CommandScope): vo
     case "script":
       // They run a string, or stdin, with a shell the policy cannot know (the user's, $SHELL).
       scope.unclassified(`${name} runs commands with a shell the policy cannot know`);
+      readCommandStrings(name, values, scope);
       return;
+    case "command": {
+      const parsed = options(SPECS.command);
+      // command -v / -V only look the name up.
+      if (parsed && !has(parsed, "v", "V")) scope.inner(words.slice(parsed.next), name);
+      return;
+    }
     case "nohup":
     case "setsid":
     case "ionice":
     case "exec":
-    case "command":
     case "builtin":
     case "time":
     case "nice":
@@ -320,7 +327,12 @@ export function unwrap(name: string, words: Resolved[], scope: CommandScope): vo
     case "timeout": // timeout [options] DURATION COMMAND...
     case "chroot": { // chroot [options] NEWROOT COMMAND...
       const parsed = options(SPECS[name]);
-      if (parsed) scope.inner(words.slice(parsed.next + 1), name);
+      if (!parsed) return;
+      const command = words.slice(parsed.next + 1);
+      // Without a command, chroot runs $SHELL -i, reading commands from stdin.
+      if (name === "chroot" && command.length === 0) {
+        scope.unclassified("chroot without a command runs an interactive shell");
+      } else scope.inner(command, name);
       return;
     }
     case "env":
@@ -336,7 +348,8 @@ export function unwrap(name: string, words: Resolved[], scope: CommandScope): vo
       let i = parsed.next;
       // sudo VAR=value command: the variables are set for the command, as env would.
       for (; i < words.length && isAssignment(values[i] ?? ""); i++) {
-        scope.assigns(values[i]!.slice(0, values[i]!.indexOf("=")));
+        const equals = values[i]!.indexOf("=");
+        scope.assigns(values[i]!.slice(0, equals), words[i]!.text, values[i]!.slice(equals + 1));
       }
       scope.inner(words.slice(i), name);
       return;
@@ -344,6 +357,10 @@ export function unwrap(name: string, words: Resolved[], scope: CommandScope): vo
     case "xargs": {
       const parsed = options(SPECS.xargs);
       if (!parsed) return;
+      for (const option of parsed.options) {
+        // The child's environment gets this variable, set to the slot number.
+        if (option.name === "process-slot-var" && option.value) scope.assigns(option.value);
+      }
       // With no command, xargs runs echo.
       const command = parsed.next >= words.length
         ? [{ value: "echo", text: "echo" }]
@@ -352,6 +369,12 @@ export function unwrap(name: string, words: Resolved[], scope: CommandScope): vo
       return;
     }
     case "flock": {
+      // flock also takes options after the file (`flock FILE -c ...`).
+      if (values.some((value) => value === null || /^(-[a-zA-Z]*c|--c)/.test(value))) {
+        scope.unclassified("flock -c runs its string with $SHELL, which the policy cannot know");
+        readCommandStrings(name, values, scope);
+        return;
+      }
       const parsed = options(SPECS.flock);
       if (!parsed) return;
       if (has(parsed, "c", "command")) {
@@ -381,6 +404,20 @@ export function unwrap(name: string, words: Resolved[], scope: CommandScope): vo
   if (SHELLS.has(name)) shell(name, words, scope);
 }
 
+/**
+ * The strings of `-c STRING` / `--command=STRING` options, read as bash: the shell that runs
+ * them is unknown (so the command stays unclassified), but deny rules still see what is inside.
+ */
+function readCommandStrings(name: string, values: (string | null)[], scope: CommandScope): void {
+  for (let i = 1; i < values.length; i++) {
+    const value = values[i];
+    if (value === null || value === undefined) continue;
+    const attached = /^--c[a-z]*=(.*)$/s.exec(value)?.[1];
+    const code = attached ?? (/^(-[a-zA-Z]*c|--c[a-z]*)$/.test(value) ? values[i + 1] : undefined);
+    if (typeof code === "string") scope.nested(code, `${name} -c`, "bash");
+  }
+}
+
 function unwrapEnv(
   words: Resolved[],
   scope: CommandScope,
@@ -401,7 +438,7 @@ function unwrapEnv(
     if (value === "-") continue; // the same as -i
     const equals = value.indexOf("=");
     if (equals <= 0) break;
-    scope.assigns(value.slice(0, equals));
+    scope.assigns(value.slice(0, equals), words[i]!.text, value.slice(equals + 1));
   }
   scope.inner(words.slice(i), "env");
 }
@@ -417,7 +454,18 @@ function unwrapFind(words: Resolved[], scope: CommandScope): void {
     if (["-exec", "-execdir", "-ok", "-okdir"].includes(word.value)) {
       let j = i + 1;
       while (j < words.length && words[j]!.value !== ";" && words[j]!.value !== "+") j++;
-      scope.inner(words.slice(i + 1, j), `find ${word.value}`, words[j]?.value === "+");
+      // find puts a file name wherever {} appears in a word: such words are known only at run time.
+      const command = words.slice(i + 1, j).map((inner): Resolved =>
+        inner.value?.includes("{}")
+          ? {
+            value: null,
+            text: inner.text,
+            why: "find puts a file name in place of {}",
+            splits: false,
+          }
+          : inner
+      );
+      scope.inner(command, `find ${word.value}`, words[j]?.value === "+");
       i = j;
     }
   }
@@ -430,7 +478,6 @@ const BASH_LONG_OPTIONS = new Set([
   "dump-po-strings",
   "dump-strings",
   "help",
-  "login",
   "noediting",
   "noprofile",
   "norc",
@@ -484,19 +531,33 @@ function shell(name: string, words: Resolved[], scope: CommandScope): void {
     }
     if (!value.startsWith("-") && !value.startsWith("+")) break;
     const long = value.replace(/^--?/, "");
-    if (isBash && BASH_LONG_OPTIONS.has(long)) continue;
-    if (isBash && (long === "rcfile" || long === "init-file")) {
-      scope.unclassified(`${program} --${long} runs a startup file`);
+    if (isBash && (long === "rcfile" || long === "init-file" || long === "login")) {
+      scope.unclassified(`${program} --${long} runs startup files`);
       return;
     }
+    if (isBash && BASH_LONG_OPTIONS.has(long)) continue;
     if (value.startsWith("--")) {
       scope.unclassified(`${program}: unknown option ${value}`);
       return;
     }
     for (const letter of value.slice(1)) {
       if (letter === "c" && value[0] === "-") hasC = true;
-      else if (letter === "o" || letter === "O") i++; // -o NAME: the option's name is next
-      else if (letter === "i" || letter === "s") {
+      else if (letter === "o" || letter === "O") {
+        // -o NAME: the option's name is next.
+        const option = words[++i]?.value;
+        if (
+          option === null ||
+          (value[0] === "-" && ["keyword", "history", "histexpand"].includes(option ?? ""))
+        ) {
+          scope.unsafe(`${program} -o ${option ?? "?"} changes what later commands run`);
+          return;
+        }
+      } else if ((letter === "k" || letter === "H") && value[0] === "-") {
+        scope.unsafe(
+          `${program} -${letter}: keyword mode and history expansion change what commands run`,
+        );
+        return;
+      } else if (letter === "i" || letter === "s" || letter === "l") {
         scope.unclassified(`${program} -${letter} reads commands from stdin or startup files`);
         return;
       } else if (!(isBash ? BASH_FLAGS : DASH_FLAGS).includes(letter)) {
