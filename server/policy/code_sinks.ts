@@ -12,7 +12,7 @@ import type { SyntaxNode, Word } from "unbash";
 import type { NodeScope, Resolved } from "./shell_commands.ts";
 import { resolveWord } from "./shell_commands.ts";
 
-const NUMBER = /^(0[xX][0-9a-fA-F]+|[0-9]+(#[0-9a-zA-Z@_]+)?)$/;
+const NUMBER = /^-?\s*(0[xX][0-9a-fA-F]+|[0-9]+(#[0-9a-zA-Z@_]+)?)$/;
 const ARITHMETIC_TEST_OPERATORS = new Set(["-eq", "-ne", "-lt", "-le", "-gt", "-ge"]);
 
 function isLiteralNumber(word: Word | undefined): boolean {
@@ -94,7 +94,7 @@ export function nodeSinks(node: SyntaxNode, scope: NodeScope): void {
           );
         }
       }
-      if (node.value.type === "ArrayValue") {
+      if (node.value.type === "ArrayValue" && !scope.isAssociative(node.name)) {
         for (const element of node.value.elements) {
           const key = /^\[([^\]]*)\]=/.exec(element.text)?.[1];
           if (key !== undefined && !NUMBER.test(key.trim())) {
@@ -115,7 +115,7 @@ export function nodeSinks(node: SyntaxNode, scope: NodeScope): void {
           scope.unclassified("${!name} indirection", node.text);
         }
       }
-      if (node.index) {
+      if (node.index && !scope.isAssociative(node.parameter)) {
         const index = resolveWord(node.index).value;
         if (index === null || !(index === "@" || index === "*" || NUMBER.test(index))) {
           scope.unclassified("an array subscript is evaluated as arithmetic", node.text);
@@ -150,6 +150,9 @@ export function nodeSinks(node: SyntaxNode, scope: NodeScope): void {
   }
 }
 
+/** What an `a=(...)` argument of a declare-like builtin resolves to (shell_commands.ts). */
+export const ARRAY_LITERAL = "assignment value: an array";
+
 /** Options of declare-like builtins that make a name an array, or only print or name functions. */
 const DECLARE_LIKE = new Set(["declare", "typeset", "local", "export", "readonly"]);
 /** Shell options that change how later text is read or what it runs. */
@@ -164,10 +167,11 @@ export function builtinSinks(name: string, words: Resolved[], scope: NodeScope):
   const values = words.map((word) => word.value);
   /** A name the builtin sets; `array` when it becomes an array. */
   const setsName = (written: string, array = false) => {
-    const problem = subscriptProblem(written);
+    const problem = subscriptProblem(written.replace(/\+?=.*$/s, ""));
     if (problem) scope.unclassified(problem);
     const bare = written.replace(/[[=+].*$/s, "");
-    scope.assigns(bare);
+    const equals = written.indexOf("=");
+    scope.assigns(bare, undefined, equals === -1 ? null : written.slice(equals + 1));
     if (array) scope.array(bare);
   };
   const dynamicName = (what: string) =>
@@ -206,46 +210,64 @@ export function builtinSinks(name: string, words: Resolved[], scope: NodeScope):
     case "readarray":
     case "wait":
     case "unset":
-      return nameArguments(name, words, setsName, dynamicName);
+      return nameArguments(name, words, scope, setsName, dynamicName);
   }
   if (DECLARE_LIKE.has(name)) declareSinks(name, words, scope, setsName, dynamicName);
 }
 
 /** Options of name-taking builtins that take a value, and those whose value is a name. */
-const NAME_OPTIONS: Record<string, { withValue: string; names?: string; arrays?: string }> = {
-  read: { withValue: "adinNptu", names: "a", arrays: "a" },
-  mapfile: { withValue: "dnOsuCc" },
-  readarray: { withValue: "dnOsuCc" },
-  wait: { withValue: "p", names: "p" },
-  unset: { withValue: "" },
+const NAME_OPTIONS: Record<
+  string,
+  { withValue: string; names?: string; arrays?: string; operands: "names" | "jobs" }
+> = {
+  read: { withValue: "adinNptu", names: "a", arrays: "a", operands: "names" },
+  mapfile: { withValue: "dnOsuCc", operands: "names" },
+  readarray: { withValue: "dnOsuCc", operands: "names" },
+  // wait's operands are process and job ids; only -p takes a name.
+  wait: { withValue: "p", names: "p", operands: "jobs" },
+  unset: { withValue: "", operands: "names" },
 };
 
 function nameArguments(
   name: string,
   words: Resolved[],
+  scope: NodeScope,
   setsName: (written: string, array?: boolean) => void,
   dynamicName: (what: string) => void,
 ): void {
   const spec = NAME_OPTIONS[name]!;
   const arrays = name === "mapfile" || name === "readarray";
   let operands = 0;
+  let options = true;
   for (let i = 1; i < words.length; i++) {
     const value = words[i]!.value;
-    if (value === null) return dynamicName(name);
-    if (value.startsWith("-") && value.length > 1 && value !== "--") {
+    if (options && value !== null && value.startsWith("-") && value.length > 1) {
+      if (value === "--") {
+        options = false;
+        continue;
+      }
       const letters = value.slice(1);
       const valued = [...letters].findIndex((letter) => spec.withValue.includes(letter));
       if (valued === -1) continue;
       const letter = letters[valued]!;
       const attached = letters.slice(valued + 1);
       const argument = attached !== "" ? attached : words[++i]?.value;
+      // An option's value is data (a prompt, a delimiter), unless the option takes a name.
+      if (!spec.names?.includes(letter)) continue;
       if (argument === null) return dynamicName(`${name} -${letter}`);
-      if (argument !== undefined && spec.names?.includes(letter)) {
-        setsName(argument, spec.arrays?.includes(letter));
-      }
+      if (argument !== undefined) setsName(argument, spec.arrays?.includes(letter));
       continue;
     }
-    if (value === "--") continue;
+    options = false;
+    if (spec.operands === "jobs") continue;
+    if (value === null) {
+      // unset of a name known at run time unsets some variable: unclassified, not a write.
+      if (name === "unset") {
+        scope.unclassified("unset with a name known only at run time");
+        continue;
+      }
+      return dynamicName(name);
+    }
     operands++;
     setsName(value, arrays);
   }
@@ -269,6 +291,13 @@ function declareSinks(
   if (/[pfF]/.test(flags)) return;
   const array = /[aA]/.test(flags);
   for (const word of words.slice(1)) {
+    if (word.value === null && word.why === ARRAY_LITERAL) {
+      // declare -a a=(x y): bash reads the elements itself (they are analysed as words).
+      const assigned = /^[A-Za-z_][A-Za-z0-9_]*/.exec(word.text)![0];
+      setsName(assigned, true);
+      if (/A/.test(flags)) scope.associative(assigned);
+      continue;
+    }
     if (word.value !== null) {
       if (/^[-+][A-Za-z]+$/.test(word.value) || word.value === "--") continue;
       const equals = word.value.indexOf("=");

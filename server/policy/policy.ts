@@ -27,10 +27,12 @@ export interface PolicyRule {
   /** Tested against the whole command (name and arguments) joined by single spaces. */
   pattern: RegExp | null;
   /**
-   * An allow rule with `args` or `pattern` does not match a command whose arguments are only known
-   * at run time ("$f", *.ts, $(...), xargs) unless this is set.
+   * How a rule with `args` or `pattern` treats a command whose arguments are known only at run
+   * time ("$f", *.ts, $(...), what xargs adds): `match` (the rule applies: the default for deny
+   * rules, which so fail closed), `no_match` (the default for allow rules, which cannot vouch for
+   * what they cannot see), `as_written` (the regexes see those words as written).
    */
-  dynamicArgs: boolean;
+  dynamicArgs: "match" | "no_match" | "as_written";
   /** Shown to the client when the rule denies. */
   reason: string | null;
 }
@@ -161,7 +163,8 @@ export function checkRequest(
 function checkCommand(policy: CommandPolicy, command: SimpleCommand): PolicyVerdict {
   for (const rule of policy.deny) {
     if (matches(rule, command, "deny")) {
-      const unseen = (rule.args || rule.pattern) && isDynamic(command)
+      const unseen = (rule.args || rule.pattern) && isDynamic(command) &&
+          rule.dynamicArgs === "match"
         ? " (its arguments are known only at run time)"
         : "";
       return deny(
@@ -203,12 +206,7 @@ function matches(rule: PolicyRule, command: SimpleCommand, kind: "allow" | "deny
     return false;
   }
   if (!rule.args && !rule.pattern) return true;
-  if (isDynamic(command)) {
-    // An allow rule that looks at arguments cannot vouch for arguments it cannot see; a deny rule
-    // for a program fails closed on them (`rm $f`, `xargs rm` under a rule against `rm -r`).
-    if (kind === "allow" && !rule.dynamicArgs) return false;
-    if (kind === "deny" && rule.executables) return true;
-  }
+  if (isDynamic(command) && rule.dynamicArgs !== "as_written") return rule.dynamicArgs === "match";
   // Dynamic words are matched as written ("$f", *.ts), so a deny rule can still name them.
   const args = command.args.map((arg, i) => arg ?? command.argsText[i]!).join(" ");
   if (rule.args && !rule.args.test(args)) return false;

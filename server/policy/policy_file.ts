@@ -25,7 +25,7 @@ const RuleSchema = z.object({
   executable: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
   args: Regex.optional(),
   pattern: Regex.optional(),
-  dynamic_args: z.boolean().optional(),
+  dynamic_args: z.enum(["match", "no_match", "as_written"]).optional(),
   reason: z.string().min(1).optional(),
 }).strict().refine((rule) => rule.executable !== undefined || rule.pattern !== undefined, {
   message: "a rule needs an executable or a pattern",
@@ -159,18 +159,22 @@ export function sha256(text: string): Uint8Array {
 }
 
 function compilePolicy(name: string, policy: z.output<typeof PolicySchema>): CommandPolicy {
-  const allow = policy.allow?.map((rule, i) => compileRule(rule, `allow[${i}]`)) ?? null;
+  const allow = policy.allow?.map((rule, i) => compileRule(rule, `allow[${i}]`, "allow")) ?? null;
   return {
     name,
     allow,
-    deny: policy.deny.map((rule, i) => compileRule(rule, `deny[${i}]`)),
+    deny: policy.deny.map((rule, i) => compileRule(rule, `deny[${i}]`, "deny")),
     unclassified: policy.unclassified ?? (allow ? "deny" : "allow"),
     writeRedirects: policy.write_redirects,
     variables: policy.variables,
   };
 }
 
-function compileRule(rule: z.output<typeof RuleSchema>, label: string): PolicyRule {
+function compileRule(
+  rule: z.output<typeof RuleSchema>,
+  label: string,
+  kind: "allow" | "deny",
+): PolicyRule {
   const executable = rule.executable;
   return {
     label: rule.name ?? label,
@@ -181,7 +185,7 @@ function compileRule(rule: z.output<typeof RuleSchema>, label: string): PolicyRu
       : executable,
     args: rule.args === undefined ? null : new RegExp(rule.args, "u"),
     pattern: rule.pattern === undefined ? null : new RegExp(rule.pattern, "u"),
-    dynamicArgs: rule.dynamic_args ?? false,
+    dynamicArgs: rule.dynamic_args ?? (kind === "deny" ? "match" : "no_match"),
     reason: rule.reason ?? null,
   };
 }

@@ -32,7 +32,7 @@ Deno.test("policy: args and pattern rules, and dynamic arguments", () => {
   const policy = policyOf({
     allow: [
       { executable: "git", args: "^(status|log|diff)( |$)" },
-      { executable: "cat", args: "^[a-z./]+$", dynamic_args: true },
+      { executable: "cat", args: "^[a-z./]+$", dynamic_args: "as_written" },
       { pattern: "^echo " },
     ],
     deny: [{ name: "no-force", pattern: "--force" }],
@@ -70,19 +70,26 @@ Deno.test("policy: without an allow-list only deny rules apply, and what cannot 
     assert.equal(stopped.rule, "unclassified");
     assert.match(stopped.reason, /longer than|syntax error/);
   }
-  // Deny rules see through what the second review found: eval --, strings other shells run, and
-  // variable names known only at run time are denied under any policy.
-  for (
-    const command of [
-      "eval -- 'rm -rf x'",
-      "flock /tmp/l -c 'rm -rf x'",
-      "su -c 'rm -rf x' root",
-      "n=PATH; declare $n=/tmp/x; ls",
-      "set -k; ls",
-    ]
-  ) {
+  // Deny rules see through what the second and third reviews found: eval --, strings other
+  // shells run, words bash splits or joins differently; variable names known only at run time
+  // and keyword mode are denied under any policy.
+  const hidden = [
+    "eval -- 'rm -rf x'",
+    "flock /tmp/l -c 'rm -rf x'",
+    "su -c 'rm -rf x' root",
+    "n=PATH; declare $n=/tmp/x; ls",
+    "set -k; ls",
+    "<&-rm -rf x",
+    ">&-rm -rf x",
+    "$'\\x{72}m' -rf x",
+    "$\\\n{x} -rf x",
+    "r<()m -rf x",
+    "env =x rm -rf x",
+  ];
+  for (const command of hidden) {
     assert.equal(checkRequest(open, { command }, "bash").allowed, false, command);
   }
+  assert.equal(checkRequest(open, { command: "sleep 1 & wait $!" }, "bash").allowed, true);
   const strict = policyOf({ deny: [{ executable: "rm" }], unclassified: "deny" });
   const verdict = denied(checkRequest(strict, { command: "$CMD x" }, "bash"));
   assert.equal(verdict.rule, "unclassified");
@@ -238,4 +245,16 @@ Deno.test("policy file: tokens get the default policy unless they name one; dige
     file.tokens[1]!.executesPerMinute,
     file.tokens[1]!.history,
   ], [2, 10, true]);
+});
+
+Deno.test("policy: a deny rule on arguments fails closed on arguments known at run time, unless it says as_written", () => {
+  const closed = policyOf({ deny: [{ executable: "git", args: "(^| )push( |$)" }] });
+  const commit = 'git commit -m "$(cat msg)"';
+  const verdict = denied(checkRequest(closed, { command: commit }, "bash"));
+  assert.match(verdict.reason, /known only at run time/);
+  const written = policyOf({
+    deny: [{ executable: "git", args: "(^| )push( |$)", dynamic_args: "as_written" }],
+  });
+  assert.equal(checkRequest(written, { command: commit }, "bash").allowed, true);
+  assert.equal(checkRequest(written, { command: 'git push "$remote"' }, "bash").allowed, false);
 });

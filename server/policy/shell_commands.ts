@@ -14,7 +14,7 @@
  */
 import { forEachChild, parse } from "unbash";
 import type { Command, ParsedScript, Redirect, SyntaxNode, Word, WordPart } from "unbash";
-import { builtinSinks, nodeSinks } from "./code_sinks.ts";
+import { ARRAY_LITERAL, builtinSinks, nodeSinks } from "./code_sinks.ts";
 import { runsItsArguments, unwrap } from "./wrappers.ts";
 
 /** One simple command, with each word resolved when no expansion can change it. */
@@ -97,6 +97,9 @@ export interface NodeScope {
   assigns(name: string, text?: string, value?: string | null): void;
   /** A name the text uses as an array (a later `declare name=$x` may then run code). */
   array(name: string): void;
+  /** A name declared associative (`declare -A`): its keys are strings, not arithmetic. */
+  associative(name: string): void;
+  isAssociative(name: string): boolean;
   /**
    * `declare name=<value known at run time>`: bash evaluates it as a compound assignment, code
    * included, when `name` is an array.
@@ -129,6 +132,7 @@ interface Context {
   quoted: number;
   /** Names used as arrays, and declare-like writes that are dangerous for arrays. */
   arrays: Set<string>;
+  associative: Set<string>;
   dynamicDeclares: { name: string; text: string; via: string[] }[];
   /** Set by a fatal problem: the rest is not looked at (pathological texts stay cheap). */
   stopped: boolean;
@@ -144,6 +148,7 @@ function newContext(length: number, dialect: ShellDialect): Context {
     stopped: false,
     quoted: 0,
     arrays: new Set(),
+    associative: new Set(),
     dynamicDeclares: [],
     depth: 0,
     dialect,
@@ -296,6 +301,16 @@ function scanSource(source: string, via: string[], ctx: Context, dialect: ShellD
     fatal(ctx, source.slice(0, 80), `nested deeper than ${MAX_DEPTH} levels`, via);
     return;
   }
+  if (/\$(\\\r?\n)/.test(source)) {
+    // bash and dash drop a line continuation before they read `$`; unbash keeps the $ literal.
+    fatal(
+      ctx,
+      source.slice(0, 80),
+      "a $ before a line continuation is read differently by the shell",
+      via,
+    );
+    return;
+  }
   if (dialect === "dash" && source.includes("$'")) {
     unclassified(
       ctx,
@@ -336,6 +351,8 @@ function nodeScope(ctx: Context, text: string, via: string[]): NodeScope {
     assigns: (name, part = text, value = null) =>
       ctx.out.variables.push({ name, value, text: part, via }),
     array: (name) => ctx.arrays.add(name),
+    associative: (name) => ctx.associative.add(name),
+    isAssociative: (name) => ctx.associative.has(name),
     dynamicDeclare: (name, part) => ctx.dynamicDeclares.push({ name, text: part, via }),
   };
 }
@@ -364,6 +381,18 @@ function walk(node: SyntaxNode, source: string, via: string[], ctx: Context): vo
     : source.slice(node.pos, node.end);
   if (node.type === "Command") onCommand(node, source, via, ctx);
   if (node.type === "Redirect") onRedirect(node, source, via, ctx);
+  if (node.type === "AnsiCQuoted" && ANSI_C_MISREAD.test(node.text)) {
+    // $'\x{65}', a line continuation or a byte that is not UTF-8: decoded differently by bash.
+    unsafe(ctx, node.text.slice(0, 80), "this $'...' escape is decoded differently by bash", via);
+  }
+  if (
+    node.type === "ProcessSubstitution" &&
+    (/[^\s;&|()<>]/.test(source[node.pos - 1] ?? " ") ||
+      /[^\s;&|()<>]/.test(source[node.end] ?? " "))
+  ) {
+    // a<()b is one word for bash ("ab" when empty), not three.
+    unsafe(ctx, text.slice(0, 80), "a process substitution joined to other text", via);
+  }
   if (node.type === "ParameterExpansion" && ctx.quoted > 0 && node.text.includes("'")) {
     // Inside double quotes or a heredoc body, whether ' in ${x:-'...'} quotes depends on the
     // shell and its mode (dash, bash --posix, extquote): the parser cannot know which.
@@ -448,11 +477,38 @@ function bashOnly(node: SyntaxNode, text: string, via: string[], ctx: Context): 
 const WRITE_OPERATORS = new Set([">", ">>", "<>", ">|", "&>", "&>>"]);
 const HARMLESS_TARGETS = new Set(["/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty"]);
 
+/** `$'...'` escapes unbash decodes differently from bash. */
+const ANSI_C_MISREAD =
+  /\\x\{|\\\r?\n|\\x[89a-fA-F][0-9a-fA-F]|\\[2-3][0-7][0-7]|\\u[dD][89a-fA-F]|\\U0*[1-9a-fA-F][0-9a-fA-F]{5,}|\\c\P{ASCII}/u;
+
 function onRedirect(redirect: Redirect, source: string, via: string[], ctx: Context): void {
   const target = redirect.target ? resolveWord(redirect.target) : null;
+  if (
+    (redirect.operator === "<&" || redirect.operator === ">&") &&
+    /^-./s.test(redirect.target?.text ?? "")
+  ) {
+    // bash splits <&-word into <&- and a new word, which may be the command.
+    unsafe(
+      ctx,
+      source.slice(redirect.pos, redirect.end),
+      "<&- or >&- joined to a word: bash reads the rest as a new word",
+      via,
+    );
+    return;
+  }
+  if (target?.value && /^\/dev\/(tcp|udp)\//.test(target.value)) {
+    // bash opens a network connection for these: data can be sent through it.
+    ctx.out.writes.push({
+      text: source.slice(redirect.pos, redirect.end),
+      target: target.value,
+      via,
+    });
+    return;
+  }
   const writes = WRITE_OPERATORS.has(redirect.operator) ||
     // >&2 duplicates a descriptor, >&2- moves one, >&- closes one; >&file (bash) writes the file.
-    (redirect.operator === ">&" && !/^(\d+-?|-)$/.test(target?.value ?? ""));
+    // A descriptor above 2 was opened by the text, perhaps to a socket (3</dev/tcp/... >&3).
+    (redirect.operator === ">&" && !/^([012]-?|-)$/.test(target?.value ?? ""));
   if (!writes) return;
   if (target?.value && HARMLESS_TARGETS.has(target.value)) return;
   ctx.out.writes.push({
@@ -477,7 +533,7 @@ function onCommand(command: Command, source: string, via: string[], ctx: Context
         value?.value != null ? { value: prefix + value.value, text: item.text } : {
           value: null,
           text: item.text,
-          why: `assignment value: ${value?.value === null ? value.why : "an array"}`,
+          why: value?.value === null ? `assignment value: ${value.why}` : ARRAY_LITERAL,
           splits: false,
         },
       );

@@ -436,8 +436,9 @@ function unwrapEnv(
       return;
     }
     if (value === "-") continue; // the same as -i
+    // Any word holding = is an assignment to GNU env, even `=x`.
     const equals = value.indexOf("=");
-    if (equals <= 0) break;
+    if (equals < 0) break;
     scope.assigns(value.slice(0, equals), words[i]!.text, value.slice(equals + 1));
   }
   scope.inner(words.slice(i), "env");
