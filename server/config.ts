@@ -7,6 +7,7 @@
  */
 import { join } from "node:path";
 import { parseEnv } from "node:util";
+import { readPrivateFile } from "./private_file.ts";
 import type { TimeoutPolicy } from "./store/shape.ts";
 import { readTlsFiles, type TlsConfig, TlsFileError } from "./tls.ts";
 import { z } from "zod";
@@ -577,22 +578,8 @@ export function readTokenFile(path: string): string {
 
 /** readTokenFile's checks, throwing a plain Error that says only what is wrong. */
 function readSecretFile(path: string): string {
-  const fail = (why: string) => new Error(why);
-  let text: string;
-  let mode: number | null;
-  try {
-    mode = Deno.statSync(path).mode;
-    text = Deno.readTextFileSync(path);
-  } catch (error) {
-    throw fail(`cannot read it (${(error as Error).message})`);
-  }
-  if (mode !== null && (mode & 0o077) !== 0) {
-    throw fail(
-      `other users may read it (mode ${(mode & 0o777).toString(8)}); run chmod 600 on it`,
-    );
-  }
-  const token = text.split(/\r?\n/, 1)[0]!.trim();
-  if (token.length < 16) throw fail("its first line must hold a token of 16+ characters");
+  const token = readPrivateFile(path).split(/\r?\n/, 1)[0]!.trim();
+  if (token.length < 16) throw new Error("its first line must hold a token of 16+ characters");
   return token;
 }
 

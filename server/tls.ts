@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { readPrivateFile } from "./private_file.ts";
 
 /** The certificate and key the server serves HTTPS and WSS with. */
 export interface TlsConfig {
@@ -69,23 +70,12 @@ function fail(variable: TlsVariable, path: string, why: string): TlsFileError {
 }
 
 function readPem(variable: TlsVariable, path: string, secret: boolean): string {
-  let text: string;
-  let mode: number | null;
   try {
-    mode = Deno.statSync(path).mode;
-    text = Deno.readTextFileSync(path);
+    return secret ? readPrivateFile(path, "this private key") : Deno.readTextFileSync(path);
   } catch (error) {
-    throw fail(variable, path, `cannot read it (${(error as Error).message})`);
+    const why = (error as Error).message;
+    throw fail(variable, path, secret ? why : `cannot read it (${why})`);
   }
-  if (secret && mode !== null && (mode & 0o077) !== 0) {
-    throw fail(
-      variable,
-      path,
-      `other users may read this private key (mode ${(mode & 0o777).toString(8)}); ` +
-        "run chmod 600 on it",
-    );
-  }
-  return text;
 }
 
 /**
