@@ -94,7 +94,9 @@ export function nodeSinks(node: SyntaxNode, scope: NodeScope): void {
           );
         }
       }
-      if (node.value.type === "ArrayValue" && !scope.isAssociative(node.name)) {
+      // Keys are arithmetic unless the array is associative, which depends on what ran before
+      // (a declare -A in a branch, a function or a subshell): they count as arithmetic.
+      if (node.value.type === "ArrayValue") {
         for (const element of node.value.elements) {
           const key = /^\[([^\]]*)\]=/.exec(element.text)?.[1];
           if (key !== undefined && !NUMBER.test(key.trim())) {
@@ -115,7 +117,7 @@ export function nodeSinks(node: SyntaxNode, scope: NodeScope): void {
           scope.unclassified("${!name} indirection", node.text);
         }
       }
-      if (node.index && !scope.isAssociative(node.parameter)) {
+      if (node.index) {
         const index = resolveWord(node.index).value;
         if (index === null || !(index === "@" || index === "*" || NUMBER.test(index))) {
           scope.unclassified("an array subscript is evaluated as arithmetic", node.text);
@@ -251,15 +253,23 @@ function nameArguments(
       if (valued === -1) continue;
       const letter = letters[valued]!;
       const attached = letters.slice(valued + 1);
-      const argument = attached !== "" ? attached : words[++i]?.value;
-      // An option's value is data (a prompt, a delimiter), unless the option takes a name.
+      const next = attached !== "" ? null : words[++i];
+      const argument = attached !== "" ? attached : next?.value;
+      // An option's value is data (a prompt, a delimiter), unless the option takes a name, or an
+      // unquoted expansion may split it into the value and more names.
+      if (next?.value === null && next.splits) return dynamicName(`${name} -${letter}`);
       if (!spec.names?.includes(letter)) continue;
       if (argument === null) return dynamicName(`${name} -${letter}`);
       if (argument !== undefined) setsName(argument, spec.arrays?.includes(letter));
       continue;
     }
     options = false;
-    if (spec.operands === "jobs") continue;
+    if (spec.operands === "jobs") {
+      // A job id known only at run time must stay one word: `wait $k` could become `-p PATH`.
+      const operand = words[i]!;
+      if (operand.value === null && operand.splits) return dynamicName(name);
+      continue;
+    }
     if (value === null) {
       // unset of a name known at run time unsets some variable: unclassified, not a write.
       if (name === "unset") {
@@ -295,7 +305,6 @@ function declareSinks(
       // declare -a a=(x y): bash reads the elements itself (they are analysed as words).
       const assigned = /^[A-Za-z_][A-Za-z0-9_]*/.exec(word.text)![0];
       setsName(assigned, true);
-      if (/A/.test(flags)) scope.associative(assigned);
       continue;
     }
     if (word.value !== null) {

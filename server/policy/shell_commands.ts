@@ -97,9 +97,6 @@ export interface NodeScope {
   assigns(name: string, text?: string, value?: string | null): void;
   /** A name the text uses as an array (a later `declare name=$x` may then run code). */
   array(name: string): void;
-  /** A name declared associative (`declare -A`): its keys are strings, not arithmetic. */
-  associative(name: string): void;
-  isAssociative(name: string): boolean;
   /**
    * `declare name=<value known at run time>`: bash evaluates it as a compound assignment, code
    * included, when `name` is an array.
@@ -132,7 +129,6 @@ interface Context {
   quoted: number;
   /** Names used as arrays, and declare-like writes that are dangerous for arrays. */
   arrays: Set<string>;
-  associative: Set<string>;
   dynamicDeclares: { name: string; text: string; via: string[] }[];
   /** Set by a fatal problem: the rest is not looked at (pathological texts stay cheap). */
   stopped: boolean;
@@ -148,7 +144,6 @@ function newContext(length: number, dialect: ShellDialect): Context {
     stopped: false,
     quoted: 0,
     arrays: new Set(),
-    associative: new Set(),
     dynamicDeclares: [],
     depth: 0,
     dialect,
@@ -235,6 +230,18 @@ export function resolveWord(word: Word): Resolved {
     : { value: null, text: word.text, why: first, splits };
 }
 
+/** What a word is sure to start with: its parts before the first one known only at run time. */
+function staticPrefix(word: Word): string {
+  if (!word.parts) return word.value;
+  let out = "";
+  for (const part of word.parts) {
+    const resolved = resolvePart(part);
+    if (resolved.value === null) break;
+    out += resolved.value;
+  }
+  return out;
+}
+
 /** $#, $?, $$, $! and $((...)) are numbers: they never become several words. */
 function maySplit(part: WordPart): boolean {
   switch (part.type) {
@@ -301,12 +308,12 @@ function scanSource(source: string, via: string[], ctx: Context, dialect: ShellD
     fatal(ctx, source.slice(0, 80), `nested deeper than ${MAX_DEPTH} levels`, via);
     return;
   }
-  if (/\$(\\\r?\n)/.test(source)) {
+  if (/\$(\\\r?\n)/.test(source) || continuationInBraces(source)) {
     // bash and dash drop a line continuation before they read `$`; unbash keeps the $ literal.
     fatal(
       ctx,
       source.slice(0, 80),
-      "a $ before a line continuation is read differently by the shell",
+      "a line continuation after $ or inside ${...} is read differently by the shell",
       via,
     );
     return;
@@ -351,8 +358,6 @@ function nodeScope(ctx: Context, text: string, via: string[]): NodeScope {
     assigns: (name, part = text, value = null) =>
       ctx.out.variables.push({ name, value, text: part, via }),
     array: (name) => ctx.arrays.add(name),
-    associative: (name) => ctx.associative.add(name),
-    isAssociative: (name) => ctx.associative.has(name),
     dynamicDeclare: (name, part) => ctx.dynamicDeclares.push({ name, text: part, via }),
   };
 }
@@ -477,9 +482,26 @@ function bashOnly(node: SyntaxNode, text: string, via: string[], ctx: Context): 
 const WRITE_OPERATORS = new Set([">", ">>", "<>", ">|", "&>", "&>>"]);
 const HARMLESS_TARGETS = new Set(["/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty"]);
 
+/**
+ * A line continuation inside `${...}`, which the shell removes before it reads the expansion and
+ * the parser does not. A linear scan that errs on the side of finding one.
+ */
+function continuationInBraces(source: string): boolean {
+  let open = 0;
+  for (let i = 0; i < source.length; i++) {
+    const char = source[i];
+    if (char === "$" && source[i + 1] === "{") open++;
+    else if (char === "}" && open > 0) open--;
+    else if (char === "\\" && open > 0 && (source[i + 1] === "\n" || source[i + 1] === "\r")) {
+      return true;
+    }
+  }
+  return false;
+}
+
 /** `$'...'` escapes unbash decodes differently from bash. */
 const ANSI_C_MISREAD =
-  /\\x\{|\\\r?\n|\\x[89a-fA-F][0-9a-fA-F]|\\[2-3][0-7][0-7]|\\u[dD][89a-fA-F]|\\U0*[1-9a-fA-F][0-9a-fA-F]{5,}|\\c\P{ASCII}/u;
+  /\\x\{|\\\r?\n|\\x[89a-fA-F][0-9a-fA-F]|\\[2-7][0-7][0-7]|\\u[dD][89a-fA-F]|\\U0*[1-9a-fA-F][0-9a-fA-F]{5,}|\\c\P{ASCII}/u;
 
 function onRedirect(redirect: Redirect, source: string, via: string[], ctx: Context): void {
   const target = redirect.target ? resolveWord(redirect.target) : null;
@@ -496,11 +518,18 @@ function onRedirect(redirect: Redirect, source: string, via: string[], ctx: Cont
     );
     return;
   }
-  if (target?.value && /^\/dev\/(tcp|udp)\//.test(target.value)) {
-    // bash opens a network connection for these: data can be sent through it.
+  if (
+    redirect.target &&
+    (target?.value === null
+      ? !/^(\.|\/(?!dev)|[^/$])/.test(staticPrefix(redirect.target))
+      : /^\/dev\/(tcp|udp)\//.test(target?.value ?? ""))
+  ) {
+    // bash opens a network connection for /dev/tcp/... and /dev/udp/...: data can be sent
+    // through it. A target known only at run time could be one, unless it starts as a path that
+    // is not under /dev.
     ctx.out.writes.push({
       text: source.slice(redirect.pos, redirect.end),
-      target: target.value,
+      target: target?.value ?? null,
       via,
     });
     return;
