@@ -191,9 +191,9 @@ export function builtinSinks(name: string, words: Resolved[], scope: NodeScope):
     }
     case "getopts": {
       const start = values[1] === "--" ? 2 : 1;
-      const target = words[start + 1];
-      if (target?.value === null) dynamicName("getopts");
-      else if (target) setsName(target.value);
+      // "$@" or a split word before the name could put any name in its place.
+      if (words.slice(1, start + 2).some((word) => word.value === null)) dynamicName("getopts");
+      else if (words[start + 1]) setsName(words[start + 1]!.value!);
       return;
     }
     case "let":
@@ -343,7 +343,7 @@ function testSinks(name: string, words: Resolved[], scope: NodeScope): void {
     if (word.value === null) {
       if (word.splits) {
         scope.unclassified(
-          `${name} with an unquoted expansion, which may become -v and a name`,
+          `${name} with an expansion that may become several words, -v and a name among them`,
           word.text,
         );
         return;

@@ -82,7 +82,7 @@ export type ShellDialect = "bash" | "dash";
 
 /**
  * A word resolved: its value when no expansion can change it, else null and why; `splits` when
- * it may become several words (an unquoted expansion, a glob).
+ * it may become several words (an unquoted expansion, "$@", a glob).
  */
 export type Resolved =
   | { value: string; text: string }
@@ -253,6 +253,14 @@ function maySplit(part: WordPart): boolean {
     case "ExtendedGlob":
     case "BraceExpansion":
       return true;
+    case "DoubleQuoted":
+      // "$@", "${a[@]}", "${!prefix@}": several words even within quotes.
+      return part.parts.some((inner) =>
+        (inner.type === "SimpleExpansion" && inner.text === "$@") ||
+        (inner.type === "ParameterExpansion" &&
+          (inner.parameter === "@" || inner.index?.text === "@" ||
+            inner.operation?.type === "Names"))
+      );
     default:
       return false;
   }
@@ -521,7 +529,9 @@ function onRedirect(redirect: Redirect, source: string, via: string[], ctx: Cont
   if (
     redirect.target &&
     (target?.value === null
-      ? !/^(\.|\/(?!dev)|[^/$])/.test(staticPrefix(redirect.target))
+      // Safe only when it starts as a relative path, or under a whole first directory that is
+      // not /dev (`/tmp/`): `/`, `/d` or `/de` could still become /dev/tcp.
+      ? !/^(\.|[^/]|\/(?!dev\/)[^/]+\/)/.test(staticPrefix(redirect.target))
       : /^\/dev\/(tcp|udp)\//.test(target?.value ?? ""))
   ) {
     // bash opens a network connection for /dev/tcp/... and /dev/udp/...: data can be sent
