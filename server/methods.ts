@@ -177,9 +177,11 @@ export function createMethods(
 
     "jobs.list": {
       params: JobsListParams,
-      handler: (params, { session }) => ({
-        jobs: jobs.list(params).filter((job) => visible(job, session)).map((job) => job.info()),
-      }),
+      handler: ({ limit, ...filter }, { session }) => {
+        // Filtered before the limit, so a token gets up to `limit` jobs of its own.
+        const mine = jobs.list(filter).filter((job) => visible(job, session));
+        return { jobs: mine.slice(0, limit ?? mine.length).map((job) => job.info()) };
+      },
     },
 
     "jobs.get": {

@@ -185,6 +185,10 @@ Deno.test("policy server: a token sees only its own jobs, and not history or hoo
   assert.deepEqual((await reader.request("jobs.list", {})).jobs.map((job) => job.job_id), [
     mine.jobId,
   ]);
+  // A newer job of another token does not take the place of the token's own under a limit.
+  await main.execute({ command: "true" });
+  const limited = await reader.request("jobs.list", { limit: 1 });
+  assert.deepEqual(limited.jobs.map((job) => job.job_id), [mine.jobId]);
   // A job id of another token cannot be claimed either.
   const conflict = await rpcError(reader.request("execute", { command: "sleep 30", job_id }));
   assert.equal(conflict.code, ErrorCode.JOB_ID_CONFLICT);
@@ -204,7 +208,7 @@ Deno.test("policy server: a token sees only its own jobs, and not history or hoo
     history: false,
   });
   // The main token sees everything, and stops its job.
-  assert.equal((await main.request("jobs.list", {})).jobs.length, 2);
+  assert.equal((await main.request("jobs.list", {})).jobs.length, 3);
   await main.cancel(job_id);
 });
 
