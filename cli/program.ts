@@ -19,6 +19,7 @@ import { policyCommand } from "./policy.ts";
 import { runCommand } from "./run.ts";
 import { serverCommand } from "./server.ts";
 import { templatesCommand } from "./templates.ts";
+import { testCommand } from "./test_group.ts";
 import { versionCommand } from "./version.ts";
 
 /** The `cc-executor` program; errors surface as CommanderError (exitOverride) for main.ts. */
@@ -58,6 +59,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addCommand(initCommand(ctx))
     .addCommand(configCommand(ctx))
     .addCommand(policyCommand(ctx))
+    .addCommand(testCommand(ctx))
     .addCommand(versionCommand(ctx))
     .addCommand(completionsCommand(ctx, () => program));
   configureTree(program, program);

@@ -41,6 +41,12 @@ export interface ConnectOptions {
   caCerts?: string[];
 }
 
+/** A notification as it arrived, for `onNotification`. */
+export interface RawNotification {
+  method: string;
+  params?: { job_id?: string; [key: string]: unknown };
+}
+
 /** The server answered a request with a JSON-RPC error. */
 export class ExecutorRpcError extends Error {
   readonly code: number;
@@ -139,6 +145,7 @@ export class ExecutorClient implements AsyncDisposable {
   #pending = new Map<number, Pending>();
   #watchers = new Map<string, Set<Watcher>>();
   #closeReason: string | null = null;
+  #notificationListeners = new Set<(notification: RawNotification) => void>();
 
   private constructor(
     url: string,
@@ -342,6 +349,16 @@ export class ExecutorClient implements AsyncDisposable {
     return this.request("jobs.input", { job_id: jobId, data, eof: options.eof });
   }
 
+  /**
+   * Calls `listener` with every notification this connection receives, as sent (no replay
+   * de-duplication), before any execute or subscribe sees it: for tools that check the protocol
+   * itself (`test stress` counts each job's terminal notifications). Returns a function that stops it.
+   */
+  onNotification(listener: (notification: RawNotification) => void): () => void {
+    this.#notificationListeners.add(listener);
+    return () => this.#notificationListeners.delete(listener);
+  }
+
   /** Closes the connection. Jobs it started without `detach` are canceled by the server. */
   async close(): Promise<void> {
     if (
@@ -421,6 +438,9 @@ export class ExecutorClient implements AsyncDisposable {
       return;
     }
     if (message.method !== undefined) {
+      for (const listener of [...this.#notificationListeners]) {
+        listener({ method: message.method, params: message.params });
+      }
       const jobId = message.params?.job_id;
       const watchers = jobId === undefined ? undefined : this.#watchers.get(jobId);
       // hook.blocked is not a job event (the job never started): the execute's error says it all.

@@ -1,0 +1,25 @@
+/**
+ * `cc-executor test ...`: checks a user can run against their own install.
+ * `test stress` puts load on a server and checks that nothing is lost or left
+ * behind (cli/stress.ts).
+ *
+ * @module
+ */
+import { Command } from "@commander-js/extra-typings";
+import type { CliContext } from "./context.ts";
+import { examples } from "./help.ts";
+import { stressCommand } from "./stress.ts";
+
+/** `test` and its subcommands. */
+export function testCommand(ctx: CliContext) {
+  return new Command("test")
+    .description("check this install against a live server: load that must lose nothing")
+    .addHelpText(
+      "after",
+      examples([
+        ["cc-executor test stress", "100 mixed jobs over 8 connections, checked"],
+        ["cc-executor test stress --tasks 1000 --parallel 50 --json", ""],
+      ]),
+    )
+    .addCommand(stressCommand(ctx));
+}
