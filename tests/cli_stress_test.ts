@@ -6,23 +6,11 @@
  * @module
  */
 import assert from "node:assert/strict";
+import type { StressReport } from "../cli/stress.ts";
 import { runCli, startCliServer } from "./cli_util.ts";
 
-interface Report {
-  ok: boolean;
-  target: { url: string; source: string; in_process: boolean };
-  server: { version: string; pid: number | null; store: string };
-  jobs: { started: number; finished: number; parallel: number; kinds: Record<string, number> };
-  duration_ms: number;
-  throughput_jobs_per_s: number;
-  latency_ms: Record<"p50" | "p95" | "p99" | "max", number | null>;
-  outcomes: Record<string, number>;
-  checks: Record<string, string>;
-  failures: Record<string, number>;
-  failure_examples: { kind: string; job_id: string; command: string; detail: string }[];
-  leftovers: { job_id: string | null; pid: number; pgid: number; command: string }[];
-  rss_kib: { before: number | null; after: number | null; source: string };
-}
+/** The report --json prints: the command's own type, so the test follows any change to it. */
+type Report = StressReport;
 
 async function withServer(fn: (url: string) => Promise<void>): Promise<void> {
   const server = await startCliServer();
