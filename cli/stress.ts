@@ -14,7 +14,9 @@ import {
   ExecutorRpcError,
   type RawNotification,
 } from "../server/client.ts";
+import { percentile } from "../bench/stats.ts";
 import { isLoopbackHost } from "../server/config.ts";
+import { procStat } from "../server/process.ts";
 import type { ProcessCompletedParams, ServerInfoResult } from "../server/protocol.ts";
 import { positiveInt, seconds } from "./args.ts";
 import type { CliContext } from "./context.ts";
@@ -382,9 +384,9 @@ async function runStress(
     duration_ms: Math.round(elapsedMs),
     throughput_jobs_per_s: round(completed / (elapsedMs / 1000)),
     latency_ms: {
-      p50: percentile(latencies, 50),
-      p95: percentile(latencies, 95),
-      p99: percentile(latencies, 99),
+      p50: latency(latencies, 50),
+      p95: latency(latencies, 95),
+      p99: latency(latencies, 99),
       max: latencies.length ? round(latencies.at(-1)!) : null,
     },
     outcomes,
@@ -510,15 +512,8 @@ function scanProcesses(byPgid: Map<number, string>, runId: string): StressReport
     if (!/^\d+$/.test(entry.name)) continue;
     const pid = Number(entry.name);
     if (pid === Deno.pid) continue;
-    let stat: string;
-    try {
-      stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    } catch {
-      continue; // gone while we looked
-    }
-    // "pid (comm) state ppid pgrp ...": the command name may hold spaces and parentheses.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (fields[0] === "Z" || fields[0] === "X") continue;
+    const fields = procStat(pid); // "state ppid pgrp ..."
+    if (!fields || fields[0] === "Z" || fields[0] === "X") continue; // gone, or a zombie
     const pgid = Number(fields[2]);
     let jobId = byPgid.get(pgid) ?? null;
     if (jobId === null) {
@@ -554,10 +549,9 @@ function readRssKib(pid: number): number | null {
   }
 }
 
-function percentile(sorted: number[], p: number): number | null {
-  if (sorted.length === 0) return null;
-  const index = Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1);
-  return round(sorted[Math.max(0, index)]!);
+/** The nearest-rank percentile the benchmark report uses, rounded; null without samples. */
+function latency(sorted: number[], p: number): number | null {
+  return sorted.length === 0 ? null : round(percentile(sorted, p));
 }
 
 function round(value: number): number {

@@ -438,8 +438,11 @@ export class ExecutorClient implements AsyncDisposable {
       return;
     }
     if (message.method !== undefined) {
-      for (const listener of [...this.#notificationListeners]) {
-        listener({ method: message.method, params: message.params });
+      // Most clients have no listener: no copy of the set on every output notification then.
+      if (this.#notificationListeners.size > 0) {
+        for (const listener of [...this.#notificationListeners]) {
+          listener({ method: message.method, params: message.params });
+        }
       }
       const jobId = message.params?.job_id;
       const watchers = jobId === undefined ? undefined : this.#watchers.get(jobId);

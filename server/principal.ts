@@ -26,7 +26,7 @@ export interface Principal {
 }
 
 /** The principal of the main token. */
-export function defaultPrincipal(config: ServerConfig): Principal {
+function defaultPrincipal(config: ServerConfig): Principal {
   return {
     name: "default",
     policy: config.policy?.defaultPolicy ?? null,

@@ -25,7 +25,7 @@ function isLiteralNumber(word: Word | undefined): boolean {
  * Why a variable name with a subscript (`a[...]`) would run code, or null. Bash evaluates a
  * subscript arithmetically, so only a literal number (or @, *) is safe.
  */
-export function subscriptProblem(name: string): string | null {
+function subscriptProblem(name: string): string | null {
   const open = name.indexOf("[");
   if (open === -1) return null;
   const subscript = name.slice(open + 1, name.endsWith("]") ? -1 : undefined);

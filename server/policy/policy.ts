@@ -68,7 +68,7 @@ const DANGEROUS_VARIABLE = new RegExp(
 );
 
 /** True for a variable that, once set, changes what a later command runs. */
-export function isDangerousVariable(name: string): boolean {
+function isDangerousVariable(name: string): boolean {
   return DANGEROUS_VARIABLE.test(name);
 }
 
