@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { ConfigError, loadConfig } from "../server/config.ts";
+import { ConfigError, loadConfig, type ServerConfig } from "../server/config.ts";
 import { createLogger } from "../server/log.ts";
 import { type ExecutorServer, ServerStartError, startServer } from "../server/server.ts";
 import { CliError } from "./output.ts";
@@ -13,8 +13,14 @@ import type { Target } from "./target.ts";
 /** A server inside this process; disposing of it stops it and every job it runs. */
 export type LocalServer = { server: ExecutorServer; target: Target } & AsyncDisposable;
 
-/** Starts it; `await using` stops it (and any job still running). */
-export async function startLocalServer(exitCode: number): Promise<LocalServer> {
+/**
+ * Starts it; `await using` stops it (and any job still running). `options.adjust` changes the
+ * settings read from the environment before the server starts.
+ */
+export async function startLocalServer(
+  exitCode: number,
+  options: { adjust?: (config: ServerConfig) => ServerConfig } = {},
+): Promise<LocalServer> {
   const token = crypto.randomUUID();
   let server: ExecutorServer;
   try {
@@ -24,7 +30,7 @@ export async function startLocalServer(exitCode: number): Promise<LocalServer> {
       env: { ...Deno.env.toObject(), CC_EXECUTOR_HOST: "127.0.0.1", CC_EXECUTOR_PORT: "0" },
     });
     server = await startServer(
-      { ...config, host: "127.0.0.1", port: 0, token },
+      { ...(options.adjust?.(config) ?? config), host: "127.0.0.1", port: 0, token },
       { logger: createLogger(config.logLevel === "debug" ? "debug" : "warn") },
     );
   } catch (error) {

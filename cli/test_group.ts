@@ -8,6 +8,7 @@
 import { Command } from "@commander-js/extra-typings";
 import type { CliContext } from "./context.ts";
 import { examples } from "./help.ts";
+import { assessCommand } from "./assess/assess.ts";
 import { stressCommand } from "./stress.ts";
 
 /** `test` and its subcommands. */
@@ -21,5 +22,6 @@ export function testCommand(ctx: CliContext) {
         ["cc-executor test stress --tasks 1000 --parallel 50 --json", ""],
       ]),
     )
+    .addCommand(assessCommand(ctx))
     .addCommand(stressCommand(ctx));
 }
