@@ -13,7 +13,7 @@
  */
 import { join, resolve } from "node:path";
 import { Command } from "@commander-js/extra-typings";
-import { connectTo, resolveTarget, rpc, type Target, withTarget } from "../target.ts";
+import { connectTo, resolveTarget, rpc, type Target } from "../target.ts";
 import type { CliContext } from "../context.ts";
 import { examples } from "../help.ts";
 import { startLocalServer } from "../local.ts";
@@ -43,7 +43,7 @@ const DEFAULT_OUT = "tmp/responses";
 
 /** `test assess`. */
 export function assessCommand(ctx: CliContext) {
-  return withTarget(
+  return (
     new Command("assess")
       .description(
         "run behavioural scenarios against a live server, keep every frame and CLI output as " +
@@ -57,7 +57,10 @@ export function assessCommand(ctx: CliContext) {
           "documented behaviour intact",
       )
       .option("--only <names>", "comma-separated scenario names (see the report's table)")
-      .option("--json", "print the results as JSON instead of the summary"),
+      .option("--json", "print the results as JSON instead of the summary")
+      // Not withTarget's wording: without a URL this starts a temporary server, never the default.
+      .option("--url <url>", "server to assess (CC_EXECUTOR_URL; default: a temporary one)")
+      .option("--token <token>", "bearer token for it (CC_EXECUTOR_TOKEN)")
   )
     .addHelpText(
       "after",
