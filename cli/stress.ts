@@ -221,7 +221,9 @@ async function runStress(
   const deadline = options.duration !== undefined
     ? performance.now() + options.duration * 1000
     : Infinity;
-  const lostAfterMs = (options.jobTimeout + 30) * 1000;
+  // Capped at the longest wait a timer takes: past it setTimeout fires at once, and --job-timeout
+  // near its maximum (2,147,483 s) would report every job lost after a millisecond.
+  const lostAfterMs = Math.min((options.jobTimeout + 30) * 1000, 2 ** 31 - 1);
   let next = 0;
   let finished = 0;
 
