@@ -1910,6 +1910,11 @@ export class JobManager {
     job.principal = this.#startingPrincipals.get(id) ?? "default";
     this.#jobs.set(job.id, job);
     this.#running.add(job);
+    // Running now: no longer also counted as starting, which its start() would only undo a few
+    // awaits later (meanwhile a request checked against the limits would count it twice).
+    this.#starting.delete(id);
+    this.#startingOwners.delete(id);
+    this.#startingPrincipals.delete(id);
     this.logger.debug("job started", { job_id: job.id, pid: group.pid, owner });
     job.start(this.config, preFailures);
     // The pgid lets a later start stop this group if the server dies before the job ends. Not

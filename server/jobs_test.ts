@@ -73,3 +73,29 @@ Deno.test("jobs: finished jobs keep neither read nor chunk buffers", async () =>
   const grown = Deno.memoryUsage().external - before;
   assert.ok(grown < 2 * 1024 * 1024, `external memory grew ${grown} bytes for 40 finished jobs`);
 });
+
+Deno.test("jobs: a job that has started no longer also counts as starting against CC_EXECUTOR_MAX_JOBS", async () => {
+  let second: Promise<unknown> | undefined;
+  const jobs = new JobManager({
+    config: defaultConfig({ maxJobs: 2, killGraceMs: 100 }),
+    shell: "bash",
+    groupMode: "setsid",
+    logger: silentLogger,
+    spawn: (spec, mode) => {
+      const group = ProcessGroup.spawn(spec, mode);
+      // The first job is running from here on, while its start() has not returned yet: a second
+      // request checked then (as one whose handler awaited something can be) sees 1 job of 2.
+      if (!second) {
+        second = new Promise<void>((resolve) => queueMicrotask(() => resolve())).then(() =>
+          jobs.start({ command: "sleep 5" }, "owner")
+        );
+      }
+      return group;
+    },
+  });
+  const first = await jobs.start({ command: "sleep 5" }, "owner");
+  const { job } = await second as Awaited<ReturnType<JobManager["start"]>>;
+  first.job.control("CANCEL");
+  job.control("CANCEL");
+  await Promise.all([first.job.done, job.done]);
+});
