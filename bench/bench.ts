@@ -9,17 +9,20 @@ import { Command } from "@commander-js/extra-typings";
 import { ExecutorClient } from "../server/client.ts";
 import { measureCliRun } from "./cli_run.ts";
 import { measureHookCost } from "./hook_cost.ts";
+import { measureIdleConnections } from "./idle_connections.ts";
 import { measureStoreCost } from "./store_cost.ts";
 import { type BenchResults, type BenchSettings, renderReport, verdicts } from "./report.ts";
 import { measureLatency, measureOutput, measureRate, measureSlowReader } from "./scenarios.ts";
+import { measureSleepJobs } from "./sleep_jobs.ts";
 import { measureSpoolCost } from "./spool_cost.ts";
 import { ServerProcess } from "./server_process.ts";
 import { MiB } from "./stats.ts";
+import { measureWebsocketd } from "./websocketd.ts";
 
 /** The checkout this bench belongs to: its server is the default one to measure. */
 const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname);
 const DEFAULT_OUT = "docs/performance.md";
-const SCENARIOS = ["a", "b", "c", "d", "e", "f", "g", "h"] as const;
+const SCENARIOS = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 /** Sized to keep the whole run near a minute on 2 CPUs while p99 still rests on 5+ samples. */
@@ -41,6 +44,18 @@ const FULL: BenchSettings = {
   // ten turns shrugs off the few that another tenant of the machine slowed down.
   hookRounds: 10,
   hookSeconds: 2,
+  // 50 at a time: a crowd arriving; all 1,000 at once mostly measures the listen backlog.
+  idle: { connections: 1000, concurrency: 50, settleSeconds: 2 },
+  // The sleep only has to outlast starting them all (about 15 s here); they are canceled then.
+  sleepJobs: { jobs: 500, connections: 10, sleepSeconds: 120 },
+  // Line mode sends a message per 64-byte line at a few MiB/s: 8 MiB keeps a run near 2 s.
+  websocketd: {
+    latencySamples: 200,
+    latencyWarmup: 10,
+    binaryBytes: 128 * MiB,
+    lineBytes: 8 * MiB,
+    runs: 3,
+  },
 };
 
 /** For trying the bench out, not for the report. */
@@ -60,6 +75,15 @@ const QUICK: BenchSettings = {
   storeSeconds: 1,
   hookRounds: 2,
   hookSeconds: 1,
+  idle: { ...FULL.idle, connections: 200 },
+  sleepJobs: { ...FULL.sleepJobs, jobs: 100 },
+  websocketd: {
+    latencySamples: 40,
+    latencyWarmup: 3,
+    binaryBytes: 32 * MiB,
+    lineBytes: 2 * MiB,
+    runs: 1,
+  },
 };
 
 export async function bench(args: string[]): Promise<number> {
@@ -140,6 +164,9 @@ export async function bench(args: string[]): Promise<number> {
       store: null,
       hooks: null,
       spool: null,
+      idle: null,
+      sleep: null,
+      websocketd: null,
       rss: [{ after: "start (idle)", bytes: server.rss() }],
     };
     // (d) first, on the fresh server: every other scenario leaves the server's RSS grown (Deno keeps
@@ -186,6 +213,17 @@ export async function bench(args: string[]): Promise<number> {
       });
       results.rss.push({ after: "(e) cli run", bytes: server.rss() });
     }
+    if (run("k")) {
+      log(
+        `(k) websocketd side by side: ${settings.websocketd.latencySamples} echo samples per path, output ${
+          settings.websocketd.binaryBytes / MiB
+        } and ${settings.websocketd.lineBytes / MiB} MiB`,
+      );
+      results.websocketd = await measureWebsocketd(server, client, settings.websocketd);
+      if (results.websocketd.installed) {
+        results.rss.push({ after: "(k) websocketd side by side", bytes: server.rss() });
+      } else log(results.websocketd.skipped);
+    }
     if (run("f")) {
       log(
         `(f) store cost: jobs/s with history off, SQLite, Redis; ${settings.storeRounds} x ${settings.storeSeconds} s each`,
@@ -222,6 +260,20 @@ export async function bench(args: string[]): Promise<number> {
         runs: settings.outputRuns,
         warmupBytes: settings.outputWarmupBytes,
       });
+    }
+    if (run("i")) {
+      log(
+        `(i) ${settings.idle.connections} idle connections, ${settings.idle.concurrency} opening at a time`,
+      );
+      results.idle = await measureIdleConnections({ cwd: serverDir, ...settings.idle });
+      if ("skipped" in results.idle) log(`(i) skipped: ${results.idle.skipped}`);
+    }
+    if (run("j")) {
+      log(
+        `(j) ${settings.sleepJobs.jobs} concurrent "sleep ${settings.sleepJobs.sleepSeconds}" jobs over ${settings.sleepJobs.connections} connections`,
+      );
+      results.sleep = await measureSleepJobs({ cwd: serverDir, ...settings.sleepJobs });
+      if ("skipped" in results.sleep) log(`(j) skipped: ${results.sleep.skipped}`);
     }
   } catch (error) {
     log(`failed: ${(error as Error)?.stack ?? error}`);

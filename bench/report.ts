@@ -17,6 +17,10 @@ import type { CliRunResult } from "./cli_run.ts";
 import type { HookCostResult, HookRound, HookVariant } from "./hook_cost.ts";
 import type { SpoolCostResult, SpoolRun } from "./spool_cost.ts";
 import type { StoreCostBackend, StoreCostResult } from "./store_cost.ts";
+import type { IdleConnectionsOptions, IdleConnectionsOutcome } from "./idle_connections.ts";
+import { loadVerdicts, renderLoadSections } from "./report_load.ts";
+import type { SleepJobsOptions, SleepJobsOutcome } from "./sleep_jobs.ts";
+import type { WebsocketdOptions, WebsocketdOutcome } from "./websocketd.ts";
 import { fixed, MB, median, MiB, ratio, type Summary } from "./stats.ts";
 
 export interface Machine {
@@ -56,6 +60,9 @@ export interface BenchSettings {
   storeSeconds: number;
   hookRounds: number;
   hookSeconds: number;
+  idle: Omit<IdleConnectionsOptions, "cwd">;
+  sleepJobs: Omit<SleepJobsOptions, "cwd">;
+  websocketd: WebsocketdOptions;
 }
 
 export interface BenchResults {
@@ -73,6 +80,9 @@ export interface BenchResults {
   store: StoreCostResult | null;
   hooks: HookCostResult | null;
   spool: SpoolCostResult | null;
+  idle: IdleConnectionsOutcome | null;
+  sleep: SleepJobsOutcome | null;
+  websocketd: WebsocketdOutcome | null;
   /** The server's RSS at the start and after each scenario run, in run order. */
   rss: { after: string; bytes: number }[];
 }
@@ -220,6 +230,7 @@ export function verdicts(r: BenchResults): Verdict[] {
       }
       : notRun(gName, gTarget),
   );
+  out.push(...loadVerdicts(r));
   return out;
 }
 
@@ -262,7 +273,7 @@ export function renderReport(r: BenchResults): string {
     "## How to run",
     "",
     "```sh",
-    "deno task bench                        # about a minute on 2 CPUs; rewrites this file",
+    "deno task bench                        # about seven minutes on 2 CPUs; rewrites this file",
     "deno task bench --only a,c --out -     # some scenarios, printed instead of written",
     "CC_EXECUTOR_CHUNK_BYTES=65536 deno task bench --out -   # server settings come from the environment",
     "deno task bench --server-dir ../other-checkout --out -  # another checkout's server, this client",
@@ -576,10 +587,13 @@ export function renderReport(r: BenchResults): string {
     );
   } else add("Not run.", "");
 
+  add(...renderLoadSections(r));
+
   add(
     "## Server RSS over the run",
     "",
-    "VmRSS of the server process at the start and after each scenario, in the order they ran.",
+    "VmRSS of the server process at the start and after each scenario that used it, in the order",
+    "they ran ((f) to (j) start servers of their own).",
     "",
     "| After | RSS |",
     "| --- | ---: |",
@@ -611,10 +625,11 @@ export function renderReport(r: BenchResults): string {
     "- (a) runs one sample of each path per round, in a rotating order, so drift hits all paths alike;",
     "  percentiles are nearest-rank (each is a measured sample).",
     "- (b) counts jobs completed by the deadline plus those in flight at it, over the whole elapsed time.",
-    "- The scenarios run in the order d, a, b, c. (d) goes first, on the fresh server, because every",
-    "  other scenario leaves the server's RSS grown (V8 and the allocator keep what thousands of",
-    "  spawns and a fast 512 MiB stream made them allocate), and that residue is not the slow reader's",
-    "  doing; the RSS table above shows it scenario by scenario.",
+    "- The scenarios run in the order d, a, b, c, e, k on the one server, then f, g, h, i, j, each on",
+    "  servers of its own. (d) goes first, on the fresh server, because every other scenario leaves",
+    "  the server's RSS grown (V8 and the allocator keep what thousands of spawns and a fast 512 MiB",
+    "  stream made them allocate), and that residue is not the slow reader's doing; the RSS table",
+    "  above shows it scenario by scenario. (i) and (j) start fresh servers for the same reason.",
     "- (c) uses printable output: NUL bytes (`/dev/zero`) would be JSON-escaped to six bytes each and",
     "  measure the escaper instead of the stream.",
     "- Figures move by up to ~15% from run to run on a shared 2-vCPU VM; the ratios, taken within one",

@@ -22,7 +22,7 @@ export function outputCommand(bytes: number): string {
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** How a job is started by a baseline: the shell itself, or through setsid as the server does. */
-type Spawner = "bash" | "setsid";
+export type Spawner = "bash" | "setsid";
 
 /** Spawns `bash -c command` (optionally via setsid), reads both pipes to the end, awaits the status. */
 async function bareRun(spawner: Spawner, command: string): Promise<{ stdout: number }> {
@@ -52,7 +52,7 @@ async function countBytes(stream: ReadableStream<Uint8Array>): Promise<number> {
  * Fails instead of hanging when an answer never comes (a server that loses
  * `process.completed` would otherwise stall the bench forever).
  */
-function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+export function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms: ${what}`)), ms);
@@ -74,7 +74,7 @@ export async function serverEcho(client: ExecutorClient): Promise<number> {
   return outcome.durationMs;
 }
 
-async function bareEcho(spawner: Spawner): Promise<void> {
+export async function bareEcho(spawner: Spawner): Promise<void> {
   const { stdout } = await bareRun(spawner, ECHO);
   if (stdout !== 3) {
     throw new Error(`${spawner} -c "${ECHO}": ${stdout} bytes of stdout, expected 3`);

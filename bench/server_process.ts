@@ -80,12 +80,12 @@ export class ServerProcess implements AsyncDisposable {
 
   /** Current resident set size, bytes (VmRSS). */
   rss(): number {
-    return this.#statusField("VmRSS");
+    return statusField(this.pid, "VmRSS");
   }
 
   /** Peak resident set size since start or the last resetPeak(), bytes (VmHWM). */
   peakRss(): number {
-    return this.#statusField("VmHWM");
+    return statusField(this.pid, "VmHWM");
   }
 
   /**
@@ -151,13 +151,6 @@ export class ServerProcess implements AsyncDisposable {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
-
-  #statusField(field: "VmRSS" | "VmHWM"): number {
-    const status = Deno.readTextFileSync(`/proc/${this.pid}/status`);
-    const match = status.match(new RegExp(`^${field}:\\s+(\\d+) kB`, "m"));
-    if (!match) throw new Error(`/proc/${this.pid}/status has no ${field}`);
-    return Number(match[1]) * 1024;
-  }
 }
 
 /**
@@ -194,6 +187,14 @@ export class RssSampler implements Disposable {
   }
 }
 
+/** A memory figure of /proc/<pid>/status (VmRSS: resident now; VmHWM: peak), bytes. */
+export function statusField(pid: number, field: "VmRSS" | "VmHWM"): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const match = status.match(new RegExp(`^${field}:\\s+(\\d+) kB`, "m"));
+  if (!match) throw new Error(`/proc/${pid}/status has no ${field}`);
+  return Number(match[1]) * 1024;
+}
+
 /** User plus system CPU time of this process (not its children), seconds. */
 export function ownCpuSeconds(): number {
   return cpuSecondsOf("self");
@@ -202,7 +203,7 @@ export function ownCpuSeconds(): number {
 /** Clock ticks per second for /proc/<pid>/stat; 100 on every Linux we run on. */
 const CLOCK_TICKS = 100;
 
-function cpuSecondsOf(pid: number | "self"): number {
+export function cpuSecondsOf(pid: number | "self"): number {
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
   // "pid (comm) state ..." where comm may hold spaces: utime and stime are fields 14 and 15.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
@@ -210,7 +211,7 @@ function cpuSecondsOf(pid: number | "self"): number {
 }
 
 /** A port nothing listens on right now (the kernel picks it; we close and hand it over). */
-function freePort(): number {
+export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr;
   listener.close();
