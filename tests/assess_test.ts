@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { cliInvocation, SCENARIOS } from "../cli/assess/assess.ts";
 import { writeHooksFolder } from "../cli/assess/hooks_area.ts";
 import { runScenario, type ScenarioResult, type ScenarioTarget } from "../cli/assess/scenario.ts";
+import { shellQuoteArgv } from "../server/claude/invocation.ts";
 import { defaultConfig, type ServerConfig } from "../server/config.ts";
 import { runCli, tempStateDir } from "./cli_util.ts";
 import { startTestServer } from "./test_util.ts";
@@ -47,19 +48,36 @@ async function runAgainst(
   area: keyof typeof SCENARIOS,
   name: string,
   overrides: Partial<ServerConfig>,
+  target: Partial<ScenarioTarget> = {},
 ): Promise<void> {
-  const scenario = SCENARIOS[area].find((s) => s.name === name)!;
   await using server = await startTestServer(overrides);
-  const runDir = Deno.makeTempDirSync({ prefix: "cc-assess-" });
-  const target: ScenarioTarget = { url: server.url, cli: cliInvocation(), env: isolatedEnv() };
-  const result = await runScenario(scenario, target, runDir);
+  const result = await runOne(area, name, {
+    url: server.url,
+    cli: cliInvocation(),
+    env: isolatedEnv(),
+    ...target,
+  });
   assertPassed(result);
+}
+
+/** Runs one scenario against `target`; every evidence file it names must exist. */
+async function runOne(
+  area: keyof typeof SCENARIOS,
+  name: string,
+  target: ScenarioTarget,
+): Promise<ScenarioResult> {
+  const scenario = SCENARIOS[area].find((s) => s.name === name)!;
+  const runDir = Deno.makeTempDirSync({ prefix: "cc-assess-" });
+  const result = await runScenario(scenario, target, runDir);
   for (const check of result.checks) {
     assert.ok(
       Deno.statSync(join(runDir, check.evidence.file)).isFile,
       `${check.what}: its evidence file ${check.evidence.file} exists`,
     );
   }
+  // Kept when it failed, to be read; large-output alone leaves 7 MB of frames.
+  if (result.ok) Deno.removeSync(runDir, { recursive: true });
+  return result;
 }
 
 for (const scenario of SCENARIOS.core) {
@@ -169,4 +187,136 @@ Deno.test("test assess: usage errors exit 2 and name what is wrong", async () =>
   const dir = await runCli(["test", "assess", "hooks", "--hooks-dir", "/nonexistent/hooks"]);
   assert.equal(dir.code, 2, dir.stderr);
   assert.match(dir.stderr, /--hooks-dir \/nonexistent\/hooks does not exist/);
+  // A hooks.json that cannot be merged with the assessment's is said so before anything runs.
+  const yours = Deno.makeTempDirSync({ prefix: "cc-your-hooks-" });
+  const out = Deno.makeTempDirSync({ prefix: "cc-assess-out-" });
+  for (
+    const [text, says] of [
+      ['{ "hooks": [', /hooks\.json is not valid JSON/],
+      [
+        '{ "hooks": { "a": 1 } }',
+        /hooks\.json: expected an object such as \{ "hooks": \[ \.\.\. \] \}/,
+      ],
+    ] as const
+  ) {
+    Deno.writeTextFileSync(join(yours, "hooks.json"), text);
+    const bad = await runCli(["test", "assess", "all", "--hooks-dir", yours, "--out", out]);
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.match(bad.stderr, says);
+    assert.doesNotMatch(bad.stderr, /unexpected error/);
+  }
+  assert.deepEqual([...Deno.readDirSync(out)], [], "nothing ran");
+});
+
+Deno.test("assess cli/history: finds its job when more than a page of other jobs ended after it", async () => {
+  // A busy server, as the scenario sees it: before `history list`, 25 other jobs run and end.
+  const wrapper = join(Deno.makeTempDirSync({ prefix: "cc-assess-busy-" }), "busy_cli.sh");
+  const cli = shellQuoteArgv(cliInvocation());
+  Deno.writeTextFileSync(
+    wrapper,
+    `case " $* " in *" history list "*)\n` +
+      `  ${cli} test stress --tasks 25 --parallel 5 --command true >/dev/null 2>&1 || exit 99 ;;\n` +
+      `esac\nexec ${cli} "$@"\n`,
+  );
+  await runAgainst("cli", "history", {}, { cli: ["/bin/sh", wrapper] });
+});
+
+Deno.test("assess cli/server-lifecycle: a CC_EXECUTOR_TOKEN_FILE of the user's does not stop the scenario's server", async () => {
+  const token = "assess-token-file-test";
+  const file = join(Deno.makeTempDirSync({ prefix: "cc-assess-token-" }), "token");
+  Deno.writeTextFileSync(file, `${token}\n`, { mode: 0o600 });
+  Deno.chmodSync(file, 0o600);
+  await runAgainst("cli", "server-lifecycle", { token }, {
+    token,
+    env: { ...isolatedEnv(), CC_EXECUTOR_TOKEN_FILE: file },
+  });
+});
+
+Deno.test("assess hooks/loaded: a hook file of yours that cc-executor refuses (writable by others) fails it, unloaded", async () => {
+  const yours = Deno.makeTempDirSync({ prefix: "cc-your-hooks-" });
+  const marker = join(yours, "imported");
+  Deno.writeTextFileSync(
+    join(yours, "open.ts"),
+    `Deno.writeTextFileSync(${JSON.stringify(marker)}, "yes");\n` +
+      `export const HOOKS = { pre_execution: [{ name: "open-hook", run: () => ({}) }] };\n`,
+  );
+  Deno.chmodSync(join(yours, "open.ts"), 0o666);
+  const dir = await writeHooksFolder(
+    Deno.makeTempDirSync({ prefix: "cc-assess-hooks-" }),
+    yours,
+  );
+  await using server = await startTestServer({ hooks: { ...defaultConfig().hooks, dir } });
+  const result = await runOne("hooks", "loaded", {
+    url: server.url,
+    cli: cliInvocation(),
+    env: isolatedEnv(),
+  });
+  assert.equal(result.ok, false, "a refused file is a failure, as on a server of yours");
+  const refused = result.checks.find((c) => c.what === "no hook file or entry was refused")!;
+  assert.equal(refused.ok, false);
+  assert.match(
+    refused.actual,
+    /yours_open\.ts: cannot be imported: refused .*writable by everyone/,
+  );
+  assert.throws(() => Deno.statSync(marker), Deno.errors.NotFound, "its code never ran");
+});
+
+Deno.test("test assess: two runs started in the same second get folders of their own", async () => {
+  const out = Deno.makeTempDirSync({ prefix: "cc-assess-out-" });
+  // Every folder this run could be given in the next two minutes is taken by an earlier run.
+  const taken: string[] = [];
+  for (let s = -1; s < 120; s++) {
+    const name = new Date(Date.now() + s * 1000).toISOString().replace(/[-:]/g, "")
+      .replace("T", "-").slice(0, 15) + "-core";
+    Deno.mkdirSync(join(out, name, "core", "bad-requests"), { recursive: true });
+    Deno.writeTextFileSync(join(out, name, "report.md"), "an earlier run's report\n");
+    taken.push(name);
+  }
+  const { code, stdout, stderr } = await runCli([
+    "test",
+    "assess",
+    "core",
+    "--only",
+    "bad-requests",
+    "--out",
+    out,
+  ]);
+  assert.equal(code, 0, `${stdout}\n${stderr}`);
+  for (const name of taken) {
+    assert.equal(Deno.readTextFileSync(join(out, name, "report.md")), "an earlier run's report\n");
+    assert.deepEqual([...Deno.readDirSync(join(out, name, "core", "bad-requests"))], []);
+  }
+  const mine = [...Deno.readDirSync(out)].map((e) => e.name).filter((n) => !taken.includes(n));
+  assert.equal(mine.length, 1, mine.join(", "));
+  assert.match(mine[0]!, /^\d{8}-\d{6}-core-2$/);
+  assert.match(stdout, new RegExp(`Report: .*${mine[0]}/report\\.md`));
+  assert.match(
+    Deno.readTextFileSync(join(out, mine[0]!, "report.md")),
+    /^# cc-executor self-assessment: PASS/,
+  );
+});
+
+Deno.test("test assess: an area whose server cannot start fails, and the areas already run keep their report", async () => {
+  await using server = await startTestServer();
+  const out = Deno.makeTempDirSync({ prefix: "cc-assess-out-" });
+  const { code, stdout, stderr } = await runCli([
+    "test",
+    "assess",
+    "all",
+    "--only",
+    "exit-codes,loaded",
+    "--url",
+    server.url,
+    "--out",
+    out,
+  ], { env: { CC_EXECUTOR_MAX_JOBS: "many" } }); // what the hooks area's own server cannot take
+  assert.equal(code, 1, `${stdout}\n${stderr}`);
+  assert.match(
+    stdout,
+    /FAIL hooks\/loaded: the hooks area has no server to run against: .*MAX_JOBS/,
+  );
+  const report = Deno.readTextFileSync(join(onlyRun(out), "report.md"));
+  assert.match(report, /^# cc-executor self-assessment: FAIL/);
+  assert.match(report, /## core\/exit-codes: PASS/);
+  assert.match(report, /## hooks\/loaded: FAIL[^]*Stopped before it was done:\*\* the hooks area/);
 });

@@ -18,10 +18,10 @@ import type { CliContext } from "../context.ts";
 import { examples } from "../help.ts";
 import { startLocalServer } from "../local.ts";
 import type { ServerConfig } from "../../server/config.ts";
-import { type Output, UsageError } from "../output.ts";
+import { CliError, type Output, UsageError } from "../output.ts";
 import { CLI_SCENARIOS } from "./cli_area.ts";
 import { CORE_SCENARIOS } from "./core.ts";
-import { HOOK_SCENARIOS, writeHooksFolder } from "./hooks_area.ts";
+import { HOOK_SCENARIOS, readUserHooksJson, writeHooksFolder } from "./hooks_area.ts";
 import { type AssessRun, renderReport, verdict } from "./report.ts";
 import {
   type Area,
@@ -79,7 +79,11 @@ ${
     )
     .action(async (area, options) => {
       const areas = parseArea(area);
-      if (options.hooksDir !== undefined) await checkFolder(options.hooksDir);
+      if (options.hooksDir !== undefined) {
+        await checkFolder(options.hooksDir);
+        // Before any area runs: a hooks.json that cannot be merged would stop the run midway.
+        if (areas.includes("hooks")) await readUserHooksJson(options.hooksDir);
+      }
       const only = options.only?.split(",").map((s) => s.trim()).filter((s) => s !== "");
       const results = await assess(areas, { ...options, only }, ctx.output);
       ctx.setExitCode(results.ok ? 0 : 1);
@@ -108,17 +112,27 @@ async function assess(
 ): Promise<{ ok: boolean; report: string }> {
   const scenarios = pick(areas, options.only);
   const started = new Date();
-  const id = started.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15) +
-    `-${areas.length === AREAS.length ? "all" : areas.join("-")}`;
-  const runDir = resolve(options.out, id);
-  await Deno.mkdir(runDir, { recursive: true });
+  const { id, dir: runDir } = await claimRunDir(
+    resolve(options.out),
+    started.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15) +
+      `-${areas.length === AREAS.length ? "all" : areas.join("-")}`,
+  );
   const run: AssessRun = { id, started, areas, targets: {}, results: [] };
   const progress = output.spinner("test assess: starting");
   try {
     for (const area of areas) {
       const mine = scenarios.filter((s) => s.area === area);
       if (mine.length === 0) continue;
-      await using server = await areaServer(area, runDir, options);
+      let server: AreaServer;
+      try {
+        server = await areaServer(area, runDir, options);
+      } catch (error) {
+        if (!(error instanceof CliError) || error instanceof UsageError) throw error;
+        // The areas already run keep their verdicts and the report; this one failed as a whole.
+        for (const scenario of mine) run.results.push(await notRun(scenario, error, runDir));
+        continue;
+      }
+      await using _owned = server;
       run.targets[area] = server.describe;
       for (const scenario of mine) {
         progress.update(`test assess: ${area}/${scenario.name}`);
@@ -134,6 +148,24 @@ async function assess(
   if (options.json) output.json({ ok, run: id, report: reportPath, results: run.results });
   else printSummary(run.results, reportPath, output);
   return { ok, report: reportPath };
+}
+
+/**
+ * A run folder of this run's own, `<out>/<name>`, or `<name>-2`, ... when another run (started in
+ * the same second) has it: runs never share evidence or a report.
+ */
+async function claimRunDir(out: string, name: string): Promise<{ id: string; dir: string }> {
+  await Deno.mkdir(out, { recursive: true });
+  for (let n = 1;; n++) {
+    const id = n === 1 ? name : `${name}-${n}`;
+    const dir = join(out, id);
+    try {
+      await Deno.mkdir(dir);
+      return { id, dir };
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+    }
+  }
 }
 
 async function checkFolder(dir: string): Promise<void> {
@@ -157,6 +189,27 @@ function pick(areas: Area[], only: string[] | undefined): Scenario[] {
     );
   }
   return scenarios.filter((s) => only.includes(s.name));
+}
+
+/** A scenario that could not run because its area has no server: a failure, saying why. */
+async function notRun(
+  scenario: Scenario,
+  error: CliError,
+  runDir: string,
+): Promise<ScenarioResult> {
+  const dir = join(scenario.area, scenario.name);
+  await Deno.mkdir(join(runDir, dir), { recursive: true });
+  return {
+    area: scenario.area,
+    name: scenario.name,
+    title: scenario.title,
+    ok: false,
+    checks: [],
+    error: `the ${scenario.area} area has no server to run against: ${error.message}`,
+    skipped: null,
+    duration_ms: 0,
+    dir,
+  };
 }
 
 /** The server an area runs against, and how to describe it in the report. */
@@ -244,15 +297,18 @@ function printSummary(results: ScenarioResult[], reportPath: string, output: Out
       `${r.checks.filter((c) => c.ok).length}/${r.checks.length}`,
     ]),
   );
+  // Scenarios that failed for one reason (an area without a server) share one line.
+  const failures = new Map<string, string[]>();
   for (const r of results.filter((r) => !r.ok)) {
     const first = r.checks.find((c) => !c.ok);
-    output.out(
-      `${paint.red("FAIL")} ${r.area}/${r.name}: ` +
-        (r.error ??
-          (first
-            ? `${first.what}: expected ${oneLine(first.expected)}, got ${oneLine(first.actual)}`
-            : "")),
-    );
+    const why = r.error ??
+      (first
+        ? `${first.what}: expected ${oneLine(first.expected)}, got ${oneLine(first.actual)}`
+        : "");
+    failures.set(why, [...(failures.get(why) ?? []), `${r.area}/${r.name}`]);
+  }
+  for (const [why, names] of failures) {
+    output.out(`${paint.red("FAIL")} ${names.join(", ")}: ${why}`);
   }
   for (const r of results.filter((r) => verdict(r) === "SKIPPED")) {
     output.out(`${paint.yellow("skipped")} ${r.area}/${r.name}: ${r.skipped}`);

@@ -150,8 +150,9 @@ const history: Scenario = {
     const run = await ctx.cli(["run", "--json", `echo ${mark}`]);
     if (!exitCode(ctx, run, 0, "the job to look for")) return;
     const jobId = JSON.parse(run.stdout).job_id as string;
-    const list = await ctx.cli(["history", "list", "--json"]);
-    exitCode(ctx, list, 0, "`history list --json`");
+    // Searched for: on a busy server more than a page of jobs can end between the two commands.
+    const list = await ctx.cli(["history", "list", "--json", "--search", mark]);
+    exitCode(ctx, list, 0, "`history list --json --search <marker>`");
     const listed = list.code === 0
       ? (JSON.parse(list.stdout).jobs as { job_id: string; command: string }[])
         .find((j) => j.job_id === jobId)

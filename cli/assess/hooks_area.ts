@@ -16,6 +16,8 @@ import { isAbsolute, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Frame, RawClient, TranscriptEntry } from "./raw_client.ts";
 import type { Scenario, ScenarioContext } from "./scenario.ts";
+import { untrustedFileReason } from "../../hooks/trust.ts";
+import { UsageError } from "../output.ts";
 
 /** Words in a command that make the assessment's hooks act. */
 const WORDS = {
@@ -117,7 +119,7 @@ export async function writeHooksFolder(dir: string, userDir?: string): Promise<s
   await write("assess_hooks.ts", TYPESCRIPT_HOOKS, 0o644);
   await write("assess_guard.sh", COMMAND_GUARD, 0o755);
   await write("assess_attach.sh", COMMAND_ATTACH, 0o755);
-  const entries: Record<string, unknown>[] = [
+  const entries: unknown[] = [
     { name: "assess-command-guard", point: "pre_execution", command: ["./assess_guard.sh"] },
     { name: "assess-command-attach", point: "post_execution", command: ["./assess_attach.sh"] },
   ];
@@ -126,37 +128,85 @@ export async function writeHooksFolder(dir: string, userDir?: string): Promise<s
   return dir;
 }
 
-/** Re-exports the user's TypeScript hooks (the folder was checked to exist) into `dir`; returns their hooks.json entries, made absolute. */
+/**
+ * Re-exports the user's TypeScript hooks (the folder was checked to exist) into `dir`; returns
+ * their hooks.json entries, made absolute. A file cc-executor would refuse (writable by others)
+ * is not loaded: its stand-in throws the reason, so the server reports it as the refusal it is.
+ */
 async function addUserHooks(
   userDir: string,
   write: (name: string, text: string, mode: number) => Promise<void>,
-): Promise<Record<string, unknown>[]> {
+): Promise<unknown[]> {
   for await (const entry of Deno.readDir(userDir)) {
     const name = entry.name;
     if (name.startsWith(".") || !name.endsWith(".ts") || name.endsWith(".d.ts")) continue;
+    const file = join(userDir, name);
+    const refused = untrustedFileReason(file, userDir);
     // A file that re-exports theirs keeps their relative imports working from where they are.
-    const url = pathToFileURL(join(userDir, name)).href;
-    await write(`yours_${name}`, `export { HOOKS } from ${JSON.stringify(url)};\n`, 0o644);
+    const url = pathToFileURL(file).href;
+    await write(
+      `yours_${name}`,
+      refused ? refusedModule(refused) : `export { HOOKS } from ${JSON.stringify(url)};\n`,
+      0o644,
+    );
   }
-  let text: string;
-  try {
-    text = await Deno.readTextFile(join(userDir, "hooks.json"));
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return [];
-    throw error;
+  const entries = await readUserHooksJson(userDir);
+  if (entries === null) return [];
+  const refused = untrustedFileReason(join(userDir, "hooks.json"), userDir);
+  if (refused) {
+    await write("yours_hooks.json.refused.ts", refusedModule(refused), 0o644);
+    return [];
   }
-  const parsed = JSON.parse(text) as { hooks?: Record<string, unknown>[] };
-  return (parsed.hooks ?? []).map((entry) => {
-    const command = entry.command;
-    const absolute = (path: string) => isAbsolute(path) ? path : resolve(userDir, path);
+  const absolute = (path: string) => isAbsolute(path) ? path : resolve(userDir, path);
+  return entries.map((entry) => {
+    // What is not an entry at all goes in as it is: the server says what is wrong with it.
+    if (entry === null || typeof entry !== "object" || Array.isArray(entry)) return entry;
+    const { command, cwd } = entry as Record<string, unknown>;
     return {
       ...entry,
       ...(Array.isArray(command) && typeof command[0] === "string" && command[0].includes("/")
         ? { command: [absolute(command[0]), ...command.slice(1)] }
         : {}),
-      cwd: absolute(typeof entry.cwd === "string" ? entry.cwd : "."),
+      cwd: absolute(typeof cwd === "string" ? cwd : "."),
     };
   });
+}
+
+/** A stand-in for a file cc-executor refuses: loading it fails with the reason. */
+function refusedModule(reason: string): string {
+  return `// cc-executor refuses the file this stands for, so the assessment does not load it.\n` +
+    `throw new Error(${JSON.stringify(`refused as cc-executor refuses it: ${reason}`)});\n`;
+}
+
+/**
+ * The entries of `userDir`'s hooks.json, or null when it has none.
+ *
+ * @throws {UsageError} when the file is not JSON shaped as `{ "hooks": [...] }`: its entries
+ * cannot be merged into the assessment's.
+ */
+export async function readUserHooksJson(userDir: string): Promise<unknown[] | null> {
+  const path = join(resolve(userDir), "hooks.json");
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return null;
+    throw error;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error;
+    throw new UsageError(`test assess: --hooks-dir: ${path} is not valid JSON: ${error.message}`);
+  }
+  const hooks = (parsed as { hooks?: unknown } | null)?.hooks;
+  if (typeof parsed !== "object" || Array.isArray(parsed) || !Array.isArray(hooks)) {
+    throw new UsageError(
+      `test assess: --hooks-dir: ${path}: expected an object such as { "hooks": [ ... ] }`,
+    );
+  }
+  return hooks;
 }
 
 /** A job id unique to this run. */

@@ -120,14 +120,16 @@ export class ScenarioContext {
   ): Promise<CliRun> {
     const [program, ...before] = this.target.cli;
     const file = this.#path(`cli-${++this.#cliRuns}.txt`);
+    const env: Record<string, string> = { ...this.target.env, CC_EXECUTOR_URL: this.target.url };
+    if (this.target.token) {
+      env.CC_EXECUTOR_TOKEN = this.target.token;
+      // The token is the target's; a token file of the user's as well is a configuration error
+      // for the servers a scenario starts ("set CC_EXECUTOR_TOKEN or CC_EXECUTOR_TOKEN_FILE").
+      delete env.CC_EXECUTOR_TOKEN_FILE;
+    }
     const child = new Deno.Command(program!, {
       args: [...before, ...args],
-      env: {
-        ...this.target.env,
-        CC_EXECUTOR_URL: this.target.url,
-        ...(this.target.token ? { CC_EXECUTOR_TOKEN: this.target.token } : {}),
-        ...options.env,
-      },
+      env: { ...env, ...options.env },
       clearEnv: true,
       stdin: options.stdin !== undefined ? "piped" : "null",
       stdout: "piped",
