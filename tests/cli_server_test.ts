@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ExecutorClient } from "../server/client.ts";
 import { processAlive } from "../server/process.ts";
-import { cliCommand, runCli, startCliServer, tempStateDir } from "./cli_util.ts";
+import { cliCommand, hasScript, runCli, startCliServer, tempStateDir } from "./cli_util.ts";
 import { groupAlive, waitUntil } from "./test_util.ts";
 
 /** `cc-executor <args>` as a real subprocess, with `env` added. */
@@ -398,14 +398,6 @@ Deno.test("cli server: status tells a stale pid file and a foreign HTTP server f
     await stopLeftover(state);
   }
 });
-
-const hasScript = (() => {
-  try {
-    return new Deno.Command("script", { args: ["--version"] }).outputSync().success;
-  } catch {
-    return false;
-  }
-})();
 
 Deno.test({
   name: "cli server: on a terminal, a detached start shows a spinner while it waits",

@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import type { StressReport } from "../cli/stress.ts";
-import { runCli, startCliServer } from "./cli_util.ts";
+import { hasScript, runCli, startCliServer } from "./cli_util.ts";
 
 /** The report --json prints: the command's own type, so the test follows any change to it. */
 type Report = StressReport;
@@ -370,14 +370,6 @@ Deno.test("test stress: --job-timeout at its largest does not count every job as
     assert.equal(report.jobs.finished, 2);
   }, { CC_EXECUTOR_MAX_TIMEOUT: "0" }); // no cap, so the server takes the largest timeout
 });
-
-const hasScript = (() => {
-  try {
-    return new Deno.Command("script", { args: ["--version"] }).outputSync().success;
-  } catch {
-    return false;
-  }
-})();
 
 Deno.test({
   name: "test stress: on a terminal, a progress line that is erased before the summary",

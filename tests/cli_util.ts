@@ -86,3 +86,12 @@ export async function startCliServer(env: Record<string, string> = {}) {
     }
   }
 }
+
+/** Whether util-linux `script` is here, to give the CLI a real pseudo-terminal. */
+export const hasScript = (() => {
+  try {
+    return new Deno.Command("script", { args: ["--version"] }).outputSync().success;
+  } catch {
+    return false;
+  }
+})();

@@ -10,19 +10,8 @@
  * @module
  */
 import type { Frame, RawClient, TranscriptEntry } from "./raw_client.ts";
+import { jobId, ofJob } from "./job_frames.ts";
 import type { Scenario, ScenarioContext } from "./scenario.ts";
-
-/** A job id unique to this run. */
-function jobId(what: string): string {
-  return `assess-${what}-${crypto.randomUUID().slice(0, 8)}`;
-}
-
-/** The transcript entries of one job: its request, the response and its notifications. */
-function ofJob(id: string): (entry: TranscriptEntry) => boolean {
-  return ({ frame }) =>
-    frame?.params?.job_id === id || frame?.result?.job_id === id ||
-    frame?.error?.data?.job_id === id;
-}
 
 /** Entries of `id` that are its request, its response, and notifications named in `methods`. */
 function framesOf(id: string, methods: string[]): (entry: TranscriptEntry) => boolean {

@@ -14,7 +14,8 @@
  */
 import { isAbsolute, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import type { Frame, RawClient, TranscriptEntry } from "./raw_client.ts";
+import type { Frame, RawClient } from "./raw_client.ts";
+import { jobId, ofJob } from "./job_frames.ts";
 import type { Scenario, ScenarioContext } from "./scenario.ts";
 import { untrustedFileReason } from "../../hooks/trust.ts";
 import { UsageError } from "../output.ts";
@@ -207,18 +208,6 @@ export async function readUserHooksJson(userDir: string): Promise<unknown[] | nu
     );
   }
   return hooks;
-}
-
-/** A job id unique to this run. */
-function jobId(what: string): string {
-  return `assess-${what}-${crypto.randomUUID().slice(0, 8)}`;
-}
-
-/** Every frame of one job: its request, the response, its notifications and hook notifications. */
-function ofJob(id: string): (entry: TranscriptEntry) => boolean {
-  return ({ frame }) =>
-    frame?.params?.job_id === id || frame?.result?.job_id === id ||
-    frame?.error?.data?.job_id === id;
 }
 
 async function execute(client: RawClient, params: Record<string, unknown>) {
