@@ -7,6 +7,7 @@
 import { Command } from "@commander-js/extra-typings";
 import { VERSION } from "../server/version.ts";
 import { completionsCommand } from "./completions.ts";
+import { clusterCommand } from "./cluster.ts";
 import { configCommand } from "./config.ts";
 import type { CliContext } from "./context.ts";
 import { examples } from "./help.ts";
@@ -52,6 +53,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addCommand(serverCommand(ctx))
     .addCommand(runCommand(ctx))
     .addCommand(jobsCommand(ctx))
+    .addCommand(clusterCommand(ctx))
     .addCommand(historyCommand(ctx))
     .addCommand(hooksCommand(ctx))
     .addCommand(templatesCommand(ctx))

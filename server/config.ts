@@ -106,8 +106,31 @@ const ConfigSchema = z.object({
     .describe("Keep history, timing and sessions in this Redis instead of SQLite."),
   CC_EXECUTOR_REDIS_PREFIX: z.string().min(1).default("cc-executor:")
     .describe("Prefix of every Redis key, so several deployments can share one Redis."),
-  CC_EXECUTOR_NODE_ID: z.string().trim().min(1).optional()
-    .describe("This server's name in job records; default the host name."),
+  CC_EXECUTOR_NODE_ID: z.string().trim().regex(
+    /^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/,
+    "expected letters, digits and . _ : - (at most 100, starting with a letter or digit)",
+  ).optional()
+    .describe("This server's name in job records and in the cluster; default the host name."),
+  CC_EXECUTOR_CLUSTER: onOff("on")
+    .describe(
+      "With REDIS_URL: on registers this server as a node of the cluster (docs/cluster.md).",
+    ),
+  CC_EXECUTOR_NODE_LABELS: z.string().transform(names).pipe(
+    z.array(
+      z.string().regex(
+        /^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$/,
+        "each label: letters, digits and . _ : / - (such as gpu, linux, repo:foo)",
+      ),
+    ),
+  ).optional()
+    .describe("Comma-separated labels of this node, such as gpu,linux,repo:foo."),
+  CC_EXECUTOR_NODE_CAPACITY: int(1, 100_000).optional()
+    .describe("Jobs this node takes at once from the cluster; default CC_EXECUTOR_MAX_JOBS."),
+  CC_EXECUTOR_NODE_DOWN_AFTER: int(1, 3600).default(10)
+    .describe("Seconds without a heartbeat after which a node counts as down."),
+  CC_EXECUTOR_NODE_URL: z.string().trim().regex(/^wss?:\/\//, "expected ws://... or wss://...")
+    .optional()
+    .describe("The URL other machines reach this node at, shown by cluster status."),
   CC_EXECUTOR_ADAPTIVE_TIMEOUT: z.string().trim().toLowerCase().pipe(z.enum(["on", "off"]))
     .default("on")
     .describe("on: a request without a timeout gets one estimated from history; off: none."),
@@ -245,6 +268,8 @@ export interface ServerConfig {
   redisUrl: string | undefined;
   redisPrefix: string;
   nodeId: string;
+  /** Null: not a node of a cluster (no REDIS_URL, or CC_EXECUTOR_CLUSTER=off). */
+  cluster: ClusterConfig | null;
   timeouts: TimeoutPolicy;
   historyOutputChars: number;
   /** 0: never prune. */
@@ -268,6 +293,17 @@ export interface ServerConfig {
   /** Null: plain HTTP and WS. Set: HTTPS and WSS with this certificate and key (server/tls.ts). */
   tls: TlsConfig | null;
   mcp: McpConfig;
+}
+
+/** This server as a node of a cluster sharing one Redis (docs/cluster.md). */
+export interface ClusterConfig {
+  labels: string[];
+  /** Jobs it runs at once for the cluster. */
+  capacity: number;
+  /** A node whose heartbeat is this late is down. */
+  downAfterMs: number;
+  /** Where others reach it; null: its listen URL. */
+  url: string | null;
 }
 
 /** Which variables of the server's environment reach commands. */
@@ -437,6 +473,14 @@ export function inspectConfig(options: LoadConfigOptions = {}): ConfigReport {
       redisUrl: c.REDIS_URL,
       redisPrefix: c.CC_EXECUTOR_REDIS_PREFIX,
       nodeId: c.CC_EXECUTOR_NODE_ID ?? hostname(),
+      cluster: c.REDIS_URL !== undefined && c.CC_EXECUTOR_CLUSTER === "on"
+        ? {
+          labels: [...new Set(c.CC_EXECUTOR_NODE_LABELS ?? [])],
+          capacity: c.CC_EXECUTOR_NODE_CAPACITY ?? c.CC_EXECUTOR_MAX_JOBS,
+          downAfterMs: c.CC_EXECUTOR_NODE_DOWN_AFTER * 1000,
+          url: c.CC_EXECUTOR_NODE_URL ?? null,
+        }
+        : null,
       timeouts: {
         adaptive: c.CC_EXECUTOR_ADAPTIVE_TIMEOUT === "on",
         defaultSeconds: c.CC_EXECUTOR_DEFAULT_TIMEOUT,

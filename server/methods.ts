@@ -40,6 +40,7 @@ import { waitForJob } from "./job_wait.ts";
 import { getHistory, historyStats, listHistory, pruneHistory } from "./history.ts";
 import type { MethodDefinition } from "./rpc.ts";
 import type { Store } from "./store/store.ts";
+import type { NodeRegistry } from "./cluster/registry.ts";
 import type { MethodContext, Session } from "./session.ts";
 
 export interface MethodDeps {
@@ -52,6 +53,8 @@ export interface MethodDeps {
   claudeBin: string;
   /** Everything `server.info` reports that neither the job manager nor the connection knows. */
   info: () => ServerWideInfo;
+  /** This server's node registry; null: not a node of a cluster. */
+  cluster?: () => NodeRegistry | null;
 }
 
 /** server.info less what depends on the connection's token and the running jobs. */
@@ -75,7 +78,7 @@ type Table = {
 
 /** The method table the dispatcher serves; `Methods` in protocol.ts lists the same names. */
 export function createMethods(
-  { jobs, store, hooks, templates, claudeBin, info }: MethodDeps,
+  { jobs, store, hooks, templates, claudeBin, info, cluster = () => null }: MethodDeps,
 ): Table {
   const hookStatus = {
     params: EmptyParams,
@@ -330,6 +333,36 @@ export function createMethods(
             admin: principal.admin,
             history: principal.history,
           },
+        };
+      },
+    },
+
+    "cluster.status": {
+      params: EmptyParams,
+      handler: async () => {
+        const registry = cluster();
+        if (!registry) {
+          throw new RpcError(
+            ErrorCode.NOT_IN_CLUSTER,
+            "This server is not a node of a cluster: start it with REDIS_URL (and " +
+              "CC_EXECUTOR_CLUSTER=on, the default) to join one",
+            {},
+          );
+        }
+        let nodes;
+        try {
+          nodes = await registry.nodes();
+        } catch (error) {
+          throw new RpcError(
+            ErrorCode.STORE_UNAVAILABLE,
+            `Cannot read the cluster's nodes: ${(error as Error).message}`,
+            {},
+          );
+        }
+        return {
+          node_id: registry.id,
+          down_after_seconds: registry.downAfterMs / 1000,
+          nodes,
         };
       },
     },

@@ -43,6 +43,8 @@ export const ErrorCode = {
   RATE_LIMITED: -32013,
   /** This token may not call the method (history, hook administration: the main token's). */
   FORBIDDEN: -32014,
+  /** A cluster method on a server that is not a node of a cluster (no REDIS_URL, or it is off). */
+  NOT_IN_CLUSTER: -32015,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -798,6 +800,38 @@ export const TemplatesRenderResult = z.object({
 });
 export type TemplatesRenderResult = z.infer<typeof TemplatesRenderResult>;
 
+// Cluster (docs/cluster.md)
+
+/** A node of the cluster, as its last heartbeat described it. */
+export const ClusterNode = z.object({
+  id: z.string(),
+  /** up: its heartbeat is current; down: it lapsed (CC_EXECUTOR_NODE_DOWN_AFTER). */
+  status: z.enum(["up", "down"]),
+  /** Where clients reach it (CC_EXECUTOR_NODE_URL, else its listen URL). */
+  url: z.string().nullable(),
+  labels: z.array(z.string()),
+  /** Jobs it takes at once (CC_EXECUTOR_NODE_CAPACITY). */
+  capacity: z.number().int(),
+  /** Its jobs running at its last heartbeat. */
+  running: z.number().int(),
+  version: z.string(),
+  hostname: z.string(),
+  pid: z.number().int(),
+  started_at: z.string(),
+  last_heartbeat_at: z.string(),
+});
+export type ClusterNode = z.infer<typeof ClusterNode>;
+
+export const ClusterStatusResult = z.object({
+  /** The node that answered. */
+  node_id: z.string(),
+  /** Seconds without a heartbeat after which a node is down. */
+  down_after_seconds: z.number(),
+  /** Every node that registered and has not left cleanly, by id. */
+  nodes: z.array(ClusterNode),
+});
+export type ClusterStatusResult = z.infer<typeof ClusterStatusResult>;
+
 /** Every method: its params schema and result schema. */
 export const Methods = {
   execute: { params: ExecuteParams, result: ExecuteResult },
@@ -825,6 +859,8 @@ export const Methods = {
   /** What a prompt becomes through one template; nothing runs. */
   "templates.render": { params: TemplatesRenderParams, result: TemplatesRenderResult },
   "server.info": { params: EmptyParams, result: ServerInfoResult },
+  /** The nodes of the cluster this server belongs to, up and down. */
+  "cluster.status": { params: EmptyParams, result: ClusterStatusResult },
   ping: { params: EmptyParams, result: PingResult },
   /** Accepted from clients of the earlier cc_executor, which answered pings with `pong`. */
   pong: { params: z.unknown(), result: z.object({}) },

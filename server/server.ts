@@ -31,6 +31,8 @@ import { settlesWithin } from "./deadline.ts";
 import { sweepOrphans } from "./sweep.ts";
 import { tlsStartProblem } from "./tls.ts";
 import { VERSION } from "./version.ts";
+import type { NodeRegistry } from "./cluster/registry.ts";
+import { hostname } from "node:os";
 
 export interface StartServerOptions {
   /** @default a logger at config.logLevel writing to stderr */
@@ -122,7 +124,15 @@ export async function startServer(
   const ownStore = options.store === undefined;
   let hooks: HookRegistry | undefined;
   let spool: SpoolFolder | undefined;
+  let cluster: NodeRegistry | undefined;
+  // Known once the server listens; the registry reads them at each heartbeat.
+  let listenUrl: string | null = null;
+  let running = () => 0;
   try {
+    cluster = await joinCluster(config, logger, {
+      nodeUrl: () => config.cluster?.url ?? listenUrl,
+      running: () => running(),
+    });
     // A bad template file is refused and logged; the server starts with the others.
     const templates = options.templates ?? await loadTemplates({ dir: config.templatesDir });
     logTemplates(templates, logger);
@@ -135,7 +145,7 @@ export async function startServer(
       commandEnv: jobEnv.command,
     });
     spool = await openSpoolFolder(config, logger);
-    return await listen(config, {
+    const server = await listen(config, {
       jobEnv,
       logger,
       shell,
@@ -145,8 +155,17 @@ export async function startServer(
       hooks,
       templates,
       spool,
+      cluster: cluster ?? null,
     });
+    listenUrl = server.url;
+    running = () => server.jobs.runningCount;
+    // Publishes the URL now rather than at the next heartbeat; a failure here is only logged.
+    await cluster?.refresh().catch((error) =>
+      logger.warn("cluster heartbeat failed; retrying", { error: String(error) })
+    );
+    return server;
   } catch (error) {
+    await cluster?.[Symbol.asyncDispose]();
     await spool?.[Symbol.asyncDispose]();
     await hooks?.[Symbol.asyncDispose]();
     if (ownStore) await store[Symbol.asyncDispose]();
@@ -165,12 +184,15 @@ interface ListenOptions {
   templates: TemplateSet;
   spool: SpoolFolder;
   jobEnv: JobEnvironments;
+  /** This server's node registry (it leaves the cluster at shutdown); null: not a node. */
+  cluster: NodeRegistry | null;
 }
 
 /** Sweeps what a dead server left, then serves; the second half of `startServer`. */
 async function listen(
   config: ServerConfig,
-  { logger, shell, groupMode, store, ownStore, hooks, templates, spool, jobEnv }: ListenOptions,
+  { logger, shell, groupMode, store, ownStore, hooks, templates, spool, jobEnv, cluster }:
+    ListenOptions,
 ): Promise<ExecutorServer> {
   const swept = await sweepOrphans(store, {
     nodeId: config.nodeId,
@@ -211,6 +233,7 @@ async function listen(
       hooks,
       templates,
       claudeBin: config.claudeBin,
+      cluster: () => cluster,
       info: () => ({
         name: "cc-executor",
         version: VERSION,
@@ -434,6 +457,8 @@ async function listen(
     stopping ??= (async () => {
       logger.info("shutting down", { running_jobs: jobs.runningCount, sessions: sessions.size });
       await jobs.shutdown();
+      // Leaving is not going down: the node is gone from the cluster at once, not after a lapse.
+      await cluster?.[Symbol.asyncDispose]();
       if (mcp) await (await mcp.catch(() => null))?.close();
       closing = true;
       await Promise.all([...sessions].map((s) => s.close(1001, "server shutting down")));
@@ -466,6 +491,46 @@ async function listen(
     finished: listening.finished,
     [Symbol.asyncDispose]: shutdown,
   };
+}
+
+/** Registers this server as a node when it belongs to a cluster; a taken node id refuses the start. */
+async function joinCluster(
+  config: ServerConfig,
+  logger: Logger,
+  { nodeUrl, running }: { nodeUrl: () => string | null; running: () => number },
+): Promise<NodeRegistry | undefined> {
+  if (!config.cluster || !config.redisUrl) return undefined;
+  try {
+    // Loaded only for a node, as the Redis store is (store/open.ts): node-redis is not small.
+    const { NodeRegistry } = await import("./cluster/registry.ts");
+    const registry = await NodeRegistry.open({
+      redisUrl: config.redisUrl,
+      prefix: config.redisPrefix,
+      node: {
+        id: config.nodeId,
+        labels: config.cluster.labels,
+        capacity: config.cluster.capacity,
+        version: VERSION,
+        hostname: hostname(),
+        pid: Deno.pid,
+      },
+      nodeUrl,
+      downAfterMs: config.cluster.downAfterMs,
+      running,
+      logger,
+    });
+    logger.info("joined the cluster", {
+      node_id: config.nodeId,
+      labels: config.cluster.labels,
+      capacity: config.cluster.capacity,
+    });
+    return registry;
+  } catch (error) {
+    throw new ServerStartError(
+      `Cannot start: cannot join the cluster: ${(error as Error).message}`,
+      error,
+    );
+  }
 }
 
 /** How long responses under way at shutdown get to be sent before their connections are closed. */

@@ -1,0 +1,314 @@
+/**
+ * The node registry: every server that shares a Redis registers itself as a
+ * node (its id, labels, capacity, load and address) and keeps a lease alive
+ * with a heartbeat. A node whose lease lapses is down: nobody has to notice
+ * and write it down, because the lease is a Redis key with a TTL, so "down"
+ * is simply the key being gone.
+ *
+ * Keys (under the store's prefix):
+ *
+ *     cluster:nodes             sorted set of node ids by last heartbeat (epoch ms): every node
+ *                               that ever registered, until it leaves cleanly
+ *     cluster:node:<id>         hash: what the node said about itself at its last heartbeat
+ *     cluster:lease:<id>        string: the instance holding the id, with a TTL of the down time
+ *
+ * One id is held by one server process at a time (the lease's value is that
+ * process's instance id): a second server started with the same id is
+ * refused while the first one's lease is alive, so two servers never act as
+ * one node. A server that comes back after its lease lapsed (a Redis outage,
+ * a long pause) takes it again if nobody else has.
+ *
+ * @module
+ */
+import { createClient } from "redis";
+import type { Logger } from "../log.ts";
+import { processAlive } from "../process.ts";
+import type { ClusterNode } from "../protocol.ts";
+
+/** What a node says about itself. */
+export interface NodeIdentity {
+  id: string;
+  labels: string[];
+  /** Jobs it runs at once. */
+  capacity: number;
+  version: string;
+  hostname: string;
+  pid: number;
+}
+
+/** A node as the registry knows it. */
+export type NodeState = ClusterNode;
+
+export interface NodeRegistryOptions {
+  redisUrl: string;
+  /** @default "cc-executor:" */
+  prefix?: string;
+  node: NodeIdentity;
+  /**
+   * Where clients reach it (CC_EXECUTOR_NODE_URL, else its listen URL), read at each heartbeat:
+   * the listen URL is known only once the server listens, after the node has registered.
+   */
+  nodeUrl: () => string | null;
+  /** A node whose heartbeat is this late is down. */
+  downAfterMs: number;
+  /** Its jobs running now, reported with each heartbeat. */
+  running: () => number;
+  logger: Logger;
+  /** @default Date.now */
+  now?: () => number;
+  /** Whether process `pid` of this machine lives. @default processAlive */
+  isAlive?: (pid: number) => boolean;
+}
+
+/** Another live server holds the node id. */
+export class NodeIdInUseError extends Error {
+  constructor(id: string, holder: Record<string, string>, leaseMs: number) {
+    super(
+      `node id "${id}" is in use by a live server (pid ${holder.pid ?? "?"} on ` +
+        `${holder.hostname ?? "?"}); set CC_EXECUTOR_NODE_ID to another id, or wait ` +
+        `${Math.ceil(leaseMs / 1000)} s if that server is gone`,
+    );
+    this.name = "NodeIdInUseError";
+  }
+}
+
+// KEYS: lease, node hash, nodes set. ARGV: instance, ttl ms, now ms, node id, then the hash's
+// fields and values. Takes or renews the lease unless another instance holds it; 1 held, 0 not.
+const HEARTBEAT = `
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return 1
+`;
+
+// KEYS: lease, node hash, nodes set. ARGV: instance, node id. Leaves only if the lease is ours.
+const LEAVE = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+return 1
+`;
+
+/** How long registering waits for Redis (the store has just reached it, so it is up). */
+const CONNECT_TIMEOUT_MS = 5000;
+
+// KEYS: lease. ARGV: instance. Drops the lease only if that instance still holds it.
+const RELEASE_IF_HELD_BY = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
+export class NodeRegistry implements AsyncDisposable {
+  readonly #options: NodeRegistryOptions;
+  readonly #client: ReturnType<typeof createClient>;
+  readonly #prefix: string;
+  readonly #instance = crypto.randomUUID();
+  readonly #startedAt: number;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #beating: Promise<void> | null = null;
+  /** Whether the last heartbeat held the lease; false once another instance took it. */
+  #holding = true;
+
+  private constructor(options: NodeRegistryOptions, client: ReturnType<typeof createClient>) {
+    this.#options = options;
+    this.#client = client;
+    this.#prefix = `${options.prefix ?? "cc-executor:"}cluster:`;
+    this.#startedAt = this.#now();
+  }
+
+  /**
+   * Connects, takes the node's lease and starts the heartbeat.
+   * @throws {NodeIdInUseError} when another live server holds the id.
+   */
+  static async open(options: NodeRegistryOptions): Promise<NodeRegistry> {
+    const client = createClient({
+      url: options.redisUrl,
+      // A heartbeat that cannot be sent is skipped, not queued: the next one says the same.
+      disableOfflineQueue: true,
+      socket: { reconnectStrategy: (retries) => Math.min(100 * 2 ** retries, 2000) },
+    });
+    client.on("error", () => {/* reconnects; the heartbeat logs what it misses */});
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        client.connect(),
+        new Promise((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`Redis did not answer within ${CONNECT_TIMEOUT_MS} ms`)),
+            CONNECT_TIMEOUT_MS,
+          );
+        }),
+      ]);
+    } catch (error) {
+      client.destroy();
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+    const registry = new NodeRegistry(options, client);
+    try {
+      if (!await registry.#heartbeat() && !await registry.#takeOverFromDeadProcess()) {
+        const holder = await client.hGetAll(registry.#key("node", options.node.id));
+        const leaseMs = await client.pTTL(registry.#key("lease", options.node.id));
+        throw new NodeIdInUseError(options.node.id, holder, Math.max(leaseMs, 0));
+      }
+    } catch (error) {
+      client.destroy();
+      throw error;
+    }
+    registry.#schedule();
+    return registry;
+  }
+
+  get id(): string {
+    return this.#options.node.id;
+  }
+
+  get downAfterMs(): number {
+    return this.#options.downAfterMs;
+  }
+
+  /** Sends a heartbeat now (the listen URL became known); false when another instance took the id. */
+  async refresh(): Promise<boolean> {
+    return this.#holding = await this.#heartbeat();
+  }
+
+  /** Every node that registered and has not left: up while its lease lives, else down. */
+  async nodes(): Promise<NodeState[]> {
+    const ids = await this.#client.zRange(`${this.#prefix}nodes`, 0, -1);
+    const states = await Promise.all(ids.map(async (id) => {
+      const [fields, lease] = await Promise.all([
+        this.#client.hGetAll(this.#key("node", id)),
+        this.#client.exists(this.#key("lease", id)),
+      ]);
+      return fields.id === undefined ? null : nodeState(fields, lease === 1);
+    }));
+    return states.filter((s): s is NodeState => s !== null).sort((a, b) =>
+      a.id.localeCompare(b.id)
+    );
+  }
+
+  /** Leaves the cluster (a clean stop is not "down") and closes the connection. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#beating;
+    const id = this.#options.node.id;
+    try {
+      if (this.#client.isReady) {
+        await this.#client.eval(LEAVE, {
+          keys: [this.#key("lease", id), this.#key("node", id), `${this.#prefix}nodes`],
+          arguments: [this.#instance, id],
+        });
+      }
+    } catch (error) {
+      this.#options.logger.warn("could not leave the cluster cleanly", { error: String(error) });
+    } finally {
+      this.#client.destroy();
+    }
+  }
+
+  #schedule(): void {
+    // Three beats per lease: one lost beat (a slow Redis, a busy event loop) does not mark it down.
+    this.#timer = setTimeout(() => {
+      this.#beating = this.#heartbeat().then(
+        (held) => {
+          if (!held && this.#holding) {
+            this.#options.logger.error(
+              "another server took this node's id; two servers now claim it",
+              {
+                node_id: this.#options.node.id,
+              },
+            );
+          }
+          this.#holding = held;
+        },
+        (error) => {
+          this.#options.logger.warn("cluster heartbeat failed; retrying", { error: String(error) });
+        },
+      ).finally(() => {
+        this.#beating = null;
+        if (this.#timer !== undefined) this.#schedule();
+      });
+    }, Math.max(50, Math.floor(this.#options.downAfterMs / 3)));
+  }
+
+  /**
+   * A server restarted on the same machine after a crash finds its old lease still alive: when
+   * the process holding it is gone from this machine, the id is taken at once rather than after
+   * the lease lapses. Anything less certain (another machine, a live pid) is left to the lease.
+   */
+  async #takeOverFromDeadProcess(): Promise<boolean> {
+    const { node, logger, isAlive = processAlive } = this.#options;
+    const lease = this.#key("lease", node.id);
+    const [holder, instance] = await Promise.all([
+      this.#client.hGetAll(this.#key("node", node.id)),
+      this.#client.get(lease),
+    ]);
+    const pid = Number(holder.pid);
+    if (instance === null || holder.hostname !== node.hostname || !(pid > 0) || isAlive(pid)) {
+      return false;
+    }
+    await this.#client.eval(RELEASE_IF_HELD_BY, { keys: [lease], arguments: [instance] });
+    if (!await this.#heartbeat()) return false;
+    logger.warn("took over the node id from a server that died on this machine", {
+      node_id: node.id,
+      dead_pid: pid,
+    });
+    return true;
+  }
+
+  async #heartbeat(): Promise<boolean> {
+    const { node, downAfterMs } = this.#options;
+    const now = this.#now();
+    const fields: Record<string, string> = {
+      id: node.id,
+      url: this.#options.nodeUrl() ?? "",
+      labels: JSON.stringify(node.labels),
+      capacity: String(node.capacity),
+      version: node.version,
+      hostname: node.hostname,
+      pid: String(node.pid),
+      running: String(this.#options.running()),
+      started_at: String(this.#startedAt),
+      heartbeat_at: String(now),
+    };
+    const held = await this.#client.eval(HEARTBEAT, {
+      keys: [this.#key("lease", node.id), this.#key("node", node.id), `${this.#prefix}nodes`],
+      arguments: [
+        this.#instance,
+        String(downAfterMs),
+        String(now),
+        node.id,
+        ...Object.entries(fields).flat(),
+      ],
+    });
+    return held === 1;
+  }
+
+  #key(kind: "lease" | "node", id: string): string {
+    return `${this.#prefix}${kind}:${id}`;
+  }
+
+  #now(): number {
+    return (this.#options.now ?? Date.now)();
+  }
+}
+
+function nodeState(fields: Record<string, string>, up: boolean): NodeState {
+  return {
+    id: fields.id!,
+    url: fields.url || null,
+    labels: JSON.parse(fields.labels ?? "[]"),
+    capacity: Number(fields.capacity),
+    version: fields.version ?? "",
+    hostname: fields.hostname ?? "",
+    pid: Number(fields.pid),
+    status: up ? "up" : "down",
+    running: Number(fields.running ?? 0),
+    started_at: new Date(Number(fields.started_at)).toISOString(),
+    last_heartbeat_at: new Date(Number(fields.heartbeat_at)).toISOString(),
+  };
+}

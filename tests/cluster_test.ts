@@ -1,0 +1,211 @@
+/**
+ * Several servers, one real redis-server: each registers as a node with a
+ * heartbeat, `cluster status` shows them all from any of them, a node killed
+ * with SIGKILL is down once its lease lapses, a clean stop leaves at once, and
+ * a node id held by a live server cannot be taken.
+ */
+import assert from "node:assert/strict";
+import type { ClusterStatusResult } from "../server/protocol.ts";
+import { runCli, startCliServer } from "./cli_util.ts";
+import { HAS_REDIS, startRedis } from "./redis_util.ts";
+import { startTestServer, waitUntil } from "./test_util.ts";
+
+type CliServer = Awaited<ReturnType<typeof startCliServer>>;
+
+/** A node of the cluster on `redisUrl`, as a real `server start` process. */
+function startNode(
+  redisUrl: string,
+  id: string,
+  env: Record<string, string> = {},
+): Promise<CliServer> {
+  return startCliServer({
+    REDIS_URL: redisUrl,
+    CC_EXECUTOR_NODE_ID: id,
+    CC_EXECUTOR_NODE_DOWN_AFTER: "2",
+    ...env,
+  });
+}
+
+async function stopNode(node: CliServer): Promise<void> {
+  try {
+    node.child.kill("SIGTERM");
+  } catch { /* already gone */ }
+  await node.child.status;
+  await node.log();
+}
+
+async function clusterStatus(url: string): Promise<ClusterStatusResult> {
+  const { code, stdout, stderr } = await runCli(["cluster", "status", "--json", "--url", url]);
+  assert.equal(code, 0, stderr);
+  return JSON.parse(stdout);
+}
+
+Deno.test({
+  name:
+    "cluster: three servers on one Redis are nodes; any of them lists all three with labels and capacity",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const nodes: CliServer[] = [];
+    try {
+      nodes.push(await startNode(redis.url, "build-1", { CC_EXECUTOR_NODE_LABELS: "linux,gpu" }));
+      nodes.push(
+        await startNode(redis.url, "build-2", {
+          CC_EXECUTOR_NODE_LABELS: "linux,repo:foo",
+          CC_EXECUTOR_NODE_CAPACITY: "4",
+        }),
+      );
+      nodes.push(await startNode(redis.url, "build-3"));
+      for (const node of nodes) {
+        const status = await clusterStatus(node.url);
+        assert.deepEqual(
+          status.nodes.map((n) => [n.id, n.status, n.labels, n.capacity]),
+          [
+            ["build-1", "up", ["linux", "gpu"], 100],
+            ["build-2", "up", ["linux", "repo:foo"], 4],
+            ["build-3", "up", [], 100],
+          ],
+        );
+        assert.equal(status.down_after_seconds, 2);
+        assert.equal(status.node_id, status.nodes.find((n) => n.url === node.url)?.id);
+        assert.ok(status.nodes.every((n) => n.pid > 0 && n.running === 0));
+      }
+
+      // The table names each node and says which one answered.
+      const table = await runCli(["cluster", "status", "--url", nodes[1]!.url]);
+      assert.equal(table.code, 0, table.stderr);
+      assert.match(table.stdout, /^build-2 \(this\)\s+up\s+0\/4\s+linux,repo:foo/m);
+      assert.match(table.stderr, /3 of 3 node\(s\) up; answered by build-2/);
+    } finally {
+      for (const node of nodes) await stopNode(node);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: a node killed with SIGKILL is down once its heartbeat lapses; its id is free again then",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const survivor = await startNode(redis.url, "stays");
+    try {
+      const victim = await startNode(redis.url, "dies");
+      victim.child.kill("SIGKILL");
+      await victim.child.status;
+      await victim.log();
+      // CC_EXECUTOR_NODE_DOWN_AFTER=2: down within about 2 s; the wait allows for a slow machine.
+      const down = await waitUntil(
+        async () => {
+          const status = await clusterStatus(survivor.url);
+          const dies = status.nodes.find((n) => n.id === "dies");
+          return dies?.status === "down" ? status : null;
+        },
+        "the killed node to be down",
+        20_000,
+      );
+      assert.equal(down!.nodes.find((n) => n.id === "stays")?.status, "up");
+
+      // Its lease has lapsed, so a server started again with its id takes it back.
+      const again = await startNode(redis.url, "dies");
+      try {
+        const status = await clusterStatus(survivor.url);
+        assert.equal(status.nodes.find((n) => n.id === "dies")?.status, "up");
+      } finally {
+        await stopNode(again);
+      }
+      // A clean stop leaves the cluster at once: the node is gone, not down.
+      const after = await clusterStatus(survivor.url);
+      assert.deepEqual(after.nodes.map((n) => n.id), ["stays"]);
+    } finally {
+      await stopNode(survivor);
+    }
+  },
+});
+
+Deno.test({
+  name: "cluster: a node id held by a live server cannot be taken; the start fails and says why",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const first = await startNode(redis.url, "only-one");
+    try {
+      const second = await runCli(["server", "start"], {
+        env: {
+          REDIS_URL: redis.url,
+          CC_EXECUTOR_NODE_ID: "only-one",
+          CC_EXECUTOR_PORT: "0",
+        },
+      });
+      assert.equal(second.code, 1);
+      assert.match(
+        second.stderr,
+        /Cannot start: cannot join the cluster: node id "only-one" is in use by a live server \(pid \d+ on [^)]+\); set CC_EXECUTOR_NODE_ID to another id/,
+      );
+      assert.doesNotMatch(second.stderr, /^\s+at /m);
+      // The first one is untouched.
+      assert.equal((await clusterStatus(first.url)).nodes.length, 1);
+    } finally {
+      await stopNode(first);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: a server restarted on the same machine after SIGKILL takes its node id back at once",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    // A long lease: without the takeover the restart would be refused for a minute.
+    const env = { CC_EXECUTOR_NODE_DOWN_AFTER: "60" };
+    const crashed = await startNode(redis.url, "restarts", env);
+    crashed.child.kill("SIGKILL");
+    await crashed.child.status;
+    await crashed.log();
+    const again = await startNode(redis.url, "restarts", env);
+    try {
+      const status = await clusterStatus(again.url);
+      assert.deepEqual(status.nodes.map((n) => [n.id, n.status, n.url]), [
+        ["restarts", "up", again.url],
+      ]);
+    } finally {
+      await stopNode(again);
+    }
+    assert.match(
+      await again.log(),
+      /took over the node id from a server that died on this machine.*"dead_pid":\d+/,
+    );
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: off without REDIS_URL or with CC_EXECUTOR_CLUSTER=off; cluster status says so and exits 1",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using plain = await startTestServer();
+    const alone = await runCli(["cluster", "status", "--url", plain.url]);
+    assert.equal(alone.code, 1);
+    assert.match(alone.stderr, /This server is not a node of a cluster: start it with REDIS_URL/);
+
+    await using redis = await startRedis();
+    const off = await startNode(redis.url, "store-only", { CC_EXECUTOR_CLUSTER: "off" });
+    try {
+      const status = await runCli(["cluster", "status", "--url", off.url]);
+      assert.equal(status.code, 1);
+      assert.match(status.stderr, /not a node of a cluster/);
+      const bad = await runCli(["server", "start"], {
+        env: {
+          REDIS_URL: redis.url,
+          CC_EXECUTOR_NODE_LABELS: "gpu,bad label",
+          CC_EXECUTOR_PORT: "0",
+        },
+      });
+      assert.equal(bad.code, 1, bad.stderr);
+      assert.match(bad.stderr, /CC_EXECUTOR_NODE_LABELS="gpu,bad label": each label: letters/);
+    } finally {
+      await stopNode(off);
+    }
+  },
+});
