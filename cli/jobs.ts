@@ -6,13 +6,13 @@
  */
 import { Command } from "@commander-js/extra-typings";
 import type { ExecuteOutcome, ExecutorClient } from "../server/client.ts";
-import { type JobInfo, JobStatus } from "../server/protocol.ts";
+import { type ClusterJob, type JobInfo, JobStatus } from "../server/protocol.ts";
 import { oneOf, positiveInt } from "./args.ts";
 import type { CliContext } from "./context.ts";
 import { examples } from "./help.ts";
 import { Interrupts } from "./interrupts.ts";
 import { EXIT, exitCodeFor, outcomeJson, summarize } from "./outcome.ts";
-import { formatDuration, type Output, type Paint, type Spinner } from "./output.ts";
+import { formatDuration, type Output, type Paint, type Spinner, UsageError } from "./output.ts";
 import { connectTo, resolveTarget, rpc, type TargetOptions, withTarget } from "./target.ts";
 
 /** `jobs` and its subcommands. */
@@ -36,16 +36,33 @@ export function jobsCommand(ctx: CliContext) {
       oneOf(JobStatus.options),
     )
     .option("--limit <n>", "at most this many", positiveInt)
+    .option(
+      "--all-nodes",
+      "the running jobs of every node of the cluster, from the shared records (docs/cluster.md)",
+    )
     .option("--json", "print the jobs as a JSON array")
     .addHelpText(
       "after",
       examples([
         ["cc-executor jobs list --status running", ""],
         ["cc-executor jobs list --json | jq '.[].job_id'", ""],
+        ["cc-executor jobs list --all-nodes", "what runs where, and on nodes that are down"],
       ]),
     )
     .action(async (options) => {
       await using client = await connectTo(resolveTarget(options));
+      if (options.allNodes) {
+        if (options.status !== undefined && options.status !== "running") {
+          throw new UsageError(
+            "jobs list: --all-nodes lists running jobs; for others use `history list --status`",
+          );
+        }
+        const { jobs } = await rpc(() => client.request("cluster.jobs", { limit: options.limit }));
+        if (options.json) return ctx.output.json(jobs);
+        if (jobs.length === 0) return ctx.output.err("no job is running on any node");
+        ctx.output.table(["JOB", "NODE", "STARTED", "COMMAND"], jobs.map(clusterJobRow));
+        return;
+      }
       const { jobs } = await rpc(() =>
         client.request("jobs.list", { status: options.status, limit: options.limit })
       );
@@ -119,10 +136,19 @@ function jobRow(job: JobInfo, paint: Paint): string[] {
   const command = job.command.replace(/\s+/g, " ");
   return [
     job.job_id,
-    // Padding counts characters, so pad before painting.
-    status + " ".repeat(Math.max(0, 9 - job.status.length)),
+    status,
     exit,
     duration,
+    job.started_at.replace("T", " ").replace(/\.\d+Z$/, "Z"),
+    command.length > 60 ? command.slice(0, 59) + "…" : command,
+  ];
+}
+
+function clusterJobRow(job: ClusterJob): string[] {
+  const command = job.command.replace(/\s+/g, " ");
+  return [
+    job.job_id,
+    job.node_status === "up" ? job.node_id : `${job.node_id} (${job.node_status})`,
     job.started_at.replace("T", " ").replace(/\.\d+Z$/, "Z"),
     command.length > 60 ? command.slice(0, 59) + "…" : command,
   ];

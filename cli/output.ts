@@ -111,13 +111,20 @@ export function createOutput(options: OutputOptions = {}): Output {
 
 /** Columns padded to their widest cell; the last column is not padded. */
 export function formatTable(header: string[], rows: string[][], paint?: Paint): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  // Painted cells are measured without their colour codes, which take no room on the screen.
+  const width = (cell: string) => cell.replace(ANSI_STYLE, "").length;
+  const widths = header.map((h, i) => Math.max(width(h), ...rows.map((r) => width(r[i] ?? ""))));
   const line = (cells: string[]) =>
-    cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  ")
-      .trimEnd();
+    cells.map((cell, i) =>
+      i === cells.length - 1 ? cell : cell + " ".repeat(widths[i]! - width(cell))
+    ).join("  ").trimEnd();
   const head = line(header);
   return [paint ? paint.bold(head) : head, ...rows.map(line)].join("\n") + "\n";
 }
+
+/** An SGR escape sequence, as Paint writes them. */
+// deno-lint-ignore no-control-regex -- ESC is what starts every such sequence
+const ANSI_STYLE = /\x1b\[[0-9;]*m/g;
 
 /** 93784000 -> "1d 2h 3m 4s". */
 export function formatDuration(ms: number): string {

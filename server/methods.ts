@@ -12,6 +12,7 @@ import { listTemplates, renderNamed } from "../templates/status.ts";
 import { toJobParams } from "./claude/prompt.ts";
 import type { Job, JobManager } from "./jobs.ts";
 import {
+  ClusterJobsParams,
   ControlParams,
   EmptyParams,
   ErrorCode,
@@ -106,6 +107,28 @@ export function createMethods(
       `${method} is not allowed for token "${session.principal.name}": it is ${what}`,
       { method, token: session.principal.name },
     );
+  };
+  /** This server's registry; a cluster method on a server in no cluster is refused. */
+  const clusterOf = (): NodeRegistry => {
+    const registry = cluster();
+    if (registry) return registry;
+    throw new RpcError(
+      ErrorCode.NOT_IN_CLUSTER,
+      "This server is not a node of a cluster: start it with REDIS_URL (and " +
+        "CC_EXECUTOR_CLUSTER=on, the default) to join one",
+      {},
+    );
+  };
+  const clusterNodes = async (registry: NodeRegistry) => {
+    try {
+      return await registry.nodes();
+    } catch (error) {
+      throw new RpcError(
+        ErrorCode.STORE_UNAVAILABLE,
+        `Cannot read the cluster's nodes: ${(error as Error).message}`,
+        {},
+      );
+    }
   };
   const historyReader = (session: Session, method: string) => {
     if (!session.principal.history) {
@@ -340,29 +363,37 @@ export function createMethods(
     "cluster.status": {
       params: EmptyParams,
       handler: async () => {
-        const registry = cluster();
-        if (!registry) {
-          throw new RpcError(
-            ErrorCode.NOT_IN_CLUSTER,
-            "This server is not a node of a cluster: start it with REDIS_URL (and " +
-              "CC_EXECUTOR_CLUSTER=on, the default) to join one",
-            {},
-          );
-        }
-        let nodes;
-        try {
-          nodes = await registry.nodes();
-        } catch (error) {
-          throw new RpcError(
-            ErrorCode.STORE_UNAVAILABLE,
-            `Cannot read the cluster's nodes: ${(error as Error).message}`,
-            {},
-          );
-        }
+        const registry = clusterOf();
         return {
           node_id: registry.id,
           down_after_seconds: registry.downAfterMs / 1000,
-          nodes,
+          nodes: await clusterNodes(registry),
+        };
+      },
+    },
+
+    "cluster.jobs": {
+      params: ClusterJobsParams,
+      handler: async ({ limit }, { session }) => {
+        const registry = clusterOf();
+        // Every client's commands are in it: read as history is.
+        historyReader(session, "cluster.jobs");
+        const [nodes, page] = await Promise.all([
+          clusterNodes(registry),
+          listHistory(store, { status: "running", limit: limit ?? 100 }),
+        ]);
+        const state = new Map(nodes.map((node) => [node.id, node.status]));
+        return {
+          node_id: registry.id,
+          jobs: page.jobs.map((record) => ({
+            job_id: record.job_id,
+            node_id: record.node_id,
+            node_status: state.get(record.node_id) ?? "unknown" as const,
+            command: record.command,
+            cwd: record.cwd,
+            pid: record.pid,
+            started_at: record.started_at,
+          })),
         };
       },
     },

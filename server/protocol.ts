@@ -832,6 +832,34 @@ export const ClusterStatusResult = z.object({
 });
 export type ClusterStatusResult = z.infer<typeof ClusterStatusResult>;
 
+export const ClusterJobsParams = z.strictObject({
+  /** At most this many, newest first. @default 100 */
+  limit: z.number().int().positive().max(10_000).optional(),
+});
+
+/** A running job of some node, from the shared records. */
+export const ClusterJob = z.object({
+  job_id: z.string(),
+  node_id: z.string(),
+  /**
+   * The node's state now: up, down (its heartbeat lapsed: the job may be gone with it), or
+   * unknown (not registered: it left, or never joined, as a server with CC_EXECUTOR_CLUSTER=off).
+   */
+  node_status: z.enum(["up", "down", "unknown"]),
+  command: z.string(),
+  cwd: z.string().nullable(),
+  /** Null until its process was spawned. */
+  pid: z.number().int().nullable(),
+  started_at: z.string(),
+});
+export type ClusterJob = z.infer<typeof ClusterJob>;
+
+export const ClusterJobsResult = z.object({
+  node_id: z.string(),
+  jobs: z.array(ClusterJob),
+});
+export type ClusterJobsResult = z.infer<typeof ClusterJobsResult>;
+
 /** Every method: its params schema and result schema. */
 export const Methods = {
   execute: { params: ExecuteParams, result: ExecuteResult },
@@ -861,6 +889,8 @@ export const Methods = {
   "server.info": { params: EmptyParams, result: ServerInfoResult },
   /** The nodes of the cluster this server belongs to, up and down. */
   "cluster.status": { params: EmptyParams, result: ClusterStatusResult },
+  /** The jobs running on every node, from the shared records. */
+  "cluster.jobs": { params: ClusterJobsParams, result: ClusterJobsResult },
   ping: { params: EmptyParams, result: PingResult },
   /** Accepted from clients of the earlier cc_executor, which answered pings with `pong`. */
   pong: { params: z.unknown(), result: z.object({}) },

@@ -124,6 +124,79 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "cluster: jobs list --all-nodes shows what runs on every node, and marks the jobs of a node that is down",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const asker = await startNode(redis.url, "asker");
+    const worker = await startNode(redis.url, "worker");
+    // The job's group outlives its killed server: the test stops it (its pid is its group's id).
+    let pgid: number | null = null;
+    try {
+      const started = await runCli(["run", "--detach", "--url", worker.url, "sleep 60"]);
+      assert.equal(started.code, 0, started.stderr);
+      const jobId = started.stdout.trim();
+
+      // The pid is recorded just after the process starts, so it may take a moment to show.
+      const jobs = await waitUntil(async () => {
+        const listed = await runCli(["jobs", "list", "--all-nodes", "--json", "--url", asker.url]);
+        assert.equal(listed.code, 0, listed.stderr);
+        const jobs = JSON.parse(listed.stdout);
+        return jobs[0]?.pid ? jobs : null;
+      }, "the worker's job with its pid");
+      pgid = jobs[0].pid;
+      assert.deepEqual(
+        jobs.map((j: Record<string, unknown>) => [j.job_id, j.node_id, j.node_status, j.command]),
+        [[jobId, "worker", "up", "sleep 60"]],
+      );
+      // The asker's own list holds only its own jobs: none.
+      const local = await runCli(["jobs", "list", "--json", "--url", asker.url]);
+      assert.deepEqual(JSON.parse(local.stdout), []);
+
+      worker.child.kill("SIGKILL");
+      await worker.child.status;
+      await worker.log();
+      await waitUntil(
+        async () => {
+          const { stdout } = await runCli(["jobs", "list", "--all-nodes", "--url", asker.url]);
+          return new RegExp(`^${jobId}\\s+worker \\(down\\)\\s+\\S+ \\S+\\s+sleep 60$`, "m").test(
+            stdout,
+          );
+        },
+        "the dead worker's job to be shown on a node that is down",
+        20_000,
+      );
+
+      const usage = await runCli([
+        "jobs",
+        "list",
+        "--all-nodes",
+        "--status",
+        "failed",
+        "--url",
+        asker.url,
+      ]);
+      assert.equal(usage.code, 2);
+      assert.match(
+        usage.stderr,
+        /--all-nodes lists running jobs; for others use `history list --status`/,
+      );
+    } finally {
+      await stopNode(asker);
+      try {
+        worker.child.kill("SIGKILL");
+      } catch { /* already gone */ }
+      if (pgid !== null) {
+        try {
+          Deno.kill(-pgid, "SIGKILL");
+        } catch { /* already gone */ }
+      }
+    }
+  },
+});
+
+Deno.test({
   name: "cluster: a node id held by a live server cannot be taken; the start fails and says why",
   ignore: !HAS_REDIS,
   fn: async () => {
