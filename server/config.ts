@@ -106,10 +106,9 @@ const ConfigSchema = z.object({
     .describe("Keep history, timing and sessions in this Redis instead of SQLite."),
   CC_EXECUTOR_REDIS_PREFIX: z.string().min(1).default("cc-executor:")
     .describe("Prefix of every Redis key, so several deployments can share one Redis."),
-  CC_EXECUTOR_NODE_ID: z.string().trim().regex(
-    /^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/,
-    "expected letters, digits and . _ : - (at most 100, starting with a letter or digit)",
-  ).optional()
+  // Any id that was valid before the cluster is still valid: it names this server in job records,
+  // SQLite-only servers included, and Redis keys take any bytes.
+  CC_EXECUTOR_NODE_ID: z.string().trim().min(1).optional()
     .describe("This server's name in job records and in the cluster; default the host name."),
   CC_EXECUTOR_CLUSTER: onOff("on")
     .describe(
@@ -129,6 +128,8 @@ const ConfigSchema = z.object({
   CC_EXECUTOR_NODE_DOWN_AFTER: int(1, 3600).default(10)
     .describe("Seconds without a heartbeat after which a node counts as down."),
   CC_EXECUTOR_NODE_URL: z.string().trim().regex(/^wss?:\/\//, "expected ws://... or wss://...")
+    // Every client of every node reads it in cluster.status, restricted tokens included.
+    .refine((url) => !/^wss?:\/\/[^/?#]*@/.test(url), "a user or password has no place in it")
     .optional()
     .describe("The URL other machines reach this node at, shown by cluster status."),
   CC_EXECUTOR_ADAPTIVE_TIMEOUT: z.string().trim().toLowerCase().pipe(z.enum(["on", "off"]))

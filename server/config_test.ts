@@ -123,3 +123,27 @@ Deno.test("config: CC_EXECUTOR_TOKEN_FILE gives the token; unreadable, shared or
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("config: node ids valid before the cluster still are; a node URL carries no password", () => {
+  for (const id of ["build 1", "ci@runner-3", "café", "a".repeat(101)]) {
+    assert.equal(
+      loadConfig({ env: { CC_EXECUTOR_NODE_ID: id }, envFile: null }).nodeId,
+      id,
+    );
+  }
+  assert.throws(
+    () =>
+      loadConfig({
+        env: { CC_EXECUTOR_NODE_URL: "wss://ops:hunter2@n1.internal/ws" },
+        envFile: null,
+      }),
+    /CC_EXECUTOR_NODE_URL.*a user or password has no place in it/,
+  );
+  assert.equal(
+    loadConfig({
+      env: { REDIS_URL: "redis://127.0.0.1:1", CC_EXECUTOR_NODE_URL: "wss://n1.internal/ws?a=b@c" },
+      envFile: null,
+    }).cluster?.url,
+    "wss://n1.internal/ws?a=b@c",
+  );
+});

@@ -34,6 +34,32 @@ export interface NodeIdentity {
   version: string;
   hostname: string;
   pid: number;
+  /**
+   * Which kernel boot and pid namespace `pid` is a process id of (see `machineIdentity`): a pid
+   * says whether a process lives only to someone in the same namespace. Null: unknown, so no
+   * other server's lease is ever taken early. @default machineIdentity()
+   */
+  machine?: string | null;
+}
+
+/**
+ * This kernel boot and pid namespace, such as `cb04af6a-.../pid:[4026531836]`; null without /proc
+ * (or without the permission to read it). Two servers with the same host name can be on two
+ * machines (cloud images called `localhost`, containers given one `--hostname`) or in two pid
+ * namespaces of one machine (containers with host networking): only a server in the holder's own
+ * boot and namespace can tell from a pid that the holder is gone.
+ */
+export function machineIdentity(): string | null {
+  try {
+    const boot = Deno.readTextFileSync("/proc/sys/kernel/random/boot_id").trim();
+    return `${boot}/${Deno.readLinkSync("/proc/self/ns/pid")}`;
+  } catch (error) {
+    if (
+      error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotCapable ||
+      error instanceof Deno.errors.PermissionDenied
+    ) return null;
+    throw error;
+  }
 }
 
 /** A node as the registry knows it. */
@@ -94,6 +120,13 @@ return 1
 /** How long registering waits for Redis (the store has just reached it, so it is up). */
 const CONNECT_TIMEOUT_MS = 5000;
 
+/**
+ * The longest wait for one reply. node-redis has no timeout for a command already sent, so a Redis
+ * that stops answering (paused, or a partition that sends no reset) would hold a heartbeat, and the
+ * shutdown that waits for it, for ever.
+ */
+const REPLY_TIMEOUT_MS = 2000;
+
 // KEYS: lease. ARGV: instance. Drops the lease only if that instance still holds it.
 const RELEASE_IF_HELD_BY = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -110,12 +143,16 @@ export class NodeRegistry implements AsyncDisposable {
   #beating: Promise<void> | null = null;
   /** Whether the last heartbeat held the lease; false once another instance took it. */
   #holding = true;
+  /** Whether heartbeats are failing: logged once when they start to, and once when they recover. */
+  #failing = false;
+  readonly #machine: string | null;
 
   private constructor(options: NodeRegistryOptions, client: ReturnType<typeof createClient>) {
     this.#options = options;
     this.#client = client;
     this.#prefix = `${options.prefix ?? "cc-executor:"}cluster:`;
     this.#startedAt = this.#now();
+    this.#machine = options.node.machine === undefined ? machineIdentity() : options.node.machine;
   }
 
   /**
@@ -177,14 +214,14 @@ export class NodeRegistry implements AsyncDisposable {
 
   /** Every node that registered and has not left: up while its lease lives, else down. */
   async nodes(): Promise<NodeState[]> {
-    const ids = await this.#client.zRange(`${this.#prefix}nodes`, 0, -1);
-    const states = await Promise.all(ids.map(async (id) => {
+    const ids = await this.#deadline(this.#client.zRange(`${this.#prefix}nodes`, 0, -1));
+    const states = await this.#deadline(Promise.all(ids.map(async (id) => {
       const [fields, lease] = await Promise.all([
         this.#client.hGetAll(this.#key("node", id)),
         this.#client.exists(this.#key("lease", id)),
       ]);
       return fields.id === undefined ? null : nodeState(fields, lease === 1);
-    }));
+    })));
     return states.filter((s): s is NodeState => s !== null).sort((a, b) =>
       a.id.localeCompare(b.id)
     );
@@ -198,10 +235,10 @@ export class NodeRegistry implements AsyncDisposable {
     const id = this.#options.node.id;
     try {
       if (this.#client.isReady) {
-        await this.#client.eval(LEAVE, {
+        await this.#deadline(this.#client.eval(LEAVE, {
           keys: [this.#key("lease", id), this.#key("node", id), `${this.#prefix}nodes`],
           arguments: [this.#instance, id],
-        });
+        }));
       }
     } catch (error) {
       this.#options.logger.warn("could not leave the cluster cleanly", { error: String(error) });
@@ -224,8 +261,18 @@ export class NodeRegistry implements AsyncDisposable {
             );
           }
           this.#holding = held;
+          if (this.#failing) {
+            this.#failing = false;
+            this.#options.logger.info("cluster heartbeat works again", {
+              node_id: this.#options.node.id,
+              holding: held,
+            });
+          }
         },
         (error) => {
+          // Once per outage, not at every beat: an hour without Redis is not a thousand lines.
+          if (this.#failing) return;
+          this.#failing = true;
           this.#options.logger.warn("cluster heartbeat failed; retrying", { error: String(error) });
         },
       ).finally(() => {
@@ -237,21 +284,27 @@ export class NodeRegistry implements AsyncDisposable {
 
   /**
    * A server restarted on the same machine after a crash finds its old lease still alive: when
-   * the process holding it is gone from this machine, the id is taken at once rather than after
-   * the lease lapses. Anything less certain (another machine, a live pid) is left to the lease.
+   * the process holding it is gone from this boot and pid namespace (or has our own pid there), the
+   * id is taken at once rather than after the lease lapses. Anything less certain (another machine
+   * or namespace, even under the same host name; a live pid; no /proc) is left to the lease.
    */
   async #takeOverFromDeadProcess(): Promise<boolean> {
     const { node, logger, isAlive = processAlive } = this.#options;
+    if (this.#machine === null) return false;
     const lease = this.#key("lease", node.id);
-    const [holder, instance] = await Promise.all([
-      this.#client.hGetAll(this.#key("node", node.id)),
-      this.#client.get(lease),
-    ]);
+    const holder = await this.#deadline(this.#client.hGetAll(this.#key("node", node.id)));
     const pid = Number(holder.pid);
-    if (instance === null || holder.hostname !== node.hostname || !(pid > 0) || isAlive(pid)) {
+    // Our own pid in our own namespace is a predecessor's (a container restarted): it is dead.
+    if (
+      holder.instance === undefined || holder.machine !== this.#machine || !(pid > 0) ||
+      (pid !== node.pid && isAlive(pid))
+    ) {
       return false;
     }
-    await this.#client.eval(RELEASE_IF_HELD_BY, { keys: [lease], arguments: [instance] });
+    // Only the instance whose record was read: the lease may have changed hands since.
+    await this.#deadline(
+      this.#client.eval(RELEASE_IF_HELD_BY, { keys: [lease], arguments: [holder.instance] }),
+    );
     if (!await this.#heartbeat()) return false;
     logger.warn("took over the node id from a server that died on this machine", {
       node_id: node.id,
@@ -271,11 +324,13 @@ export class NodeRegistry implements AsyncDisposable {
       version: node.version,
       hostname: node.hostname,
       pid: String(node.pid),
+      instance: this.#instance,
+      machine: this.#machine ?? "",
       running: String(this.#options.running()),
       started_at: String(this.#startedAt),
       heartbeat_at: String(now),
     };
-    const held = await this.#client.eval(HEARTBEAT, {
+    const held = await this.#deadline(this.#client.eval(HEARTBEAT, {
       keys: [this.#key("lease", node.id), this.#key("node", node.id), `${this.#prefix}nodes`],
       arguments: [
         this.#instance,
@@ -284,8 +339,26 @@ export class NodeRegistry implements AsyncDisposable {
         node.id,
         ...Object.entries(fields).flat(),
       ],
-    });
+    }));
     return held === 1;
+  }
+
+  /** `sent`'s outcome, or a rejection once Redis has not answered within REPLY_TIMEOUT_MS. */
+  async #deadline<T>(sent: Promise<T>): Promise<T> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      return await Promise.race([
+        sent,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`Redis did not answer within ${REPLY_TIMEOUT_MS} ms`)),
+            REPLY_TIMEOUT_MS,
+          );
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   #key(kind: "lease" | "node", id: string): string {
