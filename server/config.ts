@@ -305,6 +305,8 @@ export interface ClusterConfig {
   downAfterMs: number;
   /** Where others reach it; null: its listen URL. */
   url: string | null;
+  /** The node id is the host name, by default (CC_EXECUTOR_NODE_ID unset). */
+  idIsHostName: boolean;
 }
 
 /** Which variables of the server's environment reach commands. */
@@ -480,6 +482,7 @@ export function inspectConfig(options: LoadConfigOptions = {}): ConfigReport {
           capacity: c.CC_EXECUTOR_NODE_CAPACITY ?? c.CC_EXECUTOR_MAX_JOBS,
           downAfterMs: c.CC_EXECUTOR_NODE_DOWN_AFTER * 1000,
           url: c.CC_EXECUTOR_NODE_URL ?? null,
+          idIsHostName: c.CC_EXECUTOR_NODE_ID === undefined,
         }
         : null,
       timeouts: {

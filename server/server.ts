@@ -526,8 +526,14 @@ async function joinCluster(
     });
     return registry;
   } catch (error) {
+    // Two servers on one machine with no id of their own both default to the host name.
+    const hint = error instanceof Error && error.name === "NodeIdInUseError" &&
+        config.cluster.idIsHostName
+      ? ". The id is this machine's host name, the default: with two servers on one machine, " +
+        "give each its own CC_EXECUTOR_NODE_ID (or set CC_EXECUTOR_CLUSTER=off on one)"
+      : "";
     throw new ServerStartError(
-      `Cannot start: cannot join the cluster: ${(error as Error).message}`,
+      `Cannot start: cannot join the cluster: ${(error as Error).message}${hint}`,
       error,
     );
   }

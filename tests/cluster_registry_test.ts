@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { createClient } from "redis";
 import { defaultConfig } from "../server/config.ts";
 import { createLogger, type Logger } from "../server/log.ts";
+import { ExecutorClient } from "../server/client.ts";
 import { startServer } from "../server/server.ts";
 import { startCliServer } from "./cli_util.ts";
 import { HAS_REDIS, startRedis } from "./redis_util.ts";
@@ -24,7 +25,7 @@ function nodeConfig(redisUrl: string, nodeId: string, downAfterMs = 1500) {
     killGraceMs: 300,
     redisUrl,
     nodeId,
-    cluster: { labels: [], capacity: 4, downAfterMs, url: null },
+    cluster: { labels: [], capacity: 4, downAfterMs, url: null, idIsHostName: false },
   });
 }
 
@@ -194,5 +195,32 @@ Deno.test({
       await first.child.status;
       await first.log();
     }
+  },
+});
+
+Deno.test({
+  name: "registry: a node whose record has expired (down for a week) is forgotten at the next read",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    await using server = await startServer(nodeConfig(redis.url, "stays"), {
+      logger: recordingLogger(),
+    });
+    await withRedisClient(redis.url, async (client) => {
+      const ttl = await client.pTTL("cc-executor:cluster:node:stays");
+      assert.ok(ttl > 6 * 24 * 3600 * 1000, `the record lives about a week, not for ever: ${ttl}`);
+      // A node that crashed long ago: in the list, its record expired.
+      await client.zAdd("cc-executor:cluster:nodes", { score: 1, value: "long-gone" });
+    });
+    const client = await ExecutorClient.connect(server.url);
+    try {
+      const status = await client.request("cluster.status", {});
+      assert.deepEqual(status.nodes.map((n) => n.id), ["stays"]);
+    } finally {
+      await client.close();
+    }
+    await withRedisClient(redis.url, async (client) => {
+      assert.deepEqual(await client.zRange("cc-executor:cluster:nodes", 0, -1), ["stays"]);
+    });
   },
 });

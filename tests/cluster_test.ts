@@ -216,6 +216,7 @@ Deno.test({
         /Cannot start: cannot join the cluster: node id "only-one" is in use by a live server \(pid \d+ on [^)]+\); set CC_EXECUTOR_NODE_ID to another id/,
       );
       assert.doesNotMatch(second.stderr, /^\s+at /m);
+      assert.doesNotMatch(second.stderr, /host name, the default/);
       // The first one is untouched.
       assert.equal((await clusterStatus(first.url)).nodes.length, 1);
     } finally {
@@ -279,6 +280,28 @@ Deno.test({
       assert.match(bad.stderr, /CC_EXECUTOR_NODE_LABELS="gpu,bad label": each label: letters/);
     } finally {
       await stopNode(off);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: two servers on one machine that both default to the host name: the second is told what to do",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const first = await startCliServer({ REDIS_URL: redis.url });
+    try {
+      const second = await runCli(["server", "start"], {
+        env: { REDIS_URL: redis.url, CC_EXECUTOR_PORT: "0" },
+      });
+      assert.equal(second.code, 1);
+      assert.match(
+        second.stderr,
+        /is in use by a live server .*The id is this machine's host name, the default: with two servers on one machine, give each its own CC_EXECUTOR_NODE_ID \(or set CC_EXECUTOR_CLUSTER=off on one\)/,
+      );
+    } finally {
+      await stopNode(first);
     }
   },
 });

@@ -98,6 +98,12 @@ export class NodeIdInUseError extends Error {
   }
 }
 
+/**
+ * A node that has been down this long is forgotten: its record expires, and the next read of the
+ * list drops it. Without this, every id that ever crashed (pod names) would be listed for ever.
+ */
+export const FORGET_AFTER_MS = 7 * 24 * 3600 * 1000;
+
 // KEYS: lease, node hash, nodes set. ARGV: instance, ttl ms, now ms, node id, then the hash's
 // fields and values. Takes or renews the lease unless another instance holds it; 1 held, 0 not.
 const HEARTBEAT = `
@@ -105,6 +111,7 @@ local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+redis.call('PEXPIRE', KEYS[2], ${FORGET_AFTER_MS})
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 return 1
 `;
@@ -164,7 +171,13 @@ export class NodeRegistry implements AsyncDisposable {
       url: options.redisUrl,
       // A heartbeat that cannot be sent is skipped, not queued: the next one says the same.
       disableOfflineQueue: true,
-      socket: { reconnectStrategy: (retries) => Math.min(100 * 2 ** retries, 2000) },
+      // As the store does: a connection that hears nothing for three deadlines is replaced, and
+      // PINGs keep a healthy idle one talking, so commands do not pile up on a stalled one.
+      pingInterval: REPLY_TIMEOUT_MS,
+      socket: {
+        reconnectStrategy: (retries) => Math.min(100 * 2 ** retries, 2000),
+        socketTimeout: REPLY_TIMEOUT_MS * 3,
+      },
     });
     client.on("error", () => {/* reconnects; the heartbeat logs what it misses */});
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -186,7 +199,11 @@ export class NodeRegistry implements AsyncDisposable {
     }
     const registry = new NodeRegistry(options, client);
     try {
-      if (!await registry.#heartbeat() && !await registry.#takeOverFromDeadProcess()) {
+      // The last heartbeat again before refusing: the holder's lease may have lapsed meanwhile.
+      if (
+        !await registry.#heartbeat() && !await registry.#takeOverFromDeadProcess() &&
+        !await registry.#heartbeat()
+      ) {
         const holder = await client.hGetAll(registry.#key("node", options.node.id));
         const leaseMs = await client.pTTL(registry.#key("lease", options.node.id));
         throw new NodeIdInUseError(options.node.id, holder, Math.max(leaseMs, 0));
@@ -220,9 +237,14 @@ export class NodeRegistry implements AsyncDisposable {
         this.#client.hGetAll(this.#key("node", id)),
         this.#client.exists(this.#key("lease", id)),
       ]);
-      return fields.id === undefined ? null : nodeState(fields, lease === 1);
+      return fields.id === undefined ? id : nodeState(fields, lease === 1);
     })));
-    return states.filter((s): s is NodeState => s !== null).sort((a, b) =>
+    // Ids whose record has expired (down for FORGET_AFTER_MS) leave the list.
+    const forgotten = states.filter((s): s is string => typeof s === "string");
+    if (forgotten.length > 0) {
+      await this.#deadline(this.#client.zRem(`${this.#prefix}nodes`, forgotten));
+    }
+    return states.filter((s): s is NodeState => typeof s !== "string").sort((a, b) =>
       a.id.localeCompare(b.id)
     );
   }
