@@ -127,6 +127,8 @@ export interface JobManagerOptions {
    * inherited whole
    */
   env?: JobEnvironments;
+  /** Called once for each job as it starts, before its first notification (the cluster mirror). */
+  onJobStarted?: (job: Job) => void;
 }
 
 /** The hooks new jobs use (the registry's current set) and how many runs error hooks may ask for. */
@@ -1440,6 +1442,7 @@ export class JobManager {
   readonly shell: string;
   readonly groupMode: GroupMode;
   #spawn: (spec: SpawnSpec, mode: GroupMode) => ProcessGroup;
+  readonly #onJobStarted: ((job: Job) => void) | undefined;
   #jobs = new Map<string, Job>();
   #running = new Set<Job>();
   #finishedOrder: string[] = [];
@@ -1485,6 +1488,7 @@ export class JobManager {
     this.spoolDir = options.spoolDir ?? null;
     this.spoolMaxBytes = options.spoolMaxBytes ?? Infinity;
     this.#env = options.env;
+    this.#onJobStarted = options.onJobStarted;
     this.#admission = new Admission(options.shell);
   }
 
@@ -1593,6 +1597,11 @@ export class JobManager {
 
   get runningCount(): number {
     return this.#running.size;
+  }
+
+  /** Whether this server holds job `jobId` (running, or finished and still kept). */
+  has(jobId: string): boolean {
+    return this.#jobs.has(jobId);
   }
 
   get(jobId: string): Job {
@@ -1916,6 +1925,7 @@ export class JobManager {
     this.#startingOwners.delete(id);
     this.#startingPrincipals.delete(id);
     this.logger.debug("job started", { job_id: job.id, pid: group.pid, owner });
+    this.#onJobStarted?.(job);
     job.start(this.config, preFailures);
     // The pgid lets a later start stop this group if the server dies before the job ends. Not
     // awaited: the job runs already, and its writes are chained in order.

@@ -42,6 +42,7 @@ import { getHistory, historyStats, listHistory, pruneHistory } from "./history.t
 import type { MethodDefinition } from "./rpc.ts";
 import type { Store } from "./store/store.ts";
 import type { NodeRegistry } from "./cluster/registry.ts";
+import type { JobEventStreams } from "./cluster/job_events.ts";
 import type { MethodContext, Session } from "./session.ts";
 
 export interface MethodDeps {
@@ -56,6 +57,8 @@ export interface MethodDeps {
   info: () => ServerWideInfo;
   /** This server's node registry; null: not a node of a cluster. */
   cluster?: () => NodeRegistry | null;
+  /** Jobs of other nodes, followed through Redis; null: not a node of a cluster. */
+  events?: () => JobEventStreams | null;
 }
 
 /** server.info less what depends on the connection's token and the running jobs. */
@@ -79,7 +82,8 @@ type Table = {
 
 /** The method table the dispatcher serves; `Methods` in protocol.ts lists the same names. */
 export function createMethods(
-  { jobs, store, hooks, templates, claudeBin, info, cluster = () => null }: MethodDeps,
+  { jobs, store, hooks, templates, claudeBin, info, cluster = () => null, events = () => null }:
+    MethodDeps,
 ): Table {
   const hookStatus = {
     params: EmptyParams,
@@ -217,7 +221,21 @@ export function createMethods(
 
     "jobs.subscribe": {
       params: JobsSubscribeParams,
-      handler: (params, { session, afterResponse }) => {
+      handler: async (params, { session, afterResponse }) => {
+        const remote = events();
+        if (remote && !jobs.has(params.job_id)) {
+          // Another node's job: replayed and followed from its stream in Redis.
+          const { start, ...subscribed } = await remote.subscribe(
+            session,
+            session.principal,
+            params.job_id,
+            params.from_seq ?? 0,
+          );
+          afterResponse(() => {
+            if (session.isOpen) start();
+          });
+          return subscribed;
+        }
         const job = jobFor(params.job_id, session);
         const fromSeq = params.from_seq ?? 0;
         // Nothing can be emitted between this response and the replay: both run in the same
@@ -237,10 +255,22 @@ export function createMethods(
 
     "jobs.unsubscribe": {
       params: JobsUnsubscribeParams,
-      handler: (params, { session }) => ({
-        job_id: params.job_id,
-        subscribed: jobFor(params.job_id, session).unsubscribe(session.id),
-      }),
+      handler: (params, { session }) => {
+        const remote = events();
+        if (remote && !jobs.has(params.job_id)) {
+          const followed = remote.unsubscribe(session.id, params.job_id);
+          if (!followed) {
+            throw new RpcError(ErrorCode.JOB_NOT_FOUND, `Job "${params.job_id}" not found`, {
+              job_id: params.job_id,
+            });
+          }
+          return { job_id: params.job_id, subscribed: true };
+        }
+        return {
+          job_id: params.job_id,
+          subscribed: jobFor(params.job_id, session).unsubscribe(session.id),
+        };
+      },
     },
 
     "jobs.input": {

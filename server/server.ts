@@ -32,6 +32,7 @@ import { sweepOrphans } from "./sweep.ts";
 import { tlsStartProblem } from "./tls.ts";
 import { VERSION } from "./version.ts";
 import type { NodeRegistry } from "./cluster/registry.ts";
+import type { JobEventStreams } from "./cluster/job_events.ts";
 import { hostname } from "node:os";
 
 export interface StartServerOptions {
@@ -125,6 +126,7 @@ export async function startServer(
   let hooks: HookRegistry | undefined;
   let spool: SpoolFolder | undefined;
   let cluster: NodeRegistry | undefined;
+  let events: JobEventStreams | undefined;
   // Known once the server listens; the registry reads them at each heartbeat.
   let listenUrl: string | null = null;
   let running = () => 0;
@@ -133,6 +135,7 @@ export async function startServer(
       nodeUrl: () => config.cluster?.url ?? listenUrl,
       running: () => running(),
     });
+    events = cluster && await openJobEventStreams(config, logger);
     // A bad template file is refused and logged; the server starts with the others.
     const templates = options.templates ?? await loadTemplates({ dir: config.templatesDir });
     logTemplates(templates, logger);
@@ -156,6 +159,7 @@ export async function startServer(
       templates,
       spool,
       cluster: cluster ?? null,
+      events: events ?? null,
     });
     listenUrl = server.url;
     running = () => server.jobs.runningCount;
@@ -165,6 +169,7 @@ export async function startServer(
     );
     return server;
   } catch (error) {
+    await events?.[Symbol.asyncDispose]();
     await cluster?.[Symbol.asyncDispose]();
     await spool?.[Symbol.asyncDispose]();
     await hooks?.[Symbol.asyncDispose]();
@@ -186,12 +191,14 @@ interface ListenOptions {
   jobEnv: JobEnvironments;
   /** This server's node registry (it leaves the cluster at shutdown); null: not a node. */
   cluster: NodeRegistry | null;
+  /** Where its jobs' notifications are mirrored and others' followed; null: not a node. */
+  events: JobEventStreams | null;
 }
 
 /** Sweeps what a dead server left, then serves; the second half of `startServer`. */
 async function listen(
   config: ServerConfig,
-  { logger, shell, groupMode, store, ownStore, hooks, templates, spool, jobEnv, cluster }:
+  { logger, shell, groupMode, store, ownStore, hooks, templates, spool, jobEnv, cluster, events }:
     ListenOptions,
 ): Promise<ExecutorServer> {
   const swept = await sweepOrphans(store, {
@@ -220,6 +227,7 @@ async function listen(
     spoolDir: config.spoolMaxBytes === 0 ? null : spool.path,
     spoolMaxBytes: config.spoolMaxBytes === 0 ? Infinity : config.spoolMaxBytes,
     env: jobEnv,
+    onJobStarted: events ? (job) => events.mirror(job) : undefined,
   });
   const sessions = new Set<Session>();
   /** The in-process sessions among them (the MCP face's). */
@@ -234,6 +242,7 @@ async function listen(
       templates,
       claudeBin: config.claudeBin,
       cluster: () => cluster,
+      events: () => events,
       info: () => ({
         name: "cc-executor",
         version: VERSION,
@@ -294,6 +303,7 @@ async function listen(
         internal.delete(s);
         background.sessionClosed(s.id);
         jobs.sessionClosed(s.id);
+        events?.unsubscribe(s.id);
         logger.debug("session closed", { session: s.id });
       },
     });
@@ -457,7 +467,8 @@ async function listen(
     stopping ??= (async () => {
       logger.info("shutting down", { running_jobs: jobs.runningCount, sessions: sessions.size });
       await jobs.shutdown();
-      // Leaving is not going down: the node is gone from the cluster at once, not after a lapse.
+      // The jobs' last frames reach their streams; then the node leaves (gone, not down).
+      await events?.[Symbol.asyncDispose]();
       await cluster?.[Symbol.asyncDispose]();
       if (mcp) await (await mcp.catch(() => null))?.close();
       closing = true;
@@ -491,6 +502,29 @@ async function listen(
     finished: listening.finished,
     [Symbol.asyncDispose]: shutdown,
   };
+}
+
+/** A node's job event streams (server/cluster/job_events.ts), sized from the replay settings. */
+async function openJobEventStreams(config: ServerConfig, logger: Logger): Promise<JobEventStreams> {
+  const { JobEventStreams } = await import("./cluster/job_events.ts");
+  const entries = (bytes: number) => Math.ceil(bytes / config.chunkBytes);
+  try {
+    return await JobEventStreams.open({
+      redisUrl: config.redisUrl!,
+      prefix: config.redisPrefix,
+      nodeId: config.nodeId,
+      logger,
+      // Chunks are at most chunkBytes; the margin keeps the small frames (started, completed,
+      // paused...) from pushing output out early.
+      runningEntries: entries(config.replayBufferBytes) + 64,
+      finishedEntries: entries(config.finishedReplayBytes) + 16,
+    });
+  } catch (error) {
+    throw new ServerStartError(
+      `Cannot start: cannot open the cluster's job streams: ${(error as Error).message}`,
+      error,
+    );
+  }
 }
 
 /** Registers this server as a node when it belongs to a cluster; a taken node id refuses the start. */

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import type { ClusterStatusResult } from "../server/protocol.ts";
 import { runCli, startCliServer } from "./cli_util.ts";
 import { HAS_REDIS, startRedis } from "./redis_util.ts";
-import { startTestServer, waitUntil } from "./test_util.ts";
+import { RawClient, startTestServer, waitUntil } from "./test_util.ts";
 
 type CliServer = Awaited<ReturnType<typeof startCliServer>>;
 
@@ -302,6 +302,78 @@ Deno.test({
       );
     } finally {
       await stopNode(first);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: a job's notifications can be replayed and followed from any node, the same frames as on its own",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const owner = await startNode(redis.url, "owner");
+    const other = await startNode(redis.url, "other");
+    try {
+      await using here = await RawClient.connect(owner.url);
+      await using there = await RawClient.connect(other.url);
+      // The job waits for its input, so what "there" sees first can only be a replay.
+      const started = await here.result("execute", {
+        command: "echo one; read go; echo two >&2; echo three $go; exit 4",
+        keep_stdin_open: true,
+      });
+      const jobId = started.job_id;
+      await here.waitFor((f) => f.method === "process.output" && f.params.job_id === jobId, "one");
+
+      const subscribed = await there.result("jobs.subscribe", { job_id: jobId });
+      assert.deepEqual(subscribed, {
+        job_id: jobId,
+        status: "running",
+        replay_from_seq: 1,
+        missed: 0,
+      });
+      await there.waitFor(
+        (f) => f.method === "process.output" && f.params.job_id === jobId,
+        "the replay of one on the other node",
+      );
+      await here.result("jobs.input", { job_id: jobId, data: "now\n", eof: true });
+      const doneThere = await there.completion(jobId);
+      const doneHere = await here.completion(jobId);
+      assert.equal(doneThere.status, "failed");
+      assert.equal(doneThere.exit_code, 4);
+      // Every notification, with its seq and offsets, exactly as the owner sent them.
+      assert.deepEqual(there.events(jobId), here.events(jobId));
+      assert.deepEqual(doneThere, doneHere);
+      assert.equal(there.output(jobId), "one\nthree now\n");
+      assert.equal(there.output(jobId, "stderr"), "two\n");
+
+      // After it ended, from a node started since, from a given notification on.
+      const late = await startNode(redis.url, "late");
+      try {
+        await using client = await RawClient.connect(late.url);
+        const three = here.events(jobId).find((e) =>
+          e.method === "process.output" && e.params.data === "three now\n"
+        );
+        const replay = await client.result("jobs.subscribe", {
+          job_id: jobId,
+          from_seq: three.params.seq,
+        });
+        assert.equal(replay.status, "failed");
+        assert.equal(replay.replay_from_seq, three.params.seq);
+        await client.completion(jobId);
+        assert.deepEqual(
+          client.events(jobId),
+          here.events(jobId).filter((e) => e.params.seq >= three.params.seq),
+        );
+        const missing = await client.call("jobs.subscribe", { job_id: "no-such-job" });
+        assert.equal(missing.error.code, -32001);
+        assert.equal(missing.error.message, 'Job "no-such-job" not found');
+      } finally {
+        await stopNode(late);
+      }
+    } finally {
+      await stopNode(owner);
+      await stopNode(other);
     }
   },
 });
