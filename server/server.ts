@@ -504,20 +504,15 @@ async function listen(
   };
 }
 
-/** A node's job event streams (server/cluster/job_events.ts), sized from the replay settings. */
+/** A node's job event streams (server/cluster/job_events.ts). */
 async function openJobEventStreams(config: ServerConfig, logger: Logger): Promise<JobEventStreams> {
   const { JobEventStreams } = await import("./cluster/job_events.ts");
-  const entries = (bytes: number) => Math.ceil(bytes / config.chunkBytes);
   try {
     return await JobEventStreams.open({
       redisUrl: config.redisUrl!,
       prefix: config.redisPrefix,
       nodeId: config.nodeId,
       logger,
-      // Chunks are at most chunkBytes; the margin keeps the small frames (started, completed,
-      // paused...) from pushing output out early.
-      runningEntries: entries(config.replayBufferBytes) + 64,
-      finishedEntries: entries(config.finishedReplayBytes) + 16,
     });
   } catch (error) {
     throw new ServerStartError(

@@ -25,6 +25,7 @@ function fakeJob(id: string, principal: string) {
       mirror = subscriber;
       return { frames: [], firstSeq: null, missed: 0 };
     },
+    previewReplay: () => ({ firstSeq: 1, missed: 0 }),
   } as unknown as Job;
   return { job, emit: (text: string) => mirror!.send(text) };
 }
@@ -39,8 +40,6 @@ async function open(url: string, nodeId: string): Promise<JobEventStreams> {
     redisUrl: url,
     nodeId,
     logger: silentLogger,
-    runningEntries: 100,
-    finishedEntries: 10,
   });
 }
 

@@ -377,3 +377,34 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "cluster: a finished job of many small notifications replays from another node as much as from its own",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const owner = await startNode(redis.url, "owner", { CC_EXECUTOR_COALESCE_MS: "0" });
+    const other = await startNode(redis.url, "other");
+    try {
+      await using here = await RawClient.connect(owner.url);
+      await using there = await RawClient.connect(other.url);
+      // One line per notification: far fewer bytes than the finished replay keeps (256 KiB).
+      const started = await here.result("execute", {
+        command: "for i in $(seq 300); do echo line $i; sleep 0.002; done",
+      });
+      await here.completion(started.job_id);
+      const local = await here.result("jobs.subscribe", { job_id: started.job_id });
+      assert.equal(local.missed, 0);
+      const remote = await there.result("jobs.subscribe", { job_id: started.job_id });
+      await there.completion(started.job_id);
+      assert.deepEqual(remote, local);
+      // "here" got the job live and then its replay: once each.
+      const live = here.events(started.job_id);
+      assert.deepEqual(there.events(started.job_id), live.slice(live.length / 2));
+    } finally {
+      await stopNode(owner);
+      await stopNode(other);
+    }
+  },
+});

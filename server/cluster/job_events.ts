@@ -8,8 +8,9 @@
  * Keys (under the store's prefix):
  *
  *     cluster:job:<id>:events   stream of {frame}: the notification as sent on the WebSocket,
- *                               trimmed to about the replay buffer's worth of entries while the
- *                               job runs and to the finished replay's worth once it has ended
+ *                               trimmed (MINID) to what the job's own replay buffer holds: the
+ *                               replay buffer's worth while the job runs, the finished replay's
+ *                               worth once it has ended
  *     cluster:job:<id>:meta     hash {node_id, principal}: who runs it, and whose it is
  *
  * Both expire `FINISHED_TTL_MS` after the job ends (or `RUNNING_TTL_MS` after it starts, renewed
@@ -42,6 +43,12 @@ const MAX_PENDING_BYTES = 16 * 1024 * 1024;
 const FOLLOW_BLOCK_MS = 250;
 /** How long closing waits for frames still on their way to Redis. */
 const CLOSE_WAIT_MS = 2000;
+/**
+ * The longest wait for a subscribe's reads, and the unit of the connections' liveness checks:
+ * node-redis has no timeout for a command already sent, so a Redis that stops answering would
+ * otherwise hold a subscribe, the follow loop, and the shutdown that waits for it, for ever.
+ */
+const REPLY_TIMEOUT_MS = 2000;
 /** Frames whose method ends a job: the last entry of its stream. */
 const TERMINAL = '"method":"process.completed"';
 
@@ -51,10 +58,6 @@ export interface JobEventStreamsOptions {
   prefix?: string;
   nodeId: string;
   logger: Logger;
-  /** Entries kept while a job runs (about the replay buffer's worth of chunks). */
-  runningEntries: number;
-  /** Entries kept once it has ended (about the finished replay's worth). */
-  finishedEntries: number;
 }
 
 type Client = ReturnType<typeof createClient>;
@@ -63,6 +66,8 @@ type Client = ReturnType<typeof createClient>;
 interface Follower {
   session: Subscriber;
   jobId: string;
+  /** The last seq this session has been sent (by its replay, then by the follow). */
+  lastSeq: number;
 }
 
 export class JobEventStreams implements AsyncDisposable {
@@ -74,8 +79,11 @@ export class JobEventStreams implements AsyncDisposable {
   #dropping = false;
   /** Writes not yet answered, so closing waits for the last frames (a job's end) to be sent. */
   readonly #inflight = new Set<Promise<unknown>>();
-  /** Followed streams: key -> the last entry id delivered, and who follows it. */
-  readonly #followed = new Map<string, { lastId: string; followers: Follower[] }>();
+  /**
+   * Followed streams: key -> who follows it. Each follower has its own cursor: a follower that
+   * joins a stream read already has a replay that may be ahead of or behind the others'.
+   */
+  readonly #followed = new Map<string, { followers: Follower[] }>();
   #loop: Promise<void> | null = null;
   #closed = false;
 
@@ -92,7 +100,12 @@ export class JobEventStreams implements AsyncDisposable {
         url: options.redisUrl,
         // A frame that cannot be sent is dropped, not queued without bound.
         disableOfflineQueue: true,
-        socket: { reconnectStrategy: (retries) => Math.min(100 * 2 ** retries, 2000) },
+        // As the registry's: a connection that hears nothing for three deadlines is replaced.
+        pingInterval: REPLY_TIMEOUT_MS,
+        socket: {
+          reconnectStrategy: (retries) => Math.min(100 * 2 ** retries, 2000),
+          socketTimeout: REPLY_TIMEOUT_MS * 3,
+        },
       });
       client.on("error", () => {/* reconnects; writes and reads report what they miss */});
       return client;
@@ -115,14 +128,21 @@ export class JobEventStreams implements AsyncDisposable {
     const meta = this.#key(job.id, "meta");
     this.#send(
       this.#writer.multi()
+        // A client-chosen id may have been used before (on any node, by any token): this job
+        // owns the id's stream now, and no frame of the earlier one is replayed as its.
+        .del(events)
+        .del(meta)
         .hSet(meta, { node_id: this.#options.nodeId, principal: job.principal })
         .pExpire(meta, RUNNING_TTL_MS)
         .exec(),
       0,
     );
+    // The stream holds what the job's own replay buffer holds: the same seqs, so the same
+    // `missed` from any node, however small the frames.
+    const oldest = () => job.previewReplay(0).firstSeq ?? 0;
     const mirror: Subscriber = {
       id: `cluster-mirror:${job.id}`,
-      send: (frame) => this.#append(events, meta, frame),
+      send: (frame) => this.#append(events, meta, frame, oldest),
       // The job never waits for Redis: frames past MAX_PENDING_BYTES are dropped instead.
       ready: () => undefined,
     };
@@ -147,11 +167,13 @@ export class JobEventStreams implements AsyncDisposable {
     let owner: Record<string, string>;
     let entries: { id: string; message: Record<string, string> }[];
     try {
-      owner = await this.#writer.hGetAll(this.#key(jobId, "meta"));
+      owner = await deadline(this.#writer.hGetAll(this.#key(jobId, "meta")));
       if (owner.node_id === undefined) throw notFound();
       // The same answer as for a job that does not exist: whether it does is not theirs to know.
       if (!principal.admin && owner.principal !== principal.name) throw notFound();
-      entries = await this.#writer.xRange(events, fromSeq > 0 ? `${fromSeq}-0` : "-", "+");
+      entries = await deadline(
+        this.#writer.xRange(events, fromSeq > 0 ? `${fromSeq}-0` : "-", "+"),
+      );
     } catch (error) {
       if (error instanceof RpcError) throw error;
       throw new RpcError(
@@ -163,7 +185,9 @@ export class JobEventStreams implements AsyncDisposable {
     const frames = entries.map((entry) => entry.message.frame ?? "");
     const firstSeq = entries.length > 0 ? Number(entries[0]!.id.split("-")[0]) : null;
     const ended = frames.some((frame) => frame.includes(TERMINAL));
-    const lastId = entries.at(-1)?.id ?? (fromSeq > 0 ? `${fromSeq - 1}-0` : "0-0");
+    const lastSeq = entries.length > 0
+      ? Number(entries.at(-1)!.id.split("-")[0])
+      : Math.max(fromSeq - 1, 0);
     return {
       job_id: jobId,
       status: ended ? terminalStatus(frames.at(-1) ?? "") : "running",
@@ -172,7 +196,7 @@ export class JobEventStreams implements AsyncDisposable {
       // Sent after the response, as a local subscribe's replay is.
       start: () => {
         for (const frame of frames) session.send(frame);
-        if (!ended) this.#follow(events, lastId, { session, jobId });
+        if (!ended) this.#follow(events, { session, jobId, lastSeq });
       },
     };
   }
@@ -195,13 +219,14 @@ export class JobEventStreams implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     this.#closed = true;
     this.#followed.clear();
+    // The follow loop's read is cut short (it may wait on a Redis that no longer answers).
+    this.#reader.destroy();
     await settlesWithin(Promise.allSettled([...this.#inflight]), CLOSE_WAIT_MS);
     await this.#loop;
     this.#writer.destroy();
-    this.#reader.destroy();
   }
 
-  #append(events: string, meta: string, frame: string): void {
+  #append(events: string, meta: string, frame: string, oldest: () => number): void {
     const seq = /"seq":(\d+)/.exec(frame)?.[1];
     if (seq === undefined) return;
     const terminal = frame.includes(TERMINAL);
@@ -217,17 +242,22 @@ export class JobEventStreams implements AsyncDisposable {
       }
       return;
     }
-    const threshold = terminal ? this.#options.finishedEntries : this.#options.runningEntries;
     const write = this.#writer.multi().xAdd(events, `${seq}-0`, { frame }, {
-      TRIM: { strategy: "MAXLEN", strategyModifier: "~", threshold },
+      TRIM: { strategy: "MINID", strategyModifier: "~", threshold: oldest() },
     });
-    // The first frame gives the stream its longest life; the last one its short one.
-    const ttl = terminal ? FINISHED_TTL_MS : seq === "1" ? RUNNING_TTL_MS : null;
+    if (terminal) {
+      // The job shrinks its replay buffer to the finished size right after this frame.
+      queueMicrotask(() =>
+        this.#send(
+          this.#writer.multi().xTrim(events, "MINID", oldest())
+            .pExpire(events, FINISHED_TTL_MS).pExpire(meta, FINISHED_TTL_MS).exec(),
+          0,
+        )
+      );
+    }
+    // The first frame gives the stream its longest life; the last one its short one (above).
     this.#send(
-      ttl === null
-        ? write.exec()
-        : write.pExpire(events, ttl).pExpire(meta, terminal ? FINISHED_TTL_MS : RUNNING_TTL_MS)
-          .exec(),
+      seq === "1" ? write.pExpire(events, RUNNING_TTL_MS).exec() : write.exec(),
       frame.length,
     );
   }
@@ -248,16 +278,26 @@ export class JobEventStreams implements AsyncDisposable {
     );
   }
 
-  #follow(key: string, lastId: string, follower: Follower): void {
+  #follow(key: string, follower: Follower): void {
     const followed = this.#followed.get(key);
-    if (followed) followed.followers.push(follower);
-    else this.#followed.set(key, { lastId, followers: [follower] });
+    if (followed) {
+      // Subscribing again replaces the follow, as a local subscribe does: one copy of each frame.
+      followed.followers = followed.followers.filter((f) => f.session.id !== follower.session.id);
+      followed.followers.push(follower);
+    } else this.#followed.set(key, { followers: [follower] });
     this.#loop ??= this.#run().finally(() => (this.#loop = null));
   }
 
   async #run(): Promise<void> {
     while (!this.#closed && this.#followed.size > 0) {
-      const streams = [...this.#followed].map(([key, { lastId }]) => ({ key, id: lastId }));
+      // From the follower furthest behind; the others skip what they have (see below).
+      const from = new Map(
+        [...this.#followed].map(([key, { followers }]) => [
+          key,
+          Math.min(...followers.map((f) => f.lastSeq)),
+        ]),
+      );
+      const streams = [...from].map(([key, seq]) => ({ key, id: `${seq}-0` }));
       let replies: StreamReplies;
       try {
         replies = await this.#reader.xRead(streams, {
@@ -265,6 +305,7 @@ export class JobEventStreams implements AsyncDisposable {
           COUNT: 100,
         }) as StreamReplies;
       } catch (error) {
+        if (this.#closed) return;
         this.#options.logger.debug("following job streams failed; retrying", {
           error: String(error),
         });
@@ -275,9 +316,15 @@ export class JobEventStreams implements AsyncDisposable {
         const followed = this.#followed.get(reply.name);
         if (!followed) continue;
         for (const entry of reply.messages) {
-          followed.lastId = entry.id;
+          const seq = Number(entry.id.split("-")[0]);
           const frame = entry.message.frame ?? "";
-          for (const { session } of followed.followers) session.send(frame);
+          for (const follower of followed.followers) {
+            // Joined since this read was sent, from further back: the next read starts there.
+            if (follower.lastSeq < (from.get(reply.name) ?? 0)) continue;
+            if (seq <= follower.lastSeq) continue;
+            follower.lastSeq = seq;
+            follower.session.send(frame);
+          }
           if (frame.includes(TERMINAL)) this.#followed.delete(reply.name);
         }
       }
@@ -286,6 +333,24 @@ export class JobEventStreams implements AsyncDisposable {
 
   #key(jobId: string, kind: "events" | "meta"): string {
     return `${this.#prefix}${jobId}:${kind}`;
+  }
+}
+
+/** `sent`'s outcome, or a rejection once Redis has not answered within REPLY_TIMEOUT_MS. */
+async function deadline<T>(sent: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      sent,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`Redis did not answer within ${REPLY_TIMEOUT_MS} ms`)),
+          REPLY_TIMEOUT_MS,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
