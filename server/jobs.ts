@@ -392,6 +392,11 @@ export class Job {
     return slice;
   }
 
+  /** The oldest notification the replay buffer still holds (null: none yet). Cheap. */
+  get oldestReplaySeq(): number | null {
+    return this.#replay.oldestSeq;
+  }
+
   /** What `subscribe(_, fromSeq)` would replay, without replaying it. */
   previewReplay(fromSeq: number): Omit<ReplaySlice, "frames"> {
     const { firstSeq, missed } = this.#replay.from(fromSeq);

@@ -59,6 +59,11 @@ export class ReplayBuffer {
   }
 
   /** Frames with seq >= fromSeq that are still held, oldest first. */
+  /** The sequence number of the oldest frame held; null when none is. O(1), unlike `from`. */
+  get oldestSeq(): number | null {
+    return this.#entries[this.#head]?.seq ?? null;
+  }
+
   from(fromSeq: number): ReplaySlice {
     const oldest = this.#entries[this.#head];
     if (!oldest) return { frames: [], firstSeq: null, missed: 0 };

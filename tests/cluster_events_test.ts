@@ -28,7 +28,7 @@ function fakeJob(id: string, principal: string) {
       mirror = subscriber;
       return { frames: [], firstSeq: null, missed: 0 };
     },
-    previewReplay: () => ({ firstSeq: 1, missed: 0 }),
+    oldestReplaySeq: 1,
   } as unknown as Job;
   return { job, emit: (text: string) => mirror!.send(text) };
 }

@@ -139,7 +139,7 @@ export class JobEventStreams implements AsyncDisposable {
     );
     // The stream holds what the job's own replay buffer holds: the same seqs, so the same
     // `missed` from any node, however small the frames.
-    const oldest = () => job.previewReplay(0).firstSeq ?? 0;
+    const oldest = () => job.oldestReplaySeq ?? 0;
     const mirror: Subscriber = {
       id: `cluster-mirror:${job.id}`,
       send: (frame) => this.#append(events, meta, frame, oldest),
@@ -201,6 +201,23 @@ export class JobEventStreams implements AsyncDisposable {
     };
   }
 
+  /**
+   * The node that runs (or ran) job `jobId`, from its stream's record; null when no node has one
+   * (never was, or expired an hour after it ended).
+   * @throws {RpcError} STORE_UNAVAILABLE when Redis cannot be read.
+   */
+  async owner(jobId: string): Promise<string | null> {
+    try {
+      return await this.#writer.hGet(this.#key(jobId, "meta"), "node_id") ?? null;
+    } catch (error) {
+      throw new RpcError(
+        ErrorCode.STORE_UNAVAILABLE,
+        `Cannot look up job "${jobId}" in the cluster: ${(error as Error).message}`,
+        { job_id: jobId },
+      );
+    }
+  }
+
   /** Stops `sessionId` following `jobId` (every job, without one); true if it was. */
   unsubscribe(sessionId: string, jobId?: string): boolean {
     let removed = false;
@@ -242,7 +259,9 @@ export class JobEventStreams implements AsyncDisposable {
       }
       return;
     }
-    const write = this.#writer.multi().xAdd(events, `${seq}-0`, { frame }, {
+    // Plain commands, not MULTI: one connection keeps them in order, and node-redis pipelines
+    // those sent in the same turn, so a frame costs one command, not three.
+    const added = this.#writer.xAdd(events, `${seq}-0`, { frame }, {
       TRIM: { strategy: "MINID", strategyModifier: "~", threshold: oldest() },
     });
     if (terminal) {
@@ -256,10 +275,8 @@ export class JobEventStreams implements AsyncDisposable {
       );
     }
     // The first frame gives the stream its longest life; the last one its short one (above).
-    this.#send(
-      seq === "1" ? write.pExpire(events, RUNNING_TTL_MS).exec() : write.exec(),
-      frame.length,
-    );
+    this.#send(added, frame.length);
+    if (seq === "1") this.#send(this.#writer.pExpire(events, RUNNING_TTL_MS), 0);
   }
 
   #send(sent: Promise<unknown>, bytes: number): void {
