@@ -43,6 +43,7 @@ import type { MethodDefinition } from "./rpc.ts";
 import type { Store } from "./store/store.ts";
 import type { NodeRegistry } from "./cluster/registry.ts";
 import type { JobEventStreams } from "./cluster/job_events.ts";
+import type { RemoteAction, RemoteControl, RemoteHandler } from "./cluster/remote_control.ts";
 import type { MethodContext, Session } from "./session.ts";
 
 export interface MethodDeps {
@@ -59,6 +60,31 @@ export interface MethodDeps {
   cluster?: () => NodeRegistry | null;
   /** Jobs of other nodes, followed through Redis; null: not a node of a cluster. */
   events?: () => JobEventStreams | null;
+  /** Requests for jobs of other nodes, sent to them through Redis; null: not a node. */
+  remote?: () => RemoteControl | null;
+}
+
+/**
+ * What this node does with a request another node forwards for one of its jobs: exactly what the
+ * local method does for a connection of that principal (the same visibility, answers and errors).
+ */
+export function remoteJobHandler(jobs: JobManager): RemoteHandler {
+  return async (jobId, principal, request) => {
+    const job = jobs.get(jobId);
+    if (!principal.admin && job.principal !== principal.name) {
+      throw new RpcError(ErrorCode.JOB_NOT_FOUND, `Job "${jobId}" not found`, { job_id: jobId });
+    }
+    switch (request.action) {
+      case "info":
+        return job.info();
+      case "control":
+        return { job_id: jobId, status: job.control(request.type) };
+      case "input": {
+        const written = await job.input(request.data, request.eof);
+        return { job_id: jobId, bytes_written: written, stdin_open: job.stdinOpen };
+      }
+    }
+  };
 }
 
 /** server.info less what depends on the connection's token and the running jobs. */
@@ -82,8 +108,17 @@ type Table = {
 
 /** The method table the dispatcher serves; `Methods` in protocol.ts lists the same names. */
 export function createMethods(
-  { jobs, store, hooks, templates, claudeBin, info, cluster = () => null, events = () => null }:
-    MethodDeps,
+  {
+    jobs,
+    store,
+    hooks,
+    templates,
+    claudeBin,
+    info,
+    cluster = () => null,
+    events = () => null,
+    remote = () => null,
+  }: MethodDeps,
 ): Table {
   const hookStatus = {
     params: EmptyParams,
@@ -112,6 +147,24 @@ export function createMethods(
       { method, token: session.principal.name },
     );
   };
+  /**
+   * For a job this node does not hold, but another node of the cluster runs (or ran): that node's
+   * answer to `request`. Null when the job is this node's, or the server is in no cluster.
+   */
+  const forwarded = async (
+    jobId: string,
+    session: Session,
+    request: RemoteAction,
+  ): Promise<unknown | null> => {
+    const streams = events();
+    const control = remote();
+    if (!streams || !control || jobs.has(jobId)) return null;
+    const owner = await streams.owner(jobId);
+    if (owner === null || owner === cluster()?.id) return null;
+    const { name, admin } = session.principal;
+    return await control.send(owner, jobId, { name, admin }, request);
+  };
+
   /** This server's registry; a cluster method on a server in no cluster is refused. */
   const clusterOf = (): NodeRegistry => {
     const registry = cluster();
@@ -192,7 +245,7 @@ export function createMethods(
 
     control: {
       params: ControlParams,
-      handler: (params, { session }) => {
+      handler: async (params, { session }) => {
         const jobId = params.job_id ?? session.lastJobId;
         if (jobId === null) {
           throw new RpcError(
@@ -200,6 +253,8 @@ export function createMethods(
             `Cannot ${params.type.toLowerCase()}: this connection has started no job; pass job_id`,
           );
         }
+        const elsewhere = await forwarded(jobId, session, { action: "control", type: params.type });
+        if (elsewhere !== null) return elsewhere as MethodResult<"control">;
         const status = jobFor(jobId, session).control(params.type);
         return { job_id: jobId, status };
       },
@@ -216,7 +271,11 @@ export function createMethods(
 
     "jobs.get": {
       params: JobsGetParams,
-      handler: (params, { session }) => jobFor(params.job_id, session).info(),
+      handler: async (params, { session }) =>
+        (await forwarded(params.job_id, session, { action: "info" }) as
+          | MethodResult<"jobs.get">
+          | null) ??
+          jobFor(params.job_id, session).info(),
     },
 
     "jobs.subscribe": {
@@ -276,6 +335,12 @@ export function createMethods(
     "jobs.input": {
       params: JobsInputParams,
       handler: async (params, { session }) => {
+        const elsewhere = await forwarded(params.job_id, session, {
+          action: "input",
+          data: params.data,
+          eof: params.eof ?? false,
+        });
+        if (elsewhere !== null) return elsewhere as MethodResult<"jobs.input">;
         const job = jobFor(params.job_id, session);
         const written = await job.input(params.data, params.eof ?? false);
         return { job_id: job.id, bytes_written: written, stdin_open: job.stdinOpen };

@@ -45,6 +45,8 @@ export const ErrorCode = {
   FORBIDDEN: -32014,
   /** A cluster method on a server that is not a node of a cluster (no REDIS_URL, or it is off). */
   NOT_IN_CLUSTER: -32015,
+  /** The node that runs the job did not answer a request sent to it (it is down or unreachable). */
+  NODE_UNREACHABLE: -32016,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -17,7 +17,7 @@ import { openSpoolFolder, type SpoolFolder } from "./spool_dir.ts";
 import type { ServerConfig } from "./config.ts";
 import { JobManager } from "./jobs.ts";
 import { createLogger, type Logger } from "./log.ts";
-import { createMethods } from "./methods.ts";
+import { createMethods, remoteJobHandler } from "./methods.ts";
 import { detectGroupMode, type GroupMode, missingRunPrograms, resolveShell } from "./process.ts";
 import { Methods, Notifications } from "./protocol.ts";
 import { createRpcHandler } from "./rpc.ts";
@@ -33,6 +33,7 @@ import { tlsStartProblem } from "./tls.ts";
 import { VERSION } from "./version.ts";
 import type { NodeRegistry } from "./cluster/registry.ts";
 import type { JobEventStreams } from "./cluster/job_events.ts";
+import type { RemoteControl } from "./cluster/remote_control.ts";
 import { hostname } from "node:os";
 
 export interface StartServerOptions {
@@ -127,6 +128,7 @@ export async function startServer(
   let spool: SpoolFolder | undefined;
   let cluster: NodeRegistry | undefined;
   let events: JobEventStreams | undefined;
+  let remote: RemoteControl | undefined;
   // Known once the server listens; the registry reads them at each heartbeat.
   let listenUrl: string | null = null;
   let running = () => 0;
@@ -136,6 +138,7 @@ export async function startServer(
       running: () => running(),
     });
     events = cluster && await openJobEventStreams(config, logger);
+    remote = cluster && await openRemoteControl(config, logger);
     // A bad template file is refused and logged; the server starts with the others.
     const templates = options.templates ?? await loadTemplates({ dir: config.templatesDir });
     logTemplates(templates, logger);
@@ -160,6 +163,7 @@ export async function startServer(
       spool,
       cluster: cluster ?? null,
       events: events ?? null,
+      remote: remote ?? null,
     });
     listenUrl = server.url;
     running = () => server.jobs.runningCount;
@@ -169,6 +173,7 @@ export async function startServer(
     );
     return server;
   } catch (error) {
+    await remote?.[Symbol.asyncDispose]();
     await events?.[Symbol.asyncDispose]();
     await cluster?.[Symbol.asyncDispose]();
     await spool?.[Symbol.asyncDispose]();
@@ -193,13 +198,27 @@ interface ListenOptions {
   cluster: NodeRegistry | null;
   /** Where its jobs' notifications are mirrored and others' followed; null: not a node. */
   events: JobEventStreams | null;
+  /** How requests for jobs of other nodes reach them, and theirs reach this one; null: not a node. */
+  remote: RemoteControl | null;
 }
 
 /** Sweeps what a dead server left, then serves; the second half of `startServer`. */
 async function listen(
   config: ServerConfig,
-  { logger, shell, groupMode, store, ownStore, hooks, templates, spool, jobEnv, cluster, events }:
-    ListenOptions,
+  {
+    logger,
+    shell,
+    groupMode,
+    store,
+    ownStore,
+    hooks,
+    templates,
+    spool,
+    jobEnv,
+    cluster,
+    events,
+    remote,
+  }: ListenOptions,
 ): Promise<ExecutorServer> {
   const swept = await sweepOrphans(store, {
     nodeId: config.nodeId,
@@ -229,6 +248,7 @@ async function listen(
     env: jobEnv,
     onJobStarted: events ? (job) => events.mirror(job) : undefined,
   });
+  remote?.serve(remoteJobHandler(jobs));
   const sessions = new Set<Session>();
   /** The in-process sessions among them (the MCP face's). */
   const internal = new Set<Session>();
@@ -243,6 +263,7 @@ async function listen(
       claudeBin: config.claudeBin,
       cluster: () => cluster,
       events: () => events,
+      remote: () => remote,
       info: () => ({
         name: "cc-executor",
         version: VERSION,
@@ -468,6 +489,7 @@ async function listen(
       logger.info("shutting down", { running_jobs: jobs.runningCount, sessions: sessions.size });
       await jobs.shutdown();
       // The jobs' last frames reach their streams; then the node leaves (gone, not down).
+      await remote?.[Symbol.asyncDispose]();
       await events?.[Symbol.asyncDispose]();
       await cluster?.[Symbol.asyncDispose]();
       if (mcp) await (await mcp.catch(() => null))?.close();
@@ -517,6 +539,24 @@ async function openJobEventStreams(config: ServerConfig, logger: Logger): Promis
   } catch (error) {
     throw new ServerStartError(
       `Cannot start: cannot open the cluster's job streams: ${(error as Error).message}`,
+      error,
+    );
+  }
+}
+
+/** A node's channel for requests about jobs of other nodes (server/cluster/remote_control.ts). */
+async function openRemoteControl(config: ServerConfig, logger: Logger): Promise<RemoteControl> {
+  const { RemoteControl } = await import("./cluster/remote_control.ts");
+  try {
+    return await RemoteControl.open({
+      redisUrl: config.redisUrl!,
+      prefix: config.redisPrefix,
+      nodeId: config.nodeId,
+      logger,
+    });
+  } catch (error) {
+    throw new ServerStartError(
+      `Cannot start: cannot open the cluster's control channel: ${(error as Error).message}`,
       error,
     );
   }

@@ -408,3 +408,77 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "cluster: a job is read, fed, paused, resumed and canceled through a node that does not run it",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const owner = await startNode(redis.url, "runs-it");
+    const other = await startNode(redis.url, "asked");
+    try {
+      await using here = await RawClient.connect(owner.url);
+      await using there = await RawClient.connect(other.url);
+      const { job_id: jobId } = await here.result("execute", {
+        command: "read line; echo got $line; sleep 60",
+        keep_stdin_open: true,
+      });
+
+      const info = await there.result("jobs.get", { job_id: jobId });
+      assert.equal(info.job_id, jobId);
+      assert.equal(info.status, "running");
+      assert.equal(info.pid, (await here.result("jobs.get", { job_id: jobId })).pid);
+
+      const fed = await there.result("jobs.input", { job_id: jobId, data: "hello\n" });
+      assert.deepEqual(fed, { job_id: jobId, bytes_written: 6, stdin_open: true });
+      await here.waitFor(
+        (f) => f.method === "process.output" && f.params.data === "got hello\n",
+        "the job to read what the other node sent",
+      );
+
+      assert.deepEqual(await there.result("control", { type: "PAUSE", job_id: jobId }), {
+        job_id: jobId,
+        status: "paused",
+      });
+      await here.waitFor((f) => f.method === "process.paused", "process.paused");
+      assert.equal(
+        (await there.result("control", { type: "RESUME", job_id: jobId })).status,
+        "running",
+      );
+
+      // The CLI through the other node: cancel waits for the outcome, read from the stream.
+      const canceled = await runCli(["jobs", "cancel", jobId, "--url", other.url]);
+      assert.equal(canceled.code, 0, canceled.stderr);
+      assert.match(canceled.stdout, new RegExp(`job ${jobId}: canceled`));
+      assert.equal((await here.completion(jobId)).status, "canceled");
+
+      // The owner's errors come back as they are.
+      const again = await there.call("control", { type: "CANCEL", job_id: jobId });
+      assert.equal(again.error.code, -32002);
+      assert.match(again.error.message, /not running \(status: canceled\)/);
+
+      // A job whose node is gone: the request says so instead of waiting.
+      const { job_id: orphan, pgid: orphanGroup } = await here.result("execute", {
+        command: "sleep 60",
+        detach: true,
+      });
+      owner.child.kill("SIGKILL");
+      await owner.child.status;
+      await owner.log();
+      const lost = await there.call("control", { type: "CANCEL", job_id: orphan });
+      assert.equal(lost.error.code, -32016);
+      assert.match(
+        lost.error.message,
+        new RegExp(`Cannot reach node "runs-it", which runs job "${orphan}": it is not connected`),
+      );
+      // Its group outlived the killed server: the test stops it.
+      Deno.kill(-orphanGroup, "SIGKILL");
+    } finally {
+      try {
+        owner.child.kill("SIGKILL");
+      } catch { /* already gone */ }
+      await stopNode(other);
+    }
+  },
+});

@@ -1,0 +1,217 @@
+/**
+ * Control of a job through any node: `jobs.get`, `control` (cancel, pause,
+ * resume) and `jobs.input` for a job this node does not run are sent over Redis pub/sub
+ * to the node that does, which acts exactly as if the request had come from
+ * one of its own connections (the same checks, the same answer or error) and
+ * publishes the answer back.
+ *
+ * Channels (under the store's prefix):
+ *
+ *     cluster:control:<node id>   requests for the jobs of that node
+ *     cluster:reply:<instance>    answers for the server instance that asked
+ *
+ * A request nobody answers within `timeoutMs` (the node is down, or Redis
+ * lost the message: pub/sub delivers at most once) is an error saying so;
+ * the request may or may not have been carried out, as with any timeout.
+ *
+ * @module
+ */
+import { createClient } from "redis";
+import type { Logger } from "../log.ts";
+import { type ControlType, ErrorCode, RpcError } from "../protocol.ts";
+
+/** What can be done to a job through another node. */
+export type RemoteAction =
+  | { action: "info" }
+  | { action: "control"; type: ControlType }
+  | { action: "input"; data?: string; eof: boolean };
+
+/** Who asks: the owning node applies the same visibility rule as for its own connections. */
+export interface RemotePrincipal {
+  name: string;
+  admin: boolean;
+}
+
+/** Carries out `action` on job `jobId` of this node; throws RpcError as the local method would. */
+export type RemoteHandler = (
+  jobId: string,
+  principal: RemotePrincipal,
+  action: RemoteAction,
+) => Promise<unknown>;
+
+export interface RemoteControlOptions {
+  redisUrl: string;
+  /** @default "cc-executor:" */
+  prefix?: string;
+  nodeId: string;
+  logger: Logger;
+  /** How long an answer may take. @default 5000 */
+  timeoutMs?: number;
+}
+
+interface Request {
+  id: string;
+  reply: string;
+  job_id: string;
+  principal: RemotePrincipal;
+  action: RemoteAction;
+}
+
+interface Reply {
+  id: string;
+  result?: unknown;
+  error?: { code: number; message: string; data?: unknown };
+}
+
+type Client = ReturnType<typeof createClient>;
+
+export class RemoteControl implements AsyncDisposable {
+  readonly #options: RemoteControlOptions;
+  readonly #publisher: Client;
+  readonly #subscriber: Client;
+  readonly #prefix: string;
+  readonly #replyChannel: string;
+  readonly #pending = new Map<string, (reply: Reply) => void>();
+  #handler: RemoteHandler | null = null;
+
+  private constructor(options: RemoteControlOptions, publisher: Client, subscriber: Client) {
+    this.#options = options;
+    this.#publisher = publisher;
+    this.#subscriber = subscriber;
+    this.#prefix = `${options.prefix ?? "cc-executor:"}cluster:`;
+    this.#replyChannel = `${this.#prefix}reply:${crypto.randomUUID()}`;
+  }
+
+  /** Connects and listens for requests to this node and answers to this instance. */
+  static async open(options: RemoteControlOptions): Promise<RemoteControl> {
+    const publisher = createClient({
+      url: options.redisUrl,
+      // A request that cannot be sent fails at once rather than waiting in a queue.
+      disableOfflineQueue: true,
+      socket: { reconnectStrategy: (retries) => Math.min(100 * 2 ** retries, 2000) },
+    });
+    publisher.on("error", () => {/* reconnects; a request meanwhile fails and says so */});
+    const subscriber = publisher.duplicate();
+    subscriber.on("error", () => {/* reconnects and subscribes again */});
+    try {
+      await Promise.all([publisher.connect(), subscriber.connect()]);
+      const control = new RemoteControl(options, publisher, subscriber);
+      await subscriber.subscribe(
+        `${control.#prefix}control:${options.nodeId}`,
+        (message) => void control.#serve(message),
+      );
+      await subscriber.subscribe(control.#replyChannel, (message) => control.#answer(message));
+      return control;
+    } catch (error) {
+      publisher.destroy();
+      subscriber.destroy();
+      throw error;
+    }
+  }
+
+  /** What this node does with requests for its jobs; until set, they are refused. */
+  serve(handler: RemoteHandler): void {
+    this.#handler = handler;
+  }
+
+  /**
+   * Sends `action` for job `jobId` to node `nodeId` and resolves to its answer.
+   * @throws {RpcError} the owning node's error, or NODE_UNREACHABLE when it does not answer.
+   */
+  async send(
+    nodeId: string,
+    jobId: string,
+    principal: RemotePrincipal,
+    action: RemoteAction,
+  ): Promise<unknown> {
+    const id = crypto.randomUUID();
+    const timeoutMs = this.#options.timeoutMs ?? 5000;
+    const answered = new Promise<Reply>((resolve) => this.#pending.set(id, resolve));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const unreachable = (why: string) =>
+      new RpcError(
+        ErrorCode.NODE_UNREACHABLE,
+        `Cannot reach node "${nodeId}", which runs job "${jobId}": ${why}`,
+        { job_id: jobId, node_id: nodeId },
+      );
+    try {
+      const request: Request = { id, reply: this.#replyChannel, job_id: jobId, principal, action };
+      let receivers: number;
+      try {
+        receivers = await this.#publisher.publish(
+          `${this.#prefix}control:${nodeId}`,
+          JSON.stringify(request),
+        );
+      } catch (error) {
+        throw unreachable(`Redis: ${(error as Error).message}`);
+      }
+      // Nobody listens on that node's channel: it is not running (or not connected to Redis).
+      if (receivers === 0) throw unreachable("it is not connected to the cluster");
+      const reply = await Promise.race([
+        answered,
+        new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), timeoutMs))),
+      ]);
+      if (reply === null) throw unreachable(`no answer within ${timeoutMs} ms`);
+      if (reply.error) throw new RpcError(reply.error.code, reply.error.message, reply.error.data);
+      return reply.result;
+    } finally {
+      clearTimeout(timer);
+      this.#pending.delete(id);
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#subscriber.destroy();
+    this.#publisher.destroy();
+    await Promise.resolve();
+  }
+
+  async #serve(message: string): Promise<void> {
+    let request: Request;
+    try {
+      request = JSON.parse(message);
+    } catch {
+      this.#options.logger.warn("ignored a control request that is not JSON");
+      return;
+    }
+    let reply: Reply;
+    try {
+      if (!this.#handler) throw new RpcError(ErrorCode.SHUTTING_DOWN, "The node is not ready");
+      reply = {
+        id: request.id,
+        result: await this.#handler(request.job_id, request.principal, request.action),
+      };
+    } catch (error) {
+      reply = {
+        id: request.id,
+        error: error instanceof RpcError
+          ? { code: error.code, message: error.message, data: error.data }
+          : { code: ErrorCode.INTERNAL_ERROR, message: "Internal error" },
+      };
+      if (!(error instanceof RpcError)) {
+        this.#options.logger.error("a control request from another node failed", {
+          job_id: request.job_id,
+          error: String((error as Error)?.stack ?? error),
+        });
+      }
+    }
+    try {
+      await this.#publisher.publish(request.reply, JSON.stringify(reply));
+    } catch (error) {
+      this.#options.logger.warn("could not answer a control request from another node", {
+        job_id: request.job_id,
+        error: String(error),
+      });
+    }
+  }
+
+  #answer(message: string): void {
+    let reply: Reply;
+    try {
+      reply = JSON.parse(message);
+    } catch {
+      return;
+    }
+    this.#pending.get(reply.id)?.(reply);
+  }
+}
