@@ -160,9 +160,12 @@ export function createMethods(
     const control = remote();
     if (!streams || !control || jobs.has(jobId)) return null;
     const owner = await streams.owner(jobId);
-    if (owner === null || owner === cluster()?.id) return null;
+    if (owner === null || owner.nodeId === cluster()?.id) return null;
     const { name, admin } = session.principal;
-    return await control.send(owner, jobId, { name, admin }, request);
+    // Another token's job is not found here, as on its node: even when that node is gone, the
+    // answer must not say that the job exists, nor where.
+    if (!admin && owner.principal !== name) return null;
+    return await control.send(owner.nodeId, jobId, { name, admin }, request);
   };
 
   /** This server's registry; a cluster method on a server in no cluster is refused. */

@@ -202,13 +202,16 @@ export class JobEventStreams implements AsyncDisposable {
   }
 
   /**
-   * The node that runs (or ran) job `jobId`, from its stream's record; null when no node has one
-   * (never was, or expired an hour after it ended).
+   * The node that runs (or ran) job `jobId` and the token that owns it, from its stream's record;
+   * null when no node has one (never was, or expired an hour after it ended).
    * @throws {RpcError} STORE_UNAVAILABLE when Redis cannot be read.
    */
-  async owner(jobId: string): Promise<string | null> {
+  async owner(jobId: string): Promise<{ nodeId: string; principal: string | null } | null> {
     try {
-      return await this.#writer.hGet(this.#key(jobId, "meta"), "node_id") ?? null;
+      const [nodeId, principal] = await deadline(
+        this.#writer.hmGet(this.#key(jobId, "meta"), ["node_id", "principal"]),
+      );
+      return nodeId == null ? null : { nodeId, principal: principal ?? null };
     } catch (error) {
       throw new RpcError(
         ErrorCode.STORE_UNAVAILABLE,

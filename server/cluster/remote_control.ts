@@ -17,8 +17,9 @@
  * @module
  */
 import { createClient } from "redis";
+import { z } from "zod";
 import type { Logger } from "../log.ts";
-import { type ControlType, ErrorCode, RpcError } from "../protocol.ts";
+import { ControlType, ErrorCode, RpcError } from "../protocol.ts";
 
 /** What can be done to a job through another node. */
 export type RemoteAction =
@@ -49,18 +50,37 @@ export interface RemoteControlOptions {
   timeoutMs?: number;
 }
 
-interface Request {
-  id: string;
-  reply: string;
-  job_id: string;
-  principal: RemotePrincipal;
-  action: RemoteAction;
-}
+// Anyone who can write to Redis can publish on these channels: a message is checked before use,
+// so one that is not what a node sends is dropped instead of failing the node.
+const Request = z.object({
+  id: z.string(),
+  reply: z.string(),
+  job_id: z.string(),
+  principal: z.object({ name: z.string(), admin: z.boolean() }),
+  action: z.discriminatedUnion("action", [
+    z.object({ action: z.literal("info") }),
+    z.object({ action: z.literal("control"), type: ControlType }),
+    z.object({ action: z.literal("input"), data: z.string().optional(), eof: z.boolean() }),
+  ]),
+});
+type Request = z.infer<typeof Request>;
 
-interface Reply {
-  id: string;
-  result?: unknown;
-  error?: { code: number; message: string; data?: unknown };
+const Reply = z.object({
+  id: z.string(),
+  result: z.unknown().optional(),
+  error: z.object({ code: z.number(), message: z.string(), data: z.unknown().optional() })
+    .optional(),
+});
+type Reply = z.infer<typeof Reply>;
+
+/** `text` parsed as JSON and checked against `schema`; null when it is neither. */
+function parse<T>(schema: z.ZodType<T>, text: string): T | null {
+  try {
+    const parsed = schema.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
+  }
 }
 
 type Client = ReturnType<typeof createClient>;
@@ -134,23 +154,26 @@ export class RemoteControl implements AsyncDisposable {
         `Cannot reach node "${nodeId}", which runs job "${jobId}": ${why}`,
         { job_id: jobId, node_id: nodeId },
       );
+    // The deadline covers the publish too: a Redis that holds writes (CLIENT PAUSE, a stall)
+    // must not hold the request past it.
+    const expired = new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), timeoutMs);
+    });
     try {
       const request: Request = { id, reply: this.#replyChannel, job_id: jobId, principal, action };
-      let receivers: number;
+      let receivers: number | null;
       try {
-        receivers = await this.#publisher.publish(
-          `${this.#prefix}control:${nodeId}`,
-          JSON.stringify(request),
-        );
+        receivers = await Promise.race([
+          this.#publisher.publish(`${this.#prefix}control:${nodeId}`, JSON.stringify(request)),
+          expired,
+        ]);
       } catch (error) {
         throw unreachable(`Redis: ${(error as Error).message}`);
       }
+      if (receivers === null) throw unreachable(`no answer within ${timeoutMs} ms`);
       // Nobody listens on that node's channel: it is not running (or not connected to Redis).
       if (receivers === 0) throw unreachable("it is not connected to the cluster");
-      const reply = await Promise.race([
-        answered,
-        new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), timeoutMs))),
-      ]);
+      const reply = await Promise.race([answered, expired]);
       if (reply === null) throw unreachable(`no answer within ${timeoutMs} ms`);
       if (reply.error) throw new RpcError(reply.error.code, reply.error.message, reply.error.data);
       return reply.result;
@@ -167,11 +190,9 @@ export class RemoteControl implements AsyncDisposable {
   }
 
   async #serve(message: string): Promise<void> {
-    let request: Request;
-    try {
-      request = JSON.parse(message);
-    } catch {
-      this.#options.logger.warn("ignored a control request that is not JSON");
+    const request = parse(Request, message);
+    if (request === null) {
+      this.#options.logger.warn("ignored a control request that is not one");
       return;
     }
     let reply: Reply;
@@ -206,12 +227,7 @@ export class RemoteControl implements AsyncDisposable {
   }
 
   #answer(message: string): void {
-    let reply: Reply;
-    try {
-      reply = JSON.parse(message);
-    } catch {
-      return;
-    }
-    this.#pending.get(reply.id)?.(reply);
+    const reply = parse(Reply, message);
+    if (reply !== null) this.#pending.get(reply.id)?.(reply);
   }
 }
