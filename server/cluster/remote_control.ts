@@ -197,7 +197,14 @@ export class RemoteControl implements AsyncDisposable {
     }
     let reply: Reply;
     try {
-      if (!this.#handler) throw new RpcError(ErrorCode.SHUTTING_DOWN, "The node is not ready");
+      if (!this.#handler) {
+        // Between joining and serving: the asker hears the node is not there yet.
+        throw new RpcError(
+          ErrorCode.NODE_UNREACHABLE,
+          `Node "${this.#options.nodeId}" is starting and takes no requests yet`,
+          { node_id: this.#options.nodeId },
+        );
+      }
       reply = {
         id: request.id,
         result: await this.#handler(request.job_id, request.principal, request.action),
