@@ -137,8 +137,7 @@ export async function startServer(
       nodeUrl: () => config.cluster?.url ?? listenUrl,
       running: () => running(),
     });
-    events = cluster && await openJobEventStreams(config, logger);
-    remote = cluster && await openRemoteControl(config, logger);
+    if (cluster) ({ events, remote } = await openClusterChannels(config, logger));
     // A bad template file is refused and logged; the server starts with the others.
     const templates = options.templates ?? await loadTemplates({ dir: config.templatesDir });
     logTemplates(templates, logger);
@@ -526,37 +525,32 @@ async function listen(
   };
 }
 
-/** A node's job event streams (server/cluster/job_events.ts). */
-async function openJobEventStreams(config: ServerConfig, logger: Logger): Promise<JobEventStreams> {
-  const { JobEventStreams } = await import("./cluster/job_events.ts");
+/**
+ * Opens a node's job streams (server/cluster/job_events.ts) and its channel for requests about
+ * jobs of other nodes (server/cluster/remote_control.ts); a failure refuses the start.
+ */
+async function openClusterChannels(
+  config: ServerConfig,
+  logger: Logger,
+): Promise<{ events: JobEventStreams; remote: RemoteControl }> {
+  const options = {
+    redisUrl: config.redisUrl!,
+    prefix: config.redisPrefix,
+    nodeId: config.nodeId,
+    logger,
+  };
+  let events: JobEventStreams | undefined;
   try {
-    return await JobEventStreams.open({
-      redisUrl: config.redisUrl!,
-      prefix: config.redisPrefix,
-      nodeId: config.nodeId,
-      logger,
-    });
+    const [{ JobEventStreams }, { RemoteControl }] = await Promise.all([
+      import("./cluster/job_events.ts"),
+      import("./cluster/remote_control.ts"),
+    ]);
+    events = await JobEventStreams.open(options);
+    return { events, remote: await RemoteControl.open(options) };
   } catch (error) {
+    await events?.[Symbol.asyncDispose]();
     throw new ServerStartError(
-      `Cannot start: cannot open the cluster's job streams: ${(error as Error).message}`,
-      error,
-    );
-  }
-}
-
-/** A node's channel for requests about jobs of other nodes (server/cluster/remote_control.ts). */
-async function openRemoteControl(config: ServerConfig, logger: Logger): Promise<RemoteControl> {
-  const { RemoteControl } = await import("./cluster/remote_control.ts");
-  try {
-    return await RemoteControl.open({
-      redisUrl: config.redisUrl!,
-      prefix: config.redisPrefix,
-      nodeId: config.nodeId,
-      logger,
-    });
-  } catch (error) {
-    throw new ServerStartError(
-      `Cannot start: cannot open the cluster's control channel: ${(error as Error).message}`,
+      `Cannot start: cannot open the cluster's channels: ${(error as Error).message}`,
       error,
     );
   }

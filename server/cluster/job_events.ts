@@ -26,8 +26,8 @@
  *
  * @module
  */
-import { createClient } from "redis";
 import type { Logger } from "../log.ts";
+import { type ClusterClient, clusterClient, connectAll, withDeadline } from "./redis_client.ts";
 import type { Principal } from "../principal.ts";
 import { ErrorCode, type JobsSubscribeResult, type JobStatus, RpcError } from "../protocol.ts";
 import type { Job, Subscriber } from "../jobs.ts";
@@ -43,12 +43,6 @@ const MAX_PENDING_BYTES = 16 * 1024 * 1024;
 const FOLLOW_BLOCK_MS = 250;
 /** How long closing waits for frames still on their way to Redis. */
 const CLOSE_WAIT_MS = 2000;
-/**
- * The longest wait for a subscribe's reads, and the unit of the connections' liveness checks:
- * node-redis has no timeout for a command already sent, so a Redis that stops answering would
- * otherwise hold a subscribe, the follow loop, and the shutdown that waits for it, for ever.
- */
-const REPLY_TIMEOUT_MS = 2000;
 /** Frames whose method ends a job: the last entry of its stream. */
 const TERMINAL = '"method":"process.completed"';
 
@@ -60,7 +54,7 @@ export interface JobEventStreamsOptions {
   logger: Logger;
 }
 
-type Client = ReturnType<typeof createClient>;
+type Client = ClusterClient;
 
 /** One session following one job on another node. */
 interface Follower {
@@ -95,30 +89,9 @@ export class JobEventStreams implements AsyncDisposable {
   }
 
   static async open(options: JobEventStreamsOptions): Promise<JobEventStreams> {
-    const make = () => {
-      const client = createClient({
-        url: options.redisUrl,
-        // A frame that cannot be sent is dropped, not queued without bound.
-        disableOfflineQueue: true,
-        // As the registry's: a connection that hears nothing for three deadlines is replaced.
-        pingInterval: REPLY_TIMEOUT_MS,
-        socket: {
-          reconnectStrategy: (retries) => Math.min(100 * 2 ** retries, 2000),
-          socketTimeout: REPLY_TIMEOUT_MS * 3,
-        },
-      });
-      client.on("error", () => {/* reconnects; writes and reads report what they miss */});
-      return client;
-    };
-    const writer = make();
-    const reader = make();
-    try {
-      await Promise.all([writer.connect(), reader.connect()]);
-    } catch (error) {
-      writer.destroy();
-      reader.destroy();
-      throw error;
-    }
+    const writer = clusterClient(options.redisUrl);
+    const reader = clusterClient(options.redisUrl);
+    await connectAll(writer, reader);
     return new JobEventStreams(options, writer, reader);
   }
 
@@ -167,11 +140,11 @@ export class JobEventStreams implements AsyncDisposable {
     let owner: Record<string, string>;
     let entries: { id: string; message: Record<string, string> }[];
     try {
-      owner = await deadline(this.#writer.hGetAll(this.#key(jobId, "meta")));
+      owner = await withDeadline(this.#writer.hGetAll(this.#key(jobId, "meta")));
       if (owner.node_id === undefined) throw notFound();
       // The same answer as for a job that does not exist: whether it does is not theirs to know.
       if (!principal.admin && owner.principal !== principal.name) throw notFound();
-      entries = await deadline(
+      entries = await withDeadline(
         this.#writer.xRange(events, fromSeq > 0 ? `${fromSeq}-0` : "-", "+"),
       );
     } catch (error) {
@@ -208,7 +181,7 @@ export class JobEventStreams implements AsyncDisposable {
    */
   async owner(jobId: string): Promise<{ nodeId: string; principal: string | null } | null> {
     try {
-      const [nodeId, principal] = await deadline(
+      const [nodeId, principal] = await withDeadline(
         this.#writer.hmGet(this.#key(jobId, "meta"), ["node_id", "principal"]),
       );
       return nodeId == null ? null : { nodeId, principal: principal ?? null };
@@ -353,24 +326,6 @@ export class JobEventStreams implements AsyncDisposable {
 
   #key(jobId: string, kind: "events" | "meta"): string {
     return `${this.#prefix}${jobId}:${kind}`;
-  }
-}
-
-/** `sent`'s outcome, or a rejection once Redis has not answered within REPLY_TIMEOUT_MS. */
-async function deadline<T>(sent: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      sent,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`Redis did not answer within ${REPLY_TIMEOUT_MS} ms`)),
-          REPLY_TIMEOUT_MS,
-        );
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

@@ -20,7 +20,7 @@
  *
  * @module
  */
-import { createClient } from "redis";
+import { type ClusterClient, clusterClient, connectAll, withDeadline } from "./redis_client.ts";
 import type { Logger } from "../log.ts";
 import { processAlive } from "../process.ts";
 import type { ClusterNode } from "../protocol.ts";
@@ -124,16 +124,6 @@ redis.call('ZREM', KEYS[3], ARGV[2])
 return 1
 `;
 
-/** How long registering waits for Redis (the store has just reached it, so it is up). */
-const CONNECT_TIMEOUT_MS = 5000;
-
-/**
- * The longest wait for one reply. node-redis has no timeout for a command already sent, so a Redis
- * that stops answering (paused, or a partition that sends no reset) would hold a heartbeat, and the
- * shutdown that waits for it, for ever.
- */
-const REPLY_TIMEOUT_MS = 2000;
-
 // KEYS: lease. ARGV: instance. Drops the lease only if that instance still holds it.
 const RELEASE_IF_HELD_BY = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -142,7 +132,7 @@ return 0
 
 export class NodeRegistry implements AsyncDisposable {
   readonly #options: NodeRegistryOptions;
-  readonly #client: ReturnType<typeof createClient>;
+  readonly #client: ClusterClient;
   readonly #prefix: string;
   readonly #instance = crypto.randomUUID();
   readonly #startedAt: number;
@@ -154,7 +144,7 @@ export class NodeRegistry implements AsyncDisposable {
   #failing = false;
   readonly #machine: string | null;
 
-  private constructor(options: NodeRegistryOptions, client: ReturnType<typeof createClient>) {
+  private constructor(options: NodeRegistryOptions, client: ClusterClient) {
     this.#options = options;
     this.#client = client;
     this.#prefix = `${options.prefix ?? "cc-executor:"}cluster:`;
@@ -167,36 +157,8 @@ export class NodeRegistry implements AsyncDisposable {
    * @throws {NodeIdInUseError} when another live server holds the id.
    */
   static async open(options: NodeRegistryOptions): Promise<NodeRegistry> {
-    const client = createClient({
-      url: options.redisUrl,
-      // A heartbeat that cannot be sent is skipped, not queued: the next one says the same.
-      disableOfflineQueue: true,
-      // As the store does: a connection that hears nothing for three deadlines is replaced, and
-      // PINGs keep a healthy idle one talking, so commands do not pile up on a stalled one.
-      pingInterval: REPLY_TIMEOUT_MS,
-      socket: {
-        reconnectStrategy: (retries) => Math.min(100 * 2 ** retries, 2000),
-        socketTimeout: REPLY_TIMEOUT_MS * 3,
-      },
-    });
-    client.on("error", () => {/* reconnects; the heartbeat logs what it misses */});
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    try {
-      await Promise.race([
-        client.connect(),
-        new Promise((_, reject) => {
-          timer = setTimeout(
-            () => reject(new Error(`Redis did not answer within ${CONNECT_TIMEOUT_MS} ms`)),
-            CONNECT_TIMEOUT_MS,
-          );
-        }),
-      ]);
-    } catch (error) {
-      client.destroy();
-      throw error;
-    } finally {
-      clearTimeout(timer);
-    }
+    const client = clusterClient(options.redisUrl);
+    await connectAll(client);
     const registry = new NodeRegistry(options, client);
     try {
       // The last heartbeat again before refusing: the holder's lease may have lapsed meanwhile.
@@ -231,8 +193,8 @@ export class NodeRegistry implements AsyncDisposable {
 
   /** Every node that registered and has not left: up while its lease lives, else down. */
   async nodes(): Promise<NodeState[]> {
-    const ids = await this.#deadline(this.#client.zRange(`${this.#prefix}nodes`, 0, -1));
-    const states = await this.#deadline(Promise.all(ids.map(async (id) => {
+    const ids = await withDeadline(this.#client.zRange(`${this.#prefix}nodes`, 0, -1));
+    const states = await withDeadline(Promise.all(ids.map(async (id) => {
       const [fields, lease] = await Promise.all([
         this.#client.hGetAll(this.#key("node", id)),
         this.#client.exists(this.#key("lease", id)),
@@ -242,7 +204,7 @@ export class NodeRegistry implements AsyncDisposable {
     // Ids whose record has expired (down for FORGET_AFTER_MS) leave the list.
     const forgotten = states.filter((s): s is string => typeof s === "string");
     if (forgotten.length > 0) {
-      await this.#deadline(this.#client.zRem(`${this.#prefix}nodes`, forgotten));
+      await withDeadline(this.#client.zRem(`${this.#prefix}nodes`, forgotten));
     }
     return states.filter((s): s is NodeState => typeof s !== "string").sort((a, b) =>
       a.id.localeCompare(b.id)
@@ -257,7 +219,7 @@ export class NodeRegistry implements AsyncDisposable {
     const id = this.#options.node.id;
     try {
       if (this.#client.isReady) {
-        await this.#deadline(this.#client.eval(LEAVE, {
+        await withDeadline(this.#client.eval(LEAVE, {
           keys: [this.#key("lease", id), this.#key("node", id), `${this.#prefix}nodes`],
           arguments: [this.#instance, id],
         }));
@@ -314,7 +276,7 @@ export class NodeRegistry implements AsyncDisposable {
     const { node, logger, isAlive = processAlive } = this.#options;
     if (this.#machine === null) return false;
     const lease = this.#key("lease", node.id);
-    const holder = await this.#deadline(this.#client.hGetAll(this.#key("node", node.id)));
+    const holder = await withDeadline(this.#client.hGetAll(this.#key("node", node.id)));
     const pid = Number(holder.pid);
     // Our own pid in our own namespace is a predecessor's (a container restarted): it is dead.
     if (
@@ -324,7 +286,7 @@ export class NodeRegistry implements AsyncDisposable {
       return false;
     }
     // Only the instance whose record was read: the lease may have changed hands since.
-    await this.#deadline(
+    await withDeadline(
       this.#client.eval(RELEASE_IF_HELD_BY, { keys: [lease], arguments: [holder.instance] }),
     );
     if (!await this.#heartbeat()) return false;
@@ -352,7 +314,7 @@ export class NodeRegistry implements AsyncDisposable {
       started_at: String(this.#startedAt),
       heartbeat_at: String(now),
     };
-    const held = await this.#deadline(this.#client.eval(HEARTBEAT, {
+    const held = await withDeadline(this.#client.eval(HEARTBEAT, {
       keys: [this.#key("lease", node.id), this.#key("node", node.id), `${this.#prefix}nodes`],
       arguments: [
         this.#instance,
@@ -363,24 +325,6 @@ export class NodeRegistry implements AsyncDisposable {
       ],
     }));
     return held === 1;
-  }
-
-  /** `sent`'s outcome, or a rejection once Redis has not answered within REPLY_TIMEOUT_MS. */
-  async #deadline<T>(sent: Promise<T>): Promise<T> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    try {
-      return await Promise.race([
-        sent,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new Error(`Redis did not answer within ${REPLY_TIMEOUT_MS} ms`)),
-            REPLY_TIMEOUT_MS,
-          );
-        }),
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
   }
 
   #key(kind: "lease" | "node", id: string): string {

@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { createClient } from "redis";
+import { type ClusterClient, clusterClient, connectAll } from "./redis_client.ts";
 import { z } from "zod";
 import type { Logger } from "../log.ts";
 import { ControlType, ErrorCode, RpcError } from "../protocol.ts";
@@ -83,7 +83,7 @@ function parse<T>(schema: z.ZodType<T>, text: string): T | null {
   }
 }
 
-type Client = ReturnType<typeof createClient>;
+type Client = ClusterClient;
 
 export class RemoteControl implements AsyncDisposable {
   readonly #options: RemoteControlOptions;
@@ -104,17 +104,10 @@ export class RemoteControl implements AsyncDisposable {
 
   /** Connects and listens for requests to this node and answers to this instance. */
   static async open(options: RemoteControlOptions): Promise<RemoteControl> {
-    const publisher = createClient({
-      url: options.redisUrl,
-      // A request that cannot be sent fails at once rather than waiting in a queue.
-      disableOfflineQueue: true,
-      socket: { reconnectStrategy: (retries) => Math.min(100 * 2 ** retries, 2000) },
-    });
-    publisher.on("error", () => {/* reconnects; a request meanwhile fails and says so */});
-    const subscriber = publisher.duplicate();
-    subscriber.on("error", () => {/* reconnects and subscribes again */});
+    const publisher = clusterClient(options.redisUrl);
+    const subscriber = clusterClient(options.redisUrl);
+    await connectAll(publisher, subscriber);
     try {
-      await Promise.all([publisher.connect(), subscriber.connect()]);
       const control = new RemoteControl(options, publisher, subscriber);
       await subscriber.subscribe(
         `${control.#prefix}control:${options.nodeId}`,
