@@ -52,6 +52,22 @@ function open(url: string, nodeId: string): Promise<JobEventStreams> {
   });
 }
 
+/** Subscribes `session` to job `jobId` through `streams` once its stream has reached Redis. */
+async function followOnceThere(
+  streams: JobEventStreams,
+  session: Subscriber,
+  jobId: string,
+): Promise<void> {
+  await waitUntil(async () => {
+    try {
+      (await streams.subscribe(session, UNRESTRICTED, jobId, 0)).start();
+      return true;
+    } catch {
+      return false;
+    }
+  }, "the job's stream");
+}
+
 Deno.test({
   name:
     "job events: a second follower of a job followed already misses no frame and gets none twice",
@@ -64,14 +80,7 @@ Deno.test({
     owner.mirror(job);
     emit(frame("process.started", 1));
     const a = collector("a");
-    await waitUntil(async () => {
-      try {
-        (await other.subscribe(a, UNRESTRICTED, "j", 0)).start();
-        return true;
-      } catch {
-        return false;
-      }
-    }, "the stream");
+    await followOnceThere(other, a, "j");
     await waitUntil(() => a.frames.length === 1, "a's replay");
     // b's replay is read now (seq 1); its follow starts once its response is out, by which
     // time the follow loop may have moved on.
@@ -139,14 +148,7 @@ Deno.test({
     owner.mirror(job);
     emit(frame("process.started", 1));
     const a = collector("a");
-    await waitUntil(async () => {
-      try {
-        (await other.subscribe(a, UNRESTRICTED, "j", 0)).start();
-        return true;
-      } catch {
-        return false;
-      }
-    }, "the stream");
+    await followOnceThere(other, a, "j");
     await waitUntil(() => a.frames.length === 1, "a's replay");
     // Again from where it is: the replay is empty, and the follow replaces the first.
     (await other.subscribe(a, UNRESTRICTED, "j", 2)).start();
@@ -215,14 +217,7 @@ Deno.test({
     owner.mirror(job);
     emit(frame("process.started", 1));
     const a = collector("a");
-    await waitUntil(async () => {
-      try {
-        (await other.subscribe(a, UNRESTRICTED, "j", 0)).start();
-        return true;
-      } catch {
-        return false;
-      }
-    }, "the stream");
+    await followOnceThere(other, a, "j");
     // Every client's commands wait (as with a paused or partitioned Redis) for 8 s.
     const admin = await Deno.connect({ hostname: "127.0.0.1", port: redis.port });
     await admin.write(new TextEncoder().encode("CLIENT PAUSE 8000 ALL\r\n"));
