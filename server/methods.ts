@@ -317,16 +317,21 @@ export function createMethods(
 
     "jobs.unsubscribe": {
       params: JobsUnsubscribeParams,
-      handler: (params, { session }) => {
+      handler: async (params, { session }) => {
         const remote = events();
         if (remote && !jobs.has(params.job_id)) {
-          const followed = remote.unsubscribe(session.id, params.job_id);
-          if (!followed) {
-            throw new RpcError(ErrorCode.JOB_NOT_FOUND, `Job "${params.job_id}" not found`, {
-              job_id: params.job_id,
-            });
+          if (remote.unsubscribe(session.id, params.job_id)) {
+            return { job_id: params.job_id, subscribed: true };
           }
-          return { job_id: params.job_id, subscribed: true };
+          // Not followed from here: false for a job of another node, as for a local one.
+          const owner = await remote.owner(params.job_id);
+          const { name, admin } = session.principal;
+          if (owner !== null && (admin || owner.principal === name)) {
+            return { job_id: params.job_id, subscribed: false };
+          }
+          throw new RpcError(ErrorCode.JOB_NOT_FOUND, `Job "${params.job_id}" not found`, {
+            job_id: params.job_id,
+          });
         }
         return {
           job_id: params.job_id,

@@ -346,6 +346,13 @@ Deno.test({
       assert.deepEqual(doneThere, doneHere);
       assert.equal(there.output(jobId), "one\nthree now\n");
       assert.equal(there.output(jobId, "stderr"), "two\n");
+      // Followed to its end, so no longer followed: as for a local job, not an error.
+      assert.deepEqual(await there.result("jobs.unsubscribe", { job_id: jobId }), {
+        job_id: jobId,
+        subscribed: false,
+      });
+      const unknown = await there.call("jobs.unsubscribe", { job_id: "no-such-job" });
+      assert.equal(unknown.error.code, -32001);
 
       // After it ended, from a node started since, from a given notification on.
       const late = await startNode(redis.url, "late");
