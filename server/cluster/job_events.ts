@@ -318,7 +318,12 @@ export class JobEventStreams implements AsyncDisposable {
             follower.lastSeq = seq;
             follower.session.send(frame);
           }
-          if (frame.includes(TERMINAL)) this.#followed.delete(reply.name);
+          if (frame.includes(TERMINAL)) {
+            // Done for those that have the end; one still behind (it joined since this read was
+            // sent) stays, and the next read, from where it is, brings it the rest.
+            followed.followers = followed.followers.filter((f) => f.lastSeq < seq);
+            if (followed.followers.length === 0) this.#followed.delete(reply.name);
+          }
         }
       }
     }
