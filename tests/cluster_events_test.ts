@@ -228,12 +228,14 @@ Deno.test({
       other.subscribe(collector("b"), UNRESTRICTED, "other-job", 0),
       (error) => error instanceof RpcError && error.code === -32009,
     );
-    assert.ok(performance.now() - t0 < 4000, `subscribe took ${performance.now() - t0} ms`);
+    // Bounds well past the 2 s deadlines but short of the 8 s pause: not a timing target, only
+    // proof that nothing waited for Redis to answer again.
+    assert.ok(performance.now() - t0 < 7000, `subscribe took ${performance.now() - t0} ms`);
     emit(output(2)); // on its way when the owner closes
     t0 = performance.now();
     await other[Symbol.asyncDispose]();
     await owner[Symbol.asyncDispose]();
-    assert.ok(performance.now() - t0 < 4000, `closing took ${performance.now() - t0} ms`);
+    assert.ok(performance.now() - t0 < 7000, `closing took ${performance.now() - t0} ms`);
   },
 });
 

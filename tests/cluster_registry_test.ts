@@ -69,7 +69,9 @@ Deno.test({
       let timer: ReturnType<typeof setTimeout> | undefined;
       const outcome = await Promise.race([
         server.shutdown().then(() => "stopped"),
-        new Promise((resolve) => timer = setTimeout(() => resolve("still waiting"), 8000)),
+        // Each part gives up on Redis after 2 s, a few of them in turn; the bound is far past
+        // that, so a loaded machine cannot fail it, and still proves shutdown does not hang.
+        new Promise((resolve) => timer = setTimeout(() => resolve("still waiting"), 20_000)),
       ]);
       clearTimeout(timer);
       assert.equal(outcome, "stopped");

@@ -130,8 +130,8 @@ Deno.test({
       Deno.kill(pid, "SIGCONT");
       const took = performance.now() - t0;
       assert.notEqual(answer, null, "jobs.get did not answer within 12 s");
-      // As jobs.subscribe's reads: Redis has a deadline, within the remote requests' 5 s.
-      assert.ok(took < 5000, `jobs.get took ${took} ms`);
+      // Redis has a deadline (2 s): far short of the 12 s this waits, whatever the load.
+      assert.ok(took < 10_000, `jobs.get took ${took} ms`);
       assert.equal(answer!.error?.code, -32009);
     } finally {
       try {
@@ -167,7 +167,8 @@ Deno.test({
       const answer = await there.call("control", { type: "CANCEL", job_id: jobId });
       const took = performance.now() - t0;
       await raw.sendCommand(["CLIENT", "UNPAUSE"]);
-      assert.ok(took < 7000, `control took ${took} ms`);
+      // The 5 s deadline, not the 15 s pause: the bound leaves room for a loaded machine.
+      assert.ok(took < 12_000, `control took ${took} ms`);
       assert.equal(answer.error?.code, -32016);
       assert.match(answer.error.message, /no answer within 5000 ms/);
     } finally {
