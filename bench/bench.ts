@@ -15,7 +15,7 @@ import { type BenchResults, type BenchSettings, renderReport, verdicts } from ".
 import { measureLatency, measureOutput, measureRate, measureSlowReader } from "./scenarios.ts";
 import { measureSleepJobs } from "./sleep_jobs.ts";
 import { measureSpoolCost } from "./spool_cost.ts";
-import { ServerProcess } from "./server_process.ts";
+import { ServerProcess, stopAll } from "./server_process.ts";
 import { MiB } from "./stats.ts";
 import { measureWebsocketd } from "./websocketd.ts";
 
@@ -130,10 +130,11 @@ export async function bench(args: string[]): Promise<number> {
     cwd: serverDir,
     env: { CC_EXECUTOR_DB: `${historyDir}/history.db` },
   });
-  // Ctrl-C during the run: still stop the server (and with it every job) before leaving.
+  // Ctrl-C during the run: still stop every server (and with them every job) and websocketd
+  // before leaving, including those a scenario started for itself.
   const onInterrupt = () => {
-    log("interrupted: stopping the server");
-    server.stop(5_000).finally(() => Deno.exit(130));
+    log("interrupted: stopping the servers");
+    stopAll(5_000).finally(() => Deno.exit(130));
   };
   Deno.addSignalListener("SIGINT", onInterrupt);
   let results: BenchResults;

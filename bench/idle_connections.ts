@@ -7,10 +7,10 @@
  * @module
  */
 import { ExecutorClient } from "../server/client.ts";
-import { ensureFdLimit, type FdLimit, openFds } from "./fd_limit.ts";
+import { checkFdLimit, type FdLimit, openFds } from "./fd_limit.ts";
 import { type CapSetting, raiseCaps } from "./server_caps.ts";
-import { ServerProcess } from "./server_process.ts";
-import { median, summarize, type Summary } from "./stats.ts";
+import { RssSampler, ServerProcess, steadyRss } from "./server_process.ts";
+import { summarize, type Summary } from "./stats.ts";
 
 export interface IdleConnectionsOptions {
   cwd: string;
@@ -31,7 +31,7 @@ export interface IdleConnectionsResult {
   idleRss: number;
   openRss: number;
   closedRss: number;
-  /** Highest RSS sampled while the connections were being opened and held. */
+  /** Highest RSS sampled while the connections were being opened and held (not once closing). */
   peakRss: number;
   /** From the first connect to the last `connected` notification, ms. */
   openMs: number;
@@ -56,8 +56,7 @@ export async function measureIdleConnections(
   options: IdleConnectionsOptions,
 ): Promise<IdleConnectionsOutcome> {
   const need = options.connections + FD_HEADROOM;
-  // Raised before the server starts, so it inherits the limit too.
-  const bench = await ensureFdLimit(Deno.pid, need);
+  const bench = checkFdLimit(Deno.pid, need);
   if (bench.problem) return { skipped: `bench process: ${bench.problem}` };
   const { env, settings: caps } = raiseCaps([
     { variable: "CC_EXECUTOR_MAX_SESSIONS", field: "maxSessions", need: options.connections },
@@ -67,14 +66,13 @@ export async function measureIdleConnections(
     cwd: options.cwd,
     env: { CC_EXECUTOR_HISTORY: "off", ...env },
   });
-  const serverLimit = await ensureFdLimit(server.pid, need);
+  const serverLimit = checkFdLimit(server.pid, need);
   if (serverLimit.problem) return { skipped: `server: ${serverLimit.problem}` };
 
   await sleep(500);
   const idleRss = await steadyRss(server);
   const idleFds = openFds(server.pid);
-  let peakRss = idleRss;
-  const sampler = setInterval(() => (peakRss = Math.max(peakRss, server.rss())), 50);
+  using sampler = new RssSampler(server, 50);
   const clients: ExecutorClient[] = [];
   try {
     const connectMs: number[] = [];
@@ -95,6 +93,8 @@ export async function measureIdleConnections(
     await sleep(options.settleSeconds * 1000);
     const openRss = await steadyRss(server);
     const openFdCount = openFds(server.pid);
+    sampler.stop();
+    const peakRss = Math.max(idleRss, sampler.peak);
     await Promise.all(clients.splice(0).map((client) => client.close()));
     await sleep(1000);
     const closedRss = await steadyRss(server);
@@ -114,17 +114,6 @@ export async function measureIdleConnections(
       serverFds: { idle: idleFds, open: openFdCount },
     };
   } finally {
-    clearInterval(sampler);
     await Promise.all(clients.map((client) => client.close()));
   }
-}
-
-/** The median of five readings 100 ms apart: one reading can land on a collection in progress. */
-export async function steadyRss(server: ServerProcess): Promise<number> {
-  const samples: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    if (i > 0) await sleep(100);
-    samples.push(server.rss());
-  }
-  return median(samples);
 }

@@ -273,7 +273,7 @@ export function renderReport(r: BenchResults): string {
     "## How to run",
     "",
     "```sh",
-    "deno task bench                        # about seven minutes on 2 CPUs; rewrites this file",
+    "deno task bench                        # about five minutes on 2 CPUs; rewrites this file",
     "deno task bench --only a,c --out -     # some scenarios, printed instead of written",
     "CC_EXECUTOR_CHUNK_BYTES=65536 deno task bench --out -   # server settings come from the environment",
     "deno task bench --server-dir ../other-checkout --out -  # another checkout's server, this client",

@@ -72,7 +72,10 @@ export function loadVerdicts(r: BenchResults): Verdict[] {
   const kBinary = `(k) output, ${
     fixed(s.websocketd.binaryBytes / MiB, 0)
   } MiB, vs websocketd --binary`;
-  const kLine = `(k) output, ${fixed(s.websocketd.lineBytes / MiB, 0)} MiB, vs websocketd lines`;
+  // Not the same framing: websocketd sends a message per 64-byte line, cc-executor its chunks.
+  const kLine = `(k) output, ${
+    fixed(s.websocketd.lineBytes / MiB, 0)
+  } MiB, vs websocketd's message per line`;
   if (k?.installed) {
     const { latency: l, output: o } = k;
     out.push(
@@ -132,7 +135,9 @@ function idleSection(r: BenchResults): string[] {
     `| Server RSS idle, no connection | ${fixed(i.idleRss / MB, 1)} MB |`,
     `| Server RSS with ${count(i.connections)} connections open | ${fixed(i.openRss / MB, 1)} MB |`,
     `| Added per connection | ${fixed(added / 1000 / i.connections, 1)} kB |`,
-    `| Peak RSS, sampled every 50 ms | ${fixed(i.peakRss / MB, 1)} MB |`,
+    `| Peak RSS while opening and holding them, sampled every 50 ms | ${
+      fixed(i.peakRss / MB, 1)
+    } MB |`,
     `| Server RSS after all closed | ${fixed(i.closedRss / MB, 1)} MB |`,
     `| Time to open all ${count(i.connections)} | ${fixed(i.openMs / 1000, 2)} s (${
       fixed(i.connections / (i.openMs / 1000), 0)
@@ -180,7 +185,9 @@ function sleepSection(r: BenchResults): string[] {
     `| Server RSS, ${j.connections} connections, no job | ${fixed(j.idleRss / MB, 1)} MB |`,
     `| Server RSS with ${count(j.jobs)} jobs running | ${fixed(j.runningRss / MB, 1)} MB |`,
     `| Added per job | ${fixed(added / 1000 / j.jobs, 0)} kB |`,
-    `| Peak RSS, sampled every 50 ms | ${fixed(j.peakRss / MB, 1)} MB |`,
+    `| Peak RSS, first execute -> last job's end, sampled every 50 ms | ${
+      fixed(j.peakRss / MB, 1)
+    } MB |`,
     `| Server RSS once all had ended | ${fixed(j.endedRss / MB, 1)} MB |`,
     `| First execute -> last execute answered | ${fixed(j.allAnsweredMs / 1000, 2)} s |`,
     `| First execute -> last \`process.started\` | ${fixed(j.allStartedMs / 1000, 2)} s (${
@@ -279,8 +286,8 @@ function websocketdSection(r: BenchResults): string[] {
     "",
     `websocketd's RSS after the runs: ${
       fixed(k.websocketdRss / MB, 1)
-    } MB (a Go program; cc-executor's server is a Deno runtime, see`,
-    "the RSS table below). websocketd's CPU excludes the programs it runs, as the server's excludes",
+    } MB, the largest of its three instances (one per command; a Go program,`,
+    "while cc-executor's server is a Deno runtime: see the RSS table below). websocketd's CPU excludes the programs it runs, as the server's excludes",
     `the jobs. Of ${closes} websocketd connections, ${k.closes.unclean} ended without a WebSocket close frame:`,
     "websocketd drops the TCP connection when the program exits, so its client cannot tell an",
     "ordinary end from a crash.",
@@ -311,7 +318,5 @@ function atCap(caps: readonly CapSetting[], n: number): string {
 function fdText(who: string, limit: FdLimit): string {
   const soft = Number.isFinite(limit.soft) ? count(limit.soft) : "unlimited";
   const hard = Number.isFinite(limit.hard) ? count(limit.hard) : "unlimited";
-  return limit.raisedFrom === null
-    ? `${who} ${soft} (hard ${hard})`
-    : `${who} ${soft} (raised from ${count(limit.raisedFrom)}; hard ${hard})`;
+  return `${who} ${soft} (hard ${hard})`;
 }

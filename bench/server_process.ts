@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { median } from "./stats.ts";
 
 export interface ServerProcessOptions {
   /** The project root, where main.ts is. */
@@ -18,7 +19,29 @@ export interface ServerProcessOptions {
 
 const TAIL_CHARS = 8192;
 
-export class ServerProcess implements AsyncDisposable {
+/** What the bench started and must stop even when a run is interrupted. */
+export interface Stoppable {
+  stop(graceMs?: number): Promise<unknown>;
+}
+
+/**
+ * Every server and websocketd the bench has started and not yet stopped, wherever in a scenario it
+ * was started: an interrupted run stops them all (a child outlives its parent's Deno.exit).
+ */
+const running = new Set<Stoppable>();
+
+/** Registers a child until `stopped` settles. */
+export function track(child: Stoppable, stopped: Promise<unknown>): void {
+  running.add(child);
+  stopped.finally(() => running.delete(child));
+}
+
+/** Stops every child still running (an interrupted run: scenarios may hold servers of their own). */
+export function stopAll(graceMs: number): Promise<unknown> {
+  return Promise.allSettled([...running].map((child) => child.stop(graceMs)));
+}
+
+export class ServerProcess implements AsyncDisposable, Stoppable {
   readonly pid: number;
   readonly port: number;
   /** ws://127.0.0.1:port/ws */
@@ -43,6 +66,7 @@ export class ServerProcess implements AsyncDisposable {
     };
     this.#drained = Promise.all([keep(child.stdout), keep(child.stderr)]);
     child.status.then(() => (this.#exited = true));
+    track(this, child.status);
   }
 
   /** Starts the server on a free loopback port and resolves once /health answers. */
@@ -193,6 +217,16 @@ export function statusField(pid: number, field: "VmRSS" | "VmHWM"): number {
   const match = status.match(new RegExp(`^${field}:\\s+(\\d+) kB`, "m"));
   if (!match) throw new Error(`/proc/${pid}/status has no ${field}`);
   return Number(match[1]) * 1024;
+}
+
+/** The median of five readings 100 ms apart: one reading can land on a collection in progress. */
+export async function steadyRss(server: ServerProcess): Promise<number> {
+  const samples: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    if (i > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+    samples.push(server.rss());
+  }
+  return median(samples);
 }
 
 /** User plus system CPU time of this process (not its children), seconds. */

@@ -8,11 +8,11 @@
  * @module
  */
 import { ExecutorClient } from "../server/client.ts";
-import { ensureFdLimit, type FdLimit, openFds } from "./fd_limit.ts";
-import { steadyRss } from "./idle_connections.ts";
+import { procStat } from "../server/process.ts";
+import { checkFdLimit, type FdLimit, openFds } from "./fd_limit.ts";
 import { type CapSetting, raiseCaps } from "./server_caps.ts";
 import { within } from "./scenarios.ts";
-import { ServerProcess } from "./server_process.ts";
+import { RssSampler, ServerProcess, statusField, steadyRss } from "./server_process.ts";
 import { summarize, type Summary } from "./stats.ts";
 
 export interface SleepJobsOptions {
@@ -80,7 +80,7 @@ export async function measureSleepJobs(options: SleepJobsOptions): Promise<Sleep
       { variable: "CC_EXECUTOR_MAX_JOBS_PER_TOKEN", field: "maxJobsPerToken", need: options.jobs },
     ], base);
     await using server = await ServerProcess.start({ cwd: options.cwd, env: { ...base, ...env } });
-    const fdLimit = await ensureFdLimit(server.pid, options.jobs * FD_PER_JOB + FD_HEADROOM);
+    const fdLimit = checkFdLimit(server.pid, options.jobs * FD_PER_JOB + FD_HEADROOM);
     if (fdLimit.problem) return { skipped: `server: ${fdLimit.problem}` };
     const clients = await Promise.all(
       Array.from({ length: options.connections }, () => ExecutorClient.connect(server.url)),
@@ -127,8 +127,7 @@ async function run(
   );
   await sleep(500);
   const idleRss = await steadyRss(server);
-  let peakRss = idleRss;
-  const sampler = setInterval(() => (peakRss = Math.max(peakRss, server.rss())), 50);
+  using sampler = new RssSampler(server, 50);
   try {
     const cpu0 = server.cpuSeconds();
     const t0 = performance.now();
@@ -156,6 +155,8 @@ async function run(
     await Promise.all(ids.map((id, k) => clientOf(k).cancel(id)));
     await within(completedAll, 60_000, "every sleep job ended after its cancel");
     const endMs = performance.now() - t1;
+    sampler.stop();
+    const peakRss = Math.max(idleRss, sampler.peak);
     const duplicates = [...completions.values()].filter((n) => n !== 1).length;
     if (duplicates > 0) throw new Error(`${duplicates} job(s) got more than one process.completed`);
     const leftProcesses = await reap(pgids);
@@ -183,7 +184,6 @@ async function run(
       leftProcesses,
     };
   } finally {
-    clearInterval(sampler);
     for (const stop of stops) stop();
     // A failure part way must not leave sleeps behind (stopping the server would end them too).
     if (completed.size < ids.length) {
@@ -213,25 +213,23 @@ async function reap(pgids: ReadonlySet<number>): Promise<number> {
   return left.length;
 }
 
-/** Every live process whose process group is one of `pgids`, with its RSS, from /proc. */
+/** Every live (non-zombie) process whose process group is one of `pgids`, with its RSS, from /proc. */
 function groupMembers(pgids: ReadonlySet<number>): { pid: number; pgid: number; rss: number }[] {
   const members: { pid: number; pgid: number; rss: number }[] = [];
   for (const entry of Deno.readDirSync("/proc")) {
     if (!/^\d+$/.test(entry.name)) continue;
-    let stat: string, status: string;
-    try {
-      stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
-      status = Deno.readTextFileSync(`/proc/${entry.name}/status`);
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) continue; // it exited meanwhile
-      throw error;
-    }
-    // "pid (comm) state ppid pgrp ...": comm may hold spaces, so count from the last ")".
-    const pgid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
+    const pid = Number(entry.name);
+    const fields = procStat(pid); // "state ppid pgrp ..."; null once it exited
+    if (!fields || fields[0] === "Z" || fields[0] === "X") continue;
+    const pgid = Number(fields[2]);
     if (!pgids.has(pgid)) continue;
-    // Zombies and kernel threads have no VmRSS line.
-    const rss = Number(status.match(/^VmRSS:\s+(\d+) kB/m)?.[1] ?? 0) * 1024;
-    members.push({ pid: Number(entry.name), pgid, rss });
+    let rss = 0;
+    try {
+      rss = statusField(pid, "VmRSS");
+    } catch {
+      continue; // it exited between the two reads
+    }
+    members.push({ pid, pgid, rss });
   }
   return members;
 }

@@ -10,7 +10,14 @@
  */
 import { ExecutorClient } from "../server/client.ts";
 import { bareEcho, ECHO, outputCommand, serverEcho, serverOutput, within } from "./scenarios.ts";
-import { cpuSecondsOf, freePort, type ServerProcess, statusField } from "./server_process.ts";
+import {
+  cpuSecondsOf,
+  freePort,
+  type ServerProcess,
+  statusField,
+  type Stoppable,
+  track,
+} from "./server_process.ts";
 import { median, rotateRounds, summarize, type Summary } from "./stats.ts";
 
 const PROGRAM = "websocketd";
@@ -61,7 +68,7 @@ export interface WebsocketdResult {
     serverSmall: OutputRuns;
     line: OutputRuns;
   };
-  /** websocketd's RSS after the runs (the echo instance, the busiest), bytes. */
+  /** websocketd's RSS after the runs: the largest of the three instances, bytes. */
   websocketdRss: number;
   /** websocketd connections (warm-ups included) that ended with a close frame, and without one. */
   closes: Closes;
@@ -93,7 +100,8 @@ export async function measureWebsocketd(
   const closes: Closes = { clean: 0, unclean: 0 };
   const latency = await measureLatencies(server, client, echo, closes, options);
   const output = await measureOutputs(server, client, { binary, line }, closes, options);
-  return { installed: true, version, latency, output, websocketdRss: echo.rss(), closes };
+  const websocketdRss = Math.max(echo.rss(), binary.rss(), line.rss());
+  return { installed: true, version, latency, output, websocketdRss, closes };
 }
 
 async function measureLatencies(
@@ -106,30 +114,37 @@ async function measureLatencies(
   const ms = { server: [] as number[], serverConnect: [] as number[], websocketd: [] as number[] };
   const cpu = { server: 0, serverConnect: 0, websocketd: 0 };
   const bare: number[] = [];
+  // `run` may hand back a teardown: not timed (the outcome is in), but awaited before the next
+  // sample starts and billed to this path's CPU, as websocketd's teardown is billed to it.
   const timed = (
     name: keyof typeof ms,
     cpuOf: () => number,
-    run: () => Promise<unknown>,
+    run: () => Promise<(() => Promise<void>) | void>,
   ) =>
   async (keep: boolean) => {
     const cpu0 = cpuOf();
     const t0 = performance.now();
-    await run();
+    const teardown = await run();
+    const elapsed = performance.now() - t0;
+    if (teardown) await teardown();
     if (!keep) return;
-    ms[name].push(performance.now() - t0);
+    ms[name].push(elapsed);
     cpu[name] += cpuOf() - cpu0;
   };
   const serverCpu = () => server.cpuSeconds();
   await rotateRounds([
-    timed("server", serverCpu, () => serverEcho(client)),
+    timed("server", serverCpu, async () => {
+      await serverEcho(client);
+    }),
     timed("serverConnect", serverCpu, async () => {
       const fresh = await ExecutorClient.connect(server.url);
       try {
         await serverEcho(fresh);
-      } finally {
-        // Not timed: the job's outcome is in; closing is the client's business.
-        void fresh.close();
+      } catch (error) {
+        await fresh.close();
+        throw error;
       }
+      return () => fresh.close();
     }),
     timed("websocketd", () => echo.cpuSeconds(), async () => {
       const { messages, clean } = await readAll(echo.url, "text");
@@ -296,7 +311,7 @@ async function dpkgVersion(): Promise<string | null> {
 }
 
 /** One websocketd serving `command` on a free loopback port. */
-class Websocketd implements AsyncDisposable {
+class Websocketd implements AsyncDisposable, Stoppable {
   readonly url: string;
   readonly #child: Deno.ChildProcess;
   readonly #port: number;
@@ -314,6 +329,7 @@ class Websocketd implements AsyncDisposable {
       }
     };
     this.#drained = Promise.all([keep(child.stdout), keep(child.stderr)]);
+    track(this, child.status);
   }
 
   static async start(command: string[], options: { binary?: boolean } = {}): Promise<Websocketd> {
@@ -348,7 +364,7 @@ class Websocketd implements AsyncDisposable {
     return cpuSecondsOf(this.#child.pid);
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
+  async stop(): Promise<void> {
     try {
       this.#child.kill("SIGTERM");
     } catch (error) {
@@ -356,6 +372,10 @@ class Websocketd implements AsyncDisposable {
     }
     await this.#child.status;
     await this.#drained;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop();
   }
 
   async #waitListening(): Promise<void> {
