@@ -10,7 +10,7 @@ import { ExecutorClient } from "../server/client.ts";
 import { checkFdLimit, type FdLimit, openFds } from "./fd_limit.ts";
 import { type CapSetting, raiseCaps } from "./server_caps.ts";
 import { RssSampler, ServerProcess, steadyRss } from "./server_process.ts";
-import { summarize, type Summary } from "./stats.ts";
+import { sleep, summarize, type Summary } from "./stats.ts";
 
 export interface IdleConnectionsOptions {
   cwd: string;
@@ -46,8 +46,6 @@ export interface IdleConnectionsResult {
 }
 
 export type IdleConnectionsOutcome = IdleConnectionsResult | { skipped: string };
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Headroom for what a process has open besides the connections (runtime, pipes, the store). */
 const FD_HEADROOM = 256;

@@ -10,7 +10,7 @@
 import { ExecutorClient } from "../server/client.ts";
 import { drainUntilCompleted, RawWebSocket, readSlowly } from "./raw_reader.ts";
 import { ownCpuSeconds, RssSampler, type ServerProcess } from "./server_process.ts";
-import { median, rotateRounds, summarize, type Summary } from "./stats.ts";
+import { median, rotateRounds, sleep, summarize, type Summary } from "./stats.ts";
 
 export const ECHO = "echo hi";
 
@@ -18,8 +18,6 @@ export const ECHO = "echo hi";
 export function outputCommand(bytes: number): string {
   return `yes 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde | head -c ${bytes}`;
 }
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** How a job is started by a baseline: the shell itself, or through setsid as the server does. */
 export type Spawner = "bash" | "setsid";

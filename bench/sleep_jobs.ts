@@ -13,7 +13,7 @@ import { checkFdLimit, type FdLimit, openFds } from "./fd_limit.ts";
 import { type CapSetting, raiseCaps } from "./server_caps.ts";
 import { within } from "./scenarios.ts";
 import { RssSampler, ServerProcess, statusField, steadyRss } from "./server_process.ts";
-import { summarize, type Summary } from "./stats.ts";
+import { sleep, summarize, type Summary } from "./stats.ts";
 
 export interface SleepJobsOptions {
   cwd: string;
@@ -58,8 +58,6 @@ export interface SleepJobsResult {
 }
 
 export type SleepJobsOutcome = SleepJobsResult | { skipped: string };
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Per job the server holds a stdout and a stderr pipe; the rest is headroom. */
 const FD_PER_JOB = 2;

@@ -70,3 +70,6 @@ export async function rotateRounds(
     }
   }
 }
+
+/** Resolves after `ms` milliseconds. */
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
