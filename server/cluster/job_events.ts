@@ -44,7 +44,16 @@ const FOLLOW_BLOCK_MS = 250;
 /** How long closing waits for frames still on their way to Redis. */
 const CLOSE_WAIT_MS = 2000;
 /** Frames whose method ends a job: the last entry of its stream. */
-const TERMINAL = '"method":"process.completed"';
+const TERMINAL_START = '{"jsonrpc":"2.0","method":"process.completed",';
+
+/**
+ * Whether `frame` is a job's terminal notification. Job frames are written by `Job.#emit` as
+ * `{"jsonrpc":"2.0","method":...,"params":...}`, so the method is at the start: a look at the
+ * first bytes, not a scan of every output chunk (up to CC_EXECUTOR_CHUNK_BYTES each).
+ */
+function isTerminal(frame: string): boolean {
+  return frame.startsWith(TERMINAL_START);
+}
 
 export interface JobEventStreamsOptions {
   redisUrl: string;
@@ -157,7 +166,7 @@ export class JobEventStreams implements AsyncDisposable {
     }
     const frames = entries.map((entry) => entry.message.frame ?? "");
     const firstSeq = entries.length > 0 ? Number(entries[0]!.id.split("-")[0]) : null;
-    const ended = frames.some((frame) => frame.includes(TERMINAL));
+    const ended = frames.some(isTerminal);
     const lastSeq = entries.length > 0
       ? Number(entries.at(-1)!.id.split("-")[0])
       : Math.max(fromSeq - 1, 0);
@@ -222,7 +231,7 @@ export class JobEventStreams implements AsyncDisposable {
   #append(events: string, meta: string, frame: string, oldest: () => number): void {
     const seq = /"seq":(\d+)/.exec(frame)?.[1];
     if (seq === undefined) return;
-    const terminal = frame.includes(TERMINAL);
+    const terminal = isTerminal(frame);
     if (!terminal && this.#pendingBytes > MAX_PENDING_BYTES) {
       if (!this.#dropping) {
         this.#dropping = true;
@@ -318,7 +327,7 @@ export class JobEventStreams implements AsyncDisposable {
             follower.lastSeq = seq;
             follower.session.send(frame);
           }
-          if (frame.includes(TERMINAL)) {
+          if (isTerminal(frame)) {
             // Done for those that have the end; one still behind (it joined since this read was
             // sent) stays, and the next read, from where it is, brings it the rest.
             followed.followers = followed.followers.filter((f) => f.lastSeq < seq);
