@@ -26,7 +26,8 @@ export function clusterCommand(ctx: CliContext) {
   withTarget(
     cluster.command("status").description(
       "list the cluster's nodes: up or down, labels, running jobs of their capacity, last " +
-        "heartbeat (exit 0; 1 when the server is in no cluster)",
+        "heartbeat, and the routing queues that hold jobs (exit 0; 1 when the server is in no " +
+        "cluster)",
     ),
   )
     .option("--json", "print the server's answer as JSON")
@@ -47,10 +48,20 @@ export function clusterCommand(ctx: CliContext) {
         ["NODE", "STATUS", "RUNNING", "LABELS", "HEARTBEAT", "URL"],
         status.nodes.map((node) => nodeRow(node, status.node_id, now, paint)),
       );
+      const busy = status.queues.filter((q) => q.waiting > 0 || q.taken > 0);
+      if (busy.length > 0) {
+        ctx.output.out("");
+        ctx.output.table(
+          ["QUEUE", "WAITING", "TAKEN"],
+          busy.map((q) => [q.queue, String(q.waiting), String(q.taken)]),
+        );
+      }
       const up = status.nodes.filter((n) => n.status === "up").length;
+      const waiting = status.queues.reduce((sum, q) => sum + q.waiting, 0);
       ctx.output.err(
         `${up} of ${status.nodes.length} node(s) up; answered by ${status.node_id}; a node is ` +
-          `down ${status.down_after_seconds} s after its last heartbeat`,
+          `down ${status.down_after_seconds} s after its last heartbeat; ${waiting} job(s) ` +
+          "waiting in the queues",
       );
     });
 

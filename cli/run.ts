@@ -13,7 +13,7 @@ import {
   ExecutorRpcError,
 } from "../server/client.ts";
 import { isLoopbackHost } from "../server/config.ts";
-import { ErrorCode, type ExecuteParams } from "../server/protocol.ts";
+import { ErrorCode, type ExecuteParams, type JobQueuedParams } from "../server/protocol.ts";
 import { keyValue, positiveInt, seconds } from "./args.ts";
 import type { CliContext } from "./context.ts";
 import { examples } from "./help.ts";
@@ -38,6 +38,9 @@ export interface RunOptions {
   url?: string;
   token?: string;
   prompt?: string;
+  node?: string;
+  labels?: string[];
+  retryOnNodeLoss?: true;
   model?: string;
   outputFormat?: "text" | "json" | "stream-json";
   claudeArg?: string[];
@@ -76,6 +79,16 @@ export function runCommand(ctx: CliContext) {
       .option("--max-output <bytes>", "deliver at most this many bytes of output", positiveInt)
       .option("--id <job_id>", "choose the job id (a retry with the same id attaches instead)")
       .option("-d, --detach", "start it, print the job id, and return; it keeps running")
+      .option("--node <id>", "run it on this node of the cluster (docs/cluster.md)")
+      .option(
+        "--labels <a,b>",
+        "run it on a node of the cluster that has all these labels",
+        (value: string) => value.split(",").map((label) => label.trim()).filter(Boolean),
+      )
+      .option(
+        "--retry-on-node-loss",
+        "with --node or --labels: run it again elsewhere if its node dies (instead of lost)",
+      )
       .option("--json", "print one JSON object with the outcome and output, instead of streaming")
       .option(
         "-q, --quiet",
@@ -99,6 +112,7 @@ ${
           ['cc-executor run --json "git status --short" | jq .stdout', ""],
           ['id=$(cc-executor run --detach "sleep 600")', "then: cc-executor jobs attach $id"],
           ['cc-executor run --local "echo works without a server"', ""],
+          ['cc-executor run --labels gpu,linux "nvidia-smi"', "on a node of the cluster with both"],
           [
             'cc-executor run --prompt "summarise README.md" --retry 3',
             "claude -p, retried after limits",
@@ -121,6 +135,7 @@ function checkPromptOptions(command: string, options: RunOptions): void {
       ["--retry", options.retry],
     ].find(([, value]) => value !== undefined);
     if (stray) throw new UsageError(`run: ${stray[0]} goes with --prompt`);
+    checkRouteOptions(options);
     if (command.trim() === "") throw new UsageError("run: the command is empty");
     return;
   }
@@ -128,11 +143,28 @@ function checkPromptOptions(command: string, options: RunOptions): void {
     throw new UsageError("run: give a command or --prompt, not both");
   }
   if (options.prompt.trim() === "") throw new UsageError("run: the prompt is empty");
+  checkRouteOptions(options);
   if (options.retry !== undefined && options.retry > 1 && options.stdinFile !== undefined) {
     // The input is streamed once, to the first run: a retry would run without it.
     throw new UsageError(
       "run: --retry cannot be used with --stdin-file (a retry would get no input)",
     );
+  }
+}
+
+/** Where a job may go: a node or labels, and a retry only with one of them. */
+function checkRouteOptions(options: RunOptions): void {
+  if (options.node !== undefined && options.labels !== undefined) {
+    throw new UsageError("run: give --node or --labels, not both");
+  }
+  if (options.labels !== undefined && options.labels.length === 0) {
+    throw new UsageError("run: --labels needs at least one label");
+  }
+  if (options.retryOnNodeLoss && options.node === undefined && options.labels === undefined) {
+    throw new UsageError("run: --retry-on-node-loss goes with --node or --labels");
+  }
+  if (options.local && (options.node !== undefined || options.labels !== undefined)) {
+    throw new UsageError("run: --local runs here; --node and --labels need a cluster's server");
   }
 }
 
@@ -208,8 +240,9 @@ function buildParams(command: string, options: RunOptions, target: Target): Exec
   const local = isLoopbackHost(new URL(target.url).hostname.replace(/^\[(.*)\]$/, "$1"));
   let cwd = options.cwd;
   // A local server shares this filesystem: run where the user is, as a shell would. A remote one
-  // has its own, so its default (and paths as given) apply.
-  if (local) cwd = cwd === undefined ? Deno.cwd() : isAbsolute(cwd) ? cwd : resolve(cwd);
+  // has its own, so its default (and paths as given) apply; so does the node a routed job goes to.
+  const routed = options.node !== undefined || options.labels !== undefined;
+  if (local && !routed) cwd = cwd === undefined ? Deno.cwd() : isAbsolute(cwd) ? cwd : resolve(cwd);
   const what: Pick<ExecuteParams, "command" | "prompt" | "claude" | "retry"> =
     options.prompt === undefined ? { command } : {
       prompt: options.prompt,
@@ -230,9 +263,15 @@ function buildParams(command: string, options: RunOptions, target: Target): Exec
     max_output_bytes: options.maxOutput,
     job_id: options.id ?? crypto.randomUUID(),
     detach: options.detach,
+    node: options.node,
+    labels: options.labels,
+    retry_on_node_loss: options.retryOnNodeLoss,
     keep_stdin_open: options.stdinFile !== undefined ? true : undefined,
   };
 }
+
+/** How long a routed job may wait in its queue before `run` says that it does. */
+const QUEUED_NOTE_AFTER_MS = 1000;
 
 async function startDetachedJob(
   client: ExecutorClient,
@@ -241,7 +280,25 @@ async function startDetachedJob(
   options: RunOptions,
   output: Output,
 ): Promise<number> {
-  const started = await request(() => client.request("execute", params));
+  // A routed job waiting in the cluster's queue is as good as started: it runs when a node is
+  // free, without this command. (Unless it needs our input, which it can take only once running.)
+  const queued = Promise.withResolvers<JobQueuedParams>();
+  const stopWatching = client.onNotification(({ method, params: p }) => {
+    const note = p as JobQueuedParams;
+    if (method === "job.queued" && note.job_id === params.job_id) queued.resolve(note);
+  });
+  const first = await request(() =>
+    Promise.race([
+      client.request("execute", params),
+      stdin ? new Promise<never>(() => {}) : queued.promise,
+    ])
+  ).finally(stopWatching);
+  if ("queue" in first) {
+    if (options.json) output.json({ job_id: first.job_id, status: "queued", queue: first.queue });
+    else output.out(first.job_id);
+    return 0;
+  }
+  const started = first;
   if (stdin) {
     try {
       await feedStdin(client, started.job_id, stdin, options.stdinFile!);
@@ -281,11 +338,25 @@ async function follow(
     }
   };
   let stdinFailure: CliError | undefined;
+  // A routed job is queued first; most start at once, so only a wait worth mentioning is told.
+  let running = false;
+  let queuedNote: ReturnType<typeof setTimeout> | undefined;
+  const stopWatching = client.onNotification(({ method, params: p }) => {
+    const note = p as JobQueuedParams;
+    if (method !== "job.queued" || note.job_id !== jobId || quiet) return;
+    queuedNote = setTimeout(() => {
+      if (running || state.brokenPipe) return;
+      output.err(
+        `cc-executor: queued in ${note.queue} (${note.waiting} in it); it starts when a node is free`,
+      );
+    }, QUEUED_NOTE_AFTER_MS);
+  });
   const outcome = client.execute({
     ...params,
     onStdout: write("stdout"),
     onStderr: write("stderr"),
     onEvent: (event) => {
+      if (event.method === "process.started") running = true;
       if (event.method !== "process.started" || !stdin) return;
       feedStdin(client, jobId, stdin, options.stdinFile!).catch((error) => {
         // Reading the input failed: the job must not run on with half of it.
@@ -298,7 +369,11 @@ async function follow(
     signal: state.cancel.signal,
     collect: Boolean(options.json),
   });
-  const result = await Promise.race([request(() => outcome), state.leave.promise]);
+  const result = await Promise.race([request(() => outcome), state.leave.promise])
+    .finally(() => {
+      stopWatching();
+      clearTimeout(queuedNote);
+    });
   if (result === undefined) return state.signalExitCode() ?? EXIT.INTERRUPTED;
   if (stdinFailure) {
     throw new CliError(`${stdinFailure.message}; job ${jobId} was canceled`, stdinFailure.exitCode);

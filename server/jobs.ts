@@ -1604,6 +1604,11 @@ export class JobManager {
     return this.#running.size;
   }
 
+  /** Jobs running or being started: what counts against a limit on jobs at once. */
+  get busyCount(): number {
+    return this.#running.size + this.#starting.size;
+  }
+
   /** Whether this server holds job `jobId` (running, or finished and still kept). */
   has(jobId: string): boolean {
     return this.#jobs.has(jobId);

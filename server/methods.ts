@@ -44,6 +44,7 @@ import type { Store } from "./store/store.ts";
 import type { NodeRegistry } from "./cluster/registry.ts";
 import type { JobEventStreams } from "./cluster/job_events.ts";
 import type { RemoteAction, RemoteControl, RemoteHandler } from "./cluster/remote_control.ts";
+import type { Router } from "./cluster/routing.ts";
 import type { MethodContext, Session } from "./session.ts";
 
 export interface MethodDeps {
@@ -62,6 +63,8 @@ export interface MethodDeps {
   events?: () => JobEventStreams | null;
   /** Requests for jobs of other nodes, sent to them through Redis; null: not a node. */
   remote?: () => RemoteControl | null;
+  /** Routed executes (node, labels) and their queued jobs; null: not a node of a cluster. */
+  router?: () => Router | null;
 }
 
 /**
@@ -118,6 +121,7 @@ export function createMethods(
     cluster = () => null,
     events = () => null,
     remote = () => null,
+    router = () => null,
   }: MethodDeps,
 ): Table {
   const hookStatus = {
@@ -168,6 +172,17 @@ export function createMethods(
     return await control.send(owner.nodeId, jobId, { name, admin }, request);
   };
 
+  /**
+   * A routed job of this cluster that is not running anywhere (queued, canceled in its queue,
+   * refused where it was sent, lost with its node) and `session` may see; null otherwise.
+   */
+  const notRunning = async (jobId: string, session: Session) => {
+    const routing = router();
+    if (!routing || jobs.has(jobId)) return null;
+    const state = await routing.waiting(jobId, session.principal);
+    return state === null || state.state === "starting" ? null : { routing, state };
+  };
+
   /** This server's registry; a cluster method on a server in no cluster is refused. */
   const clusterOf = (): NodeRegistry => {
     const registry = cluster();
@@ -203,6 +218,13 @@ export function createMethods(
     execute: {
       params: ExecuteParams,
       handler: async (params, { session, afterResponse }) => {
+        const routed = params.node !== undefined || params.labels !== undefined ||
+          params.retry_on_node_loss === true;
+        const routing = router();
+        if (routed && !routing) clusterOf();
+        if (routed && routing?.wantsRouting(params)) {
+          return await routing.execute(params, session, afterResponse);
+        }
         let started;
         try {
           started = await jobs.start(
@@ -256,6 +278,22 @@ export function createMethods(
             `Cannot ${params.type.toLowerCase()}: this connection has started no job; pass job_id`,
           );
         }
+        const waiting = await notRunning(jobId, session);
+        if (waiting) {
+          const { routing, state } = waiting;
+          if (params.type === "CANCEL" && state.state === "queued") {
+            if (await routing.cancelQueued(jobId, state, "canceled while queued")) {
+              return { job_id: jobId, status: "canceled" };
+            }
+          } else {
+            const status = routing.info(jobId, state).status;
+            throw new RpcError(
+              ErrorCode.JOB_NOT_RUNNING,
+              `Cannot ${params.type.toLowerCase()} job "${jobId}": it is not running (status: ${status})`,
+              { job_id: jobId, status },
+            );
+          }
+        }
         const elsewhere = await forwarded(jobId, session, { action: "control", type: params.type });
         if (elsewhere !== null) return elsewhere as MethodResult<"control">;
         const status = jobFor(jobId, session).control(params.type);
@@ -274,11 +312,14 @@ export function createMethods(
 
     "jobs.get": {
       params: JobsGetParams,
-      handler: async (params, { session }) =>
-        (await forwarded(params.job_id, session, { action: "info" }) as
+      handler: async (params, { session }) => {
+        const waiting = await notRunning(params.job_id, session);
+        if (waiting) return waiting.routing.info(params.job_id, waiting.state);
+        return (await forwarded(params.job_id, session, { action: "info" }) as
           | MethodResult<"jobs.get">
           | null) ??
-          jobFor(params.job_id, session).info(),
+          jobFor(params.job_id, session).info();
+      },
     },
 
     "jobs.subscribe": {
@@ -467,10 +508,15 @@ export function createMethods(
       params: EmptyParams,
       handler: async () => {
         const registry = clusterOf();
+        const [nodes, queues] = await Promise.all([
+          clusterNodes(registry),
+          router()?.depth() ?? [],
+        ]);
         return {
           node_id: registry.id,
           down_after_seconds: registry.downAfterMs / 1000,
-          nodes: await clusterNodes(registry),
+          nodes,
+          queues,
         };
       },
     },

@@ -47,11 +47,19 @@ export const ErrorCode = {
   NOT_IN_CLUSTER: -32015,
   /** The node that runs the job did not answer a request sent to it (it is down or unreachable). */
   NODE_UNREACHABLE: -32016,
+  /** An execute named a node or labels that no node of the cluster that is up can take. */
+  NO_ELIGIBLE_NODE: -32017,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
 // ---------------------------------------------------------------------------
 // Shared pieces
+
+/** A node label (CC_EXECUTOR_NODE_LABELS), such as gpu, linux or repo:foo. */
+export const Label = z.string().regex(
+  /^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$/,
+  "each label: letters, digits and . _ : / - (such as gpu, linux, repo:foo)",
+);
 
 /** Client-chosen job ids are also used in logs and file names, so keep them plain. */
 export const JobId = z.string().regex(
@@ -60,6 +68,8 @@ export const JobId = z.string().regex(
 );
 
 export const JobStatus = z.enum([
+  /** Waiting in the cluster's queue for a node (docs/cluster.md#routing); pid and pgid are 0. */
+  "queued",
   "running",
   "paused",
   "completed",
@@ -68,6 +78,8 @@ export const JobStatus = z.enum([
   "timed_out",
   "killed",
   "error",
+  /** Its node died under it (docs/cluster.md#failure-semantics); it may or may not have finished. */
+  "lost",
 ]);
 export type JobStatus = z.infer<typeof JobStatus>;
 
@@ -79,6 +91,7 @@ export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set([
   "timed_out",
   "killed",
   "error",
+  "lost",
 ]);
 
 export const StreamName = z.enum(["stdout", "stderr"]);
@@ -157,7 +170,26 @@ export const ExecuteParams = z.strictObject({
    * `jobs.wait` and `jobs.output` instead (what the MCP face does). @default true
    */
   subscribe: z.boolean().optional(),
+  /** Run on this node of the cluster (docs/cluster.md#routing). */
+  node: z.string().min(1).max(200).optional(),
+  /** Run on a node of the cluster that has every one of these labels. */
+  labels: z.array(Label).min(1).max(20).optional(),
+  /**
+   * With `node` or `labels`: when the node running the job dies, run it again on another
+   * eligible node instead of marking it lost. Only for commands that are safe to repeat.
+   */
+  retry_on_node_loss: z.boolean().optional(),
 }).superRefine((params, ctx) => {
+  if (params.node !== undefined && params.labels !== undefined) {
+    ctx.addIssue({ code: "custom", path: ["labels"], message: "give node or labels, not both" });
+  }
+  if (params.retry_on_node_loss && params.node === undefined && params.labels === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["retry_on_node_loss"],
+      message: "retry_on_node_loss goes with node or labels (a routed job)",
+    });
+  }
   if ((params.command === undefined) === (params.prompt === undefined)) {
     ctx.addIssue({
       code: "custom",
@@ -831,6 +863,17 @@ export const ClusterStatusResult = z.object({
   down_after_seconds: z.number(),
   /** Every node that registered and has not left cleanly, by id. */
   nodes: z.array(ClusterNode),
+  /** The routing queues that hold or held jobs (docs/cluster.md#routing). */
+  queues: z.array(z.object({
+    /** `node:<id>` for jobs pinned to a node, `labels:<a,b>` for jobs asking for labels. */
+    queue: z.string(),
+    node: z.string().nullable(),
+    labels: z.array(z.string()).nullable(),
+    /** Jobs waiting for a node to take them. */
+    waiting: z.number().int(),
+    /** Jobs a node has taken and not yet let go of (starting, or running with retry_on_node_loss). */
+    taken: z.number().int(),
+  })),
 });
 export type ClusterStatusResult = z.infer<typeof ClusterStatusResult>;
 
@@ -1075,6 +1118,16 @@ export const ProcessErrorParams = z.object({
   message: z.string(),
 });
 
+/** A routed job went into the cluster's queue; sent before the execute's response. */
+export const JobQueuedParams = z.object({
+  job_id: z.string(),
+  /** The queue (see cluster.status): `node:<id>` or `labels:<a,b>`. */
+  queue: z.string(),
+  /** Jobs in that queue, this one included, when it went in. */
+  waiting: z.number().int(),
+});
+export type JobQueuedParams = z.infer<typeof JobQueuedParams>;
+
 /** A pre_execution hook refused a job; sent before the execute's -32010 error. */
 export const HookBlockedParams = z.object({
   job_id: z.string(),
@@ -1120,6 +1173,7 @@ export const Notifications = {
   "process.completed": ProcessCompletedParams,
   "process.error": ProcessErrorParams,
   "hook.blocked": HookBlockedParams,
+  "job.queued": JobQueuedParams,
   "hook.error": HookErrorParams,
   "hook.retry": HookRetryParams,
   "claude.event": ClaudeEventParams,
@@ -1133,7 +1187,10 @@ export type NotificationName = keyof typeof Notifications;
 export type NotificationParams<N extends NotificationName> = z.infer<(typeof Notifications)[N]>;
 
 /** Notifications of a running job: they carry a `seq` and are replayed to late subscribers. */
-export type JobNotificationName = Exclude<NotificationName, "connected" | "hook.blocked">;
+export type JobNotificationName = Exclude<
+  NotificationName,
+  "connected" | "hook.blocked" | "job.queued"
+>;
 
 /** A notification about one job, as a client receives it. */
 export type JobEvent = {

@@ -34,6 +34,8 @@ import { VERSION } from "./version.ts";
 import type { NodeRegistry } from "./cluster/registry.ts";
 import type { JobEventStreams } from "./cluster/job_events.ts";
 import type { RemoteControl } from "./cluster/remote_control.ts";
+import type { JobQueue } from "./cluster/job_queue.ts";
+import { Router } from "./cluster/routing.ts";
 import { hostname } from "node:os";
 
 export interface StartServerOptions {
@@ -129,6 +131,7 @@ export async function startServer(
   let cluster: NodeRegistry | undefined;
   let events: JobEventStreams | undefined;
   let remote: RemoteControl | undefined;
+  let queue: JobQueue | undefined;
   // Known once the server listens; the registry reads them at each heartbeat.
   let listenUrl: string | null = null;
   let running = () => 0;
@@ -137,7 +140,7 @@ export async function startServer(
       nodeUrl: () => config.cluster?.url ?? listenUrl,
       running: () => running(),
     });
-    if (cluster) ({ events, remote } = await openClusterChannels(config, logger));
+    if (cluster) ({ events, remote, queue } = await openClusterChannels(config, logger));
     // A bad template file is refused and logged; the server starts with the others.
     const templates = options.templates ?? await loadTemplates({ dir: config.templatesDir });
     logTemplates(templates, logger);
@@ -163,6 +166,7 @@ export async function startServer(
       cluster: cluster ?? null,
       events: events ?? null,
       remote: remote ?? null,
+      queue: queue ?? null,
     });
     listenUrl = server.url;
     running = () => server.jobs.runningCount;
@@ -172,6 +176,7 @@ export async function startServer(
     );
     return server;
   } catch (error) {
+    await queue?.[Symbol.asyncDispose]();
     await remote?.[Symbol.asyncDispose]();
     await events?.[Symbol.asyncDispose]();
     await cluster?.[Symbol.asyncDispose]();
@@ -199,6 +204,8 @@ interface ListenOptions {
   events: JobEventStreams | null;
   /** How requests for jobs of other nodes reach them, and theirs reach this one; null: not a node. */
   remote: RemoteControl | null;
+  /** The routing queues this node takes jobs from; null: not a node. */
+  queue: JobQueue | null;
 }
 
 /** Sweeps what a dead server left, then serves; the second half of `startServer`. */
@@ -217,6 +224,7 @@ async function listen(
     cluster,
     events,
     remote,
+    queue,
   }: ListenOptions,
 ): Promise<ExecutorServer> {
   const swept = await sweepOrphans(store, {
@@ -245,9 +253,28 @@ async function listen(
     spoolDir: config.spoolMaxBytes === 0 ? null : spool.path,
     spoolMaxBytes: config.spoolMaxBytes === 0 ? Infinity : config.spoolMaxBytes,
     env: jobEnv,
-    onJobStarted: events ? (job) => events.mirror(job) : undefined,
+    onJobStarted: events
+      ? (job) => {
+        events.mirror(job);
+        // A slot frees when it ends: the queues are looked at again at once.
+        if (queue) job.done.then(() => queue.wake());
+      }
+      : undefined,
   });
   remote?.serve(remoteJobHandler(jobs));
+  const router = cluster && events && remote && queue
+    ? new Router({
+      queue,
+      registry: cluster,
+      events,
+      remote,
+      jobs,
+      store,
+      principal: (name) => principals.all.find((p) => p.name === name) ?? null,
+      claudeBin: config.claudeBin,
+      logger,
+    })
+    : null;
   const sessions = new Set<Session>();
   /** The in-process sessions among them (the MCP face's). */
   const internal = new Set<Session>();
@@ -263,6 +290,7 @@ async function listen(
       cluster: () => cluster,
       events: () => events,
       remote: () => remote,
+      router: () => router,
       info: () => ({
         name: "cc-executor",
         version: VERSION,
@@ -324,6 +352,7 @@ async function listen(
         background.sessionClosed(s.id);
         jobs.sessionClosed(s.id);
         events?.unsubscribe(s.id);
+        router?.sessionClosed(s);
         logger.debug("session closed", { session: s.id });
       },
     });
@@ -486,6 +515,9 @@ async function listen(
   const shutdown = () =>
     stopping ??= (async () => {
       logger.info("shutting down", { running_jobs: jobs.runningCount, sessions: sessions.size });
+      // Takes no more jobs from the cluster's queues (an entry taken is started, or left for
+      // another node to reclaim).
+      await queue?.[Symbol.asyncDispose]();
       await jobs.shutdown();
       // The jobs' last frames reach their streams; then the node leaves (gone, not down).
       await remote?.[Symbol.asyncDispose]();
@@ -512,6 +544,12 @@ async function listen(
       logger.info("stopped");
     })();
 
+  if (router && queue && config.cluster) {
+    // Takes routed jobs while this node runs fewer than its capacity (CC_EXECUTOR_NODE_CAPACITY).
+    const { capacity } = config.cluster;
+    queue.consume(() => capacity - jobs.busyCount, (entry) => router.take(entry));
+  }
+
   return {
     addr,
     url,
@@ -532,7 +570,7 @@ async function listen(
 async function openClusterChannels(
   config: ServerConfig,
   logger: Logger,
-): Promise<{ events: JobEventStreams; remote: RemoteControl }> {
+): Promise<{ events: JobEventStreams; remote: RemoteControl; queue: JobQueue }> {
   const options = {
     redisUrl: config.redisUrl!,
     prefix: config.redisPrefix,
@@ -540,14 +578,19 @@ async function openClusterChannels(
     logger,
   };
   let events: JobEventStreams | undefined;
+  let remote: RemoteControl | undefined;
   try {
-    const [{ JobEventStreams }, { RemoteControl }] = await Promise.all([
+    const [{ JobEventStreams }, { RemoteControl }, { JobQueue }] = await Promise.all([
       import("./cluster/job_events.ts"),
       import("./cluster/remote_control.ts"),
+      import("./cluster/job_queue.ts"),
     ]);
     events = await JobEventStreams.open(options);
-    return { events, remote: await RemoteControl.open(options) };
+    remote = await RemoteControl.open(options);
+    const queue = await JobQueue.open({ ...options, labels: config.cluster?.labels ?? [] });
+    return { events, remote, queue };
   } catch (error) {
+    await remote?.[Symbol.asyncDispose]();
     await events?.[Symbol.asyncDispose]();
     throw new ServerStartError(
       `Cannot start: cannot open the cluster's channels: ${(error as Error).message}`,

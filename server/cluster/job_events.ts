@@ -116,8 +116,13 @@ export class JobEventStreams implements AsyncDisposable {
         .del(meta)
         .hSet(meta, { node_id: this.#options.nodeId, principal: job.principal })
         .pExpire(meta, RUNNING_TTL_MS)
+        // The node's running jobs, for whoever finds the node gone (server/cluster/reaper.ts).
+        .sAdd(this.runningKey(this.#options.nodeId), job.id)
         .exec(),
       0,
+    );
+    job.done.then(() =>
+      this.#send(this.#writer.sRem(this.runningKey(this.#options.nodeId), job.id), 0)
     );
     // The stream holds what the job's own replay buffer holds: the same seqs, so the same
     // `missed` from any node, however small the frames.
@@ -150,7 +155,8 @@ export class JobEventStreams implements AsyncDisposable {
     let entries: { id: string; message: Record<string, string> }[];
     try {
       owner = await withDeadline(this.#writer.hGetAll(this.#key(jobId, "meta")));
-      if (owner.node_id === undefined) throw notFound();
+      // A routed job that never started (canceled in its queue) has a state and no node.
+      if (owner.node_id === undefined && owner.state === undefined) throw notFound();
       // The same answer as for a job that does not exist: whether it does is not theirs to know.
       if (!principal.admin && owner.principal !== principal.name) throw notFound();
       entries = await withDeadline(
@@ -201,6 +207,57 @@ export class JobEventStreams implements AsyncDisposable {
         { job_id: jobId },
       );
     }
+  }
+
+  /**
+   * Ends job `jobId`'s stream for a job whose own node cannot: one canceled while it waited in a
+   * queue, or one whose node died under it (status `lost`). The terminal frame follows the last
+   * frame in the stream, with the byte counts its output frames show, so followers end as they
+   * would at a real end. Resolves to that frame.
+   */
+  async end(
+    jobId: string,
+    end: { status: JobStatus; reason: string; startedAt: number },
+  ): Promise<string> {
+    const events = this.#key(jobId, "events");
+    const meta = this.#key(jobId, "meta");
+    const last = await withDeadline(this.#writer.xRevRange(events, "+", "-", { COUNT: 500 }));
+    const lastSeq = last.length > 0 ? Number(last[0]!.id.split("-")[0]) : 0;
+    const bytes = { stdout: 0, stderr: 0 };
+    for (const entry of last) {
+      try {
+        const { method, params } = JSON.parse(entry.message.frame ?? "");
+        if (method !== "process.output") continue;
+        const stream = params.stream as "stdout" | "stderr";
+        const reached = params.offset + new TextEncoder().encode(params.data).length;
+        bytes[stream] = Math.max(bytes[stream], reached);
+      } catch {
+        // Not a frame of ours: it counts for nothing.
+      }
+    }
+    const frame = JSON.stringify({
+      jsonrpc: "2.0",
+      method: "process.completed",
+      params: {
+        job_id: jobId,
+        seq: lastSeq + 1,
+        status: end.status,
+        exit_code: null,
+        signal: null,
+        duration_ms: Math.max(0, Date.now() - end.startedAt),
+        bytes,
+        truncated: false,
+        reason: end.reason,
+      },
+    });
+    await withDeadline(
+      this.#writer.multi()
+        .xAdd(events, `${lastSeq + 1}-0`, { frame })
+        .pExpire(events, FINISHED_TTL_MS)
+        .pExpire(meta, FINISHED_TTL_MS)
+        .exec(),
+    );
+    return frame;
   }
 
   /** Stops `sessionId` following `jobId` (every job, without one); true if it was. */
@@ -336,6 +393,11 @@ export class JobEventStreams implements AsyncDisposable {
         }
       }
     }
+  }
+
+  /** The set of the jobs node `nodeId` runs (each added at its start, removed at its end). */
+  runningKey(nodeId: string): string {
+    return `${this.#options.prefix ?? "cc-executor:"}cluster:node:${nodeId}:jobs`;
   }
 
   #key(jobId: string, kind: "events" | "meta"): string {

@@ -92,6 +92,8 @@ export class RemoteControl implements AsyncDisposable {
   readonly #prefix: string;
   readonly #replyChannel: string;
   readonly #pending = new Map<string, (reply: Reply) => void>();
+  /** Waiters for nudges (see `notice`), by id. */
+  readonly #notices = new Map<string, Set<() => void>>();
   #handler: RemoteHandler | null = null;
 
   private constructor(options: RemoteControlOptions, publisher: Client, subscriber: Client) {
@@ -176,7 +178,33 @@ export class RemoteControl implements AsyncDisposable {
     }
   }
 
+  /** This server instance's channel: where other nodes answer it, or nudge it (`notice`). */
+  get replyChannel(): string {
+    return this.#replyChannel;
+  }
+
+  /**
+   * Resolves when a message with id `id` arrives on this instance's channel, or after `ms`
+   * (pub/sub may lose a message: the waiter looks at the truth in Redis either way).
+   */
+  notice(id: string, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      const waiters = this.#notices.get(id) ?? new Set();
+      waiters.add(done);
+      this.#notices.set(id, waiters);
+      const notices = this.#notices;
+      function done() {
+        clearTimeout(timer);
+        waiters.delete(done);
+        if (waiters.size === 0 && notices.get(id) === waiters) notices.delete(id);
+        resolve();
+      }
+    });
+  }
+
   async [Symbol.asyncDispose](): Promise<void> {
+    for (const waiters of this.#notices.values()) for (const done of [...waiters]) done();
     this.#subscriber.destroy();
     this.#publisher.destroy();
     await Promise.resolve();
@@ -228,6 +256,8 @@ export class RemoteControl implements AsyncDisposable {
 
   #answer(message: string): void {
     const reply = parse(Reply, message);
-    if (reply !== null) this.#pending.get(reply.id)?.(reply);
+    if (reply === null) return;
+    this.#pending.get(reply.id)?.(reply);
+    for (const done of [...this.#notices.get(reply.id) ?? []]) done();
   }
 }

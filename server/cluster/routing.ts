@@ -1,0 +1,390 @@
+/**
+ * Routed executes, both ends: the node a client sent `execute` with `node` or
+ * `labels` to (the front node) puts the job in the cluster's queue
+ * (job_queue.ts), tells the client it is queued, waits until a node has
+ * started it, answers the execute with that node's answer, and relays the
+ * job's notifications from its stream (job_events.ts), so the client sees what
+ * it would see if the job ran where it connected. The node that takes the job
+ * starts it as one of its own, for the token that asked.
+ *
+ * @module
+ */
+import type { JobManager } from "../jobs.ts";
+import type { Logger } from "../log.ts";
+import type { Principal } from "../principal.ts";
+import {
+  ErrorCode,
+  ExecuteParams,
+  type ExecuteResult,
+  type JobInfo,
+  type JobStatus,
+  RpcError,
+} from "../protocol.ts";
+import { toJobParams } from "../claude/prompt.ts";
+import type { Store } from "../store/store.ts";
+import { commandShape } from "../store/shape.ts";
+import type { Session } from "../session.ts";
+import type { JobEventStreams } from "./job_events.ts";
+import {
+  type JobQueue,
+  type QueueDepth,
+  queueName,
+  type RoutedState,
+  serves,
+  type TakenEntry,
+} from "./job_queue.ts";
+import type { NodeRegistry } from "./registry.ts";
+import type { RemoteControl } from "./remote_control.ts";
+
+/** How often a front node looks at a waiting job's record when no nudge came. */
+const LOOK_AGAIN_MS = 1000;
+
+export interface RouterOptions {
+  queue: JobQueue;
+  registry: NodeRegistry;
+  events: JobEventStreams;
+  remote: RemoteControl;
+  jobs: JobManager;
+  store: Store;
+  /** The token named `name` as this node knows it (its policy file); null when unknown. */
+  principal: (name: string) => Principal | null;
+  claudeBin: string;
+  logger: Logger;
+}
+
+/** What the execute of a job that never started answers. */
+function neverStarted(jobId: string, status: JobStatus, existing: boolean): ExecuteResult {
+  return {
+    job_id: jobId,
+    pid: 0,
+    pgid: 0,
+    status,
+    existing,
+    timeout: { seconds: null, source: "none", samples: 0 },
+  };
+}
+
+export class Router {
+  readonly #o: RouterOptions;
+  /** Routed jobs of this node's sessions that end with their session (not detached). */
+  readonly #bound = new Map<string, Set<string>>();
+
+  constructor(options: RouterOptions) {
+    this.#o = options;
+  }
+
+  /** Whether `params` asks for another node than this one. */
+  wantsRouting(params: ExecuteParams): boolean {
+    if (params.labels !== undefined || params.retry_on_node_loss) return true;
+    return params.node !== undefined && params.node !== this.#o.registry.id;
+  }
+
+  /**
+   * The front node's execute: queues the job, waits for a node to start it, and answers as that
+   * node did; `afterResponse` then starts relaying the job's notifications to `session`.
+   * @throws {RpcError} NO_ELIGIBLE_NODE, JOB_ID_CONFLICT, the taking node's refusal.
+   */
+  async execute(
+    params: ExecuteParams,
+    session: Session,
+    afterResponse: (fn: () => void) => void,
+  ): Promise<ExecuteResult> {
+    const { node, labels, retry_on_node_loss: retry, subscribe, ...request } = params;
+    await this.#checkEligible({ node, labels });
+    const jobId = params.job_id ?? crypto.randomUUID();
+    const queue = queueName({ node, labels });
+    const command = toJobParams(request, this.#o.claudeBin).command;
+    const { principal } = session;
+    const queued = await this.#o.queue.enqueue(
+      {
+        job_id: jobId,
+        params: { ...request, job_id: jobId },
+        principal: principal.name,
+        owner: session.id,
+        front_node: this.#o.registry.id,
+        reply: this.#o.remote.replyChannel,
+        retry_on_node_loss: retry ?? false,
+        enqueued_at: Date.now(),
+      },
+      queue,
+      command,
+    );
+    let existing = false;
+    if ("existing" in queued) {
+      const old = queued.existing;
+      const theirs = old !== null && (principal.admin || old.principal === principal.name);
+      const same = old !== null && "command" in old ? old.command === command : old !== null;
+      if (!theirs || !same) {
+        throw new RpcError(
+          ErrorCode.JOB_ID_CONFLICT,
+          `Cannot execute: job_id "${jobId}" is already used${
+            theirs ? " by a different command" : ""
+          }`,
+          { job_id: jobId },
+        );
+      }
+      existing = true;
+    } else {
+      session.send(JSON.stringify({
+        jsonrpc: "2.0",
+        method: "job.queued",
+        params: { job_id: jobId, queue, waiting: queued.waiting },
+      }));
+    }
+    if (!request.detach) this.#bind(session.id, jobId);
+    // `control` without a job_id reaches it while it waits, as it would a local job.
+    session.lastJobId = jobId;
+    const result = await this.#waitForStart(jobId, session, existing);
+    if (subscribe !== false && session.isOpen) {
+      const follow = await this.#o.events.subscribe(session, principal, jobId, 0);
+      afterResponse(() => {
+        if (session.isOpen) follow.start();
+      });
+    }
+    return result;
+  }
+
+  /**
+   * The taking node's part: starts a job from the queue as one of its own, for the token that
+   * asked, and records how that went for the front node.
+   */
+  async take(entry: TakenEntry, from = ""): Promise<void> {
+    const { job } = entry;
+    const { logger, queue, jobs } = this.#o;
+    const held = await queue.claim(job.job_id, from);
+    if (held !== "ok") {
+      // Canceled while it waited, or taken over already: nothing of it is ours to run.
+      await queue.release(entry);
+      return;
+    }
+    try {
+      const principal = this.#o.principal(job.principal);
+      if (principal === null) {
+        throw new RpcError(
+          ErrorCode.FORBIDDEN,
+          `Cannot execute on node "${this.#o.registry.id}": it does not know token "${job.principal}" (give every node the same policy file)`,
+          { token: job.principal, node_id: this.#o.registry.id },
+        );
+      }
+      const parsed = ExecuteParams.safeParse(job.params);
+      if (!parsed.success) {
+        throw new RpcError(ErrorCode.INVALID_PARAMS, "Invalid params for a routed execute", {
+          issues: parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
+        });
+      }
+      const { job: started, existing } = await jobs.start(
+        toJobParams(parsed.data, this.#o.claudeBin),
+        job.owner,
+        principal,
+      );
+      await queue.started(entry, {
+        job_id: started.id,
+        pid: started.group.pid,
+        pgid: started.group.pgid,
+        status: started.status,
+        existing,
+        timeout: started.timeout,
+      });
+      // A job that may run again elsewhere keeps its entry until it ends: if this node dies
+      // first, the entry is still in its pending list, for another node to take over.
+      if (job.retry_on_node_loss) started.done.then(() => queue.release(entry)).catch(() => {});
+      else await queue.release(entry);
+    } catch (error) {
+      const refusal = error instanceof RpcError
+        ? error
+        : new RpcError(ErrorCode.INTERNAL_ERROR, "Internal error", {});
+      if (!(error instanceof RpcError)) {
+        logger.error("a routed job failed to start", {
+          job_id: job.job_id,
+          error: String((error as Error)?.stack ?? error),
+        });
+      }
+      await queue.failed(entry, refusal).catch(() => {});
+      await queue.release(entry).catch(() => {});
+    }
+  }
+
+  /**
+   * A routed job that has not started (or never will): its state, if `principal` may see it.
+   * Null when the job is not one, or not theirs (the same answer as for no job at all).
+   */
+  async waiting(jobId: string, principal: Principal): Promise<RoutedState | null> {
+    const state = await this.#o.queue.state(jobId);
+    if (state === null || state.state === "started") return null;
+    if (!principal.admin && state.principal !== principal.name) return null;
+    return state;
+  }
+
+  /** jobs.get of a routed job that is not running anywhere. */
+  info(jobId: string, state: RoutedState): JobInfo {
+    const status: JobStatus = state.state === "canceled" || state.state === "lost"
+      ? state.state
+      : state.state === "failed"
+      ? "error"
+      : "queued";
+    return {
+      job_id: jobId,
+      command: "command" in state ? state.command : "",
+      cwd: null,
+      status,
+      pid: 0,
+      pgid: 0,
+      detach: false,
+      started_at: new Date(state.state === "queued" ? state.enqueuedAt : 0).toISOString(),
+      ended_at: null,
+      duration_ms: null,
+      exit_code: null,
+      signal: null,
+      bytes: { stdout: 0, stderr: 0 },
+      truncated: false,
+      last_seq: 0,
+      reason: state.state === "failed" ? state.error.message : null,
+      attempt: 1,
+    };
+  }
+
+  /**
+   * Cancels routed job `jobId` while it waits in its queue: it never runs, its stream ends with
+   * `process.completed` (status canceled) and its record says so. False when it was no longer
+   * waiting (a node took it meanwhile: cancel it there).
+   */
+  async cancelQueued(jobId: string, state: RoutedState, reason: string): Promise<boolean> {
+    if (state.state !== "queued") return false;
+    if (!(await this.#o.queue.cancelQueued(jobId, state.queue))) return false;
+    const now = Date.now();
+    await this.#o.events.end(jobId, { status: "canceled", reason, startedAt: now });
+    const { store, registry } = this.#o;
+    await store.jobStarted({
+      job_id: jobId,
+      command: state.command,
+      shape: commandShape(state.command),
+      cwd: null,
+      session_id: null,
+      node_id: registry.id,
+      server_pid: Deno.pid,
+      started_at: now,
+      timeout_s: null,
+      timeout_source: "none",
+    }).then(() =>
+      store.jobEnded(jobId, {
+        status: "canceled",
+        ended_at: now,
+        duration_ms: 0,
+        exit_code: null,
+        signal: null,
+        reason,
+        bytes_stdout: 0,
+        bytes_stderr: 0,
+        truncated: false,
+        output_head: "",
+        output_tail: "",
+        hooks: null,
+      })
+    ).catch((error) =>
+      this.#o.logger.warn("could not record a job canceled in its queue", {
+        job_id: jobId,
+        error: String(error),
+      })
+    );
+    return true;
+  }
+
+  /** Every routing queue with its waiting and taken jobs, for `cluster.status`. */
+  async depth(): Promise<QueueDepth[]> {
+    try {
+      return await this.#o.queue.depth();
+    } catch (error) {
+      throw new RpcError(
+        ErrorCode.STORE_UNAVAILABLE,
+        `Cannot read the cluster's queues: ${(error as Error).message}`,
+        {},
+      );
+    }
+  }
+
+  /** A session closed: its routed jobs that are not detached are canceled, wherever they are. */
+  sessionClosed(session: Session): void {
+    const bound = this.#bound.get(session.id);
+    this.#bound.delete(session.id);
+    for (const jobId of bound ?? []) void this.#cancelFor(session, jobId);
+  }
+
+  async #cancelFor(session: Session, jobId: string): Promise<void> {
+    try {
+      const state = await this.#o.queue.state(jobId);
+      if (state === null) return;
+      if (state.state === "queued") {
+        if (await this.cancelQueued(jobId, state, "client disconnected")) return;
+      }
+      const again = await this.#o.queue.state(jobId);
+      if (again?.state !== "started" && again?.state !== "starting") return;
+      const { name, admin } = session.principal;
+      await this.#o.remote.send(again.node, jobId, { name, admin }, {
+        action: "control",
+        type: "CANCEL",
+      });
+    } catch (error) {
+      // Ended already (not running), or its node is gone: nothing is left to cancel.
+      this.#o.logger.debug("could not cancel a routed job of a closed connection", {
+        job_id: jobId,
+        error: String(error),
+      });
+    }
+  }
+
+  #bind(sessionId: string, jobId: string): void {
+    const bound = this.#bound.get(sessionId) ?? new Set();
+    bound.add(jobId);
+    this.#bound.set(sessionId, bound);
+  }
+
+  async #waitForStart(jobId: string, session: Session, existing: boolean): Promise<ExecuteResult> {
+    for (;;) {
+      const state = await this.#o.queue.state(jobId);
+      switch (state?.state) {
+        case "started":
+          return { ...state.result, existing };
+        case "failed": {
+          const { code, message, data } = state.error;
+          if (code === ErrorCode.HOOK_BLOCKED) {
+            session.send(JSON.stringify({ jsonrpc: "2.0", method: "hook.blocked", params: data }));
+          }
+          throw new RpcError(code, message, data);
+        }
+        case "canceled":
+        case "lost":
+          return neverStarted(jobId, state.state, existing);
+      }
+      if (!session.isOpen) return neverStarted(jobId, "canceled", existing);
+      await Promise.race([this.#o.remote.notice(`routed:${jobId}`, LOOK_AGAIN_MS), session.closed]);
+    }
+  }
+
+  async #checkEligible(route: { node?: string; labels?: string[] }): Promise<void> {
+    let nodes;
+    try {
+      nodes = await this.#o.registry.nodes();
+    } catch (error) {
+      throw new RpcError(
+        ErrorCode.STORE_UNAVAILABLE,
+        `Cannot route the job: cannot read the cluster's nodes: ${(error as Error).message}`,
+        {},
+      );
+    }
+    const up = nodes.filter((n) => n.status === "up");
+    const queue = queueName(route);
+    if (up.some((n) => serves(queue, n.id, n.labels))) return;
+    const known =
+      nodes.map((n) => `${n.id} (${n.status}${n.labels.length ? `, ${n.labels.join(",")}` : ""})`)
+        .join("; ") || "none";
+    const why = route.node !== undefined
+      ? nodes.some((n) => n.id === route.node)
+        ? `node "${route.node}" is down`
+        : `no node "${route.node}" is in the cluster`
+      : `no node that is up has the labels ${queue.slice(7)}`;
+    throw new RpcError(ErrorCode.NO_ELIGIBLE_NODE, `Cannot execute: ${why}; nodes: ${known}`, {
+      queue,
+      nodes: nodes.map((n) => ({ id: n.id, status: n.status, labels: n.labels })),
+    });
+  }
+}
