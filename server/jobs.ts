@@ -59,6 +59,11 @@ export type JobParams = Omit<ExecuteParams, "command" | "prompt" | "claude" | "r
   claudeOutputFormat?: ClaudeOutputFormat;
   /** Set for an execute with a prompt: what a retry needs to build the next run. */
   claudeRun?: ClaudeRun;
+  /**
+   * Set when this node runs again a job whose node died (retry_on_node_loss): its notifications
+   * go on from the dead run's last seq, as the next attempt, and its id is already on record.
+   */
+  takeOver?: { lastSeq: number; attempt: number };
 };
 
 /** How a prompt job's `claude -p` run was built, so a retry can build the next one. */
@@ -333,7 +338,16 @@ export class Job {
     this.spool = new OutputSpool(id, { dir: manager.spoolDir, maxBytes: manager.spoolMaxBytes });
     this.#replay = new ReplayBuffer(replayBufferBytes);
     this.#outputBudget = params.max_output_bytes ?? Infinity;
+    if (params.takeOver) {
+      this.#seq = params.takeOver.lastSeq;
+      this.#attempt = params.takeOver.attempt;
+    }
     this.done = new Promise((resolve) => (this.#resolveDone = resolve));
+  }
+
+  /** Whether this run takes over a job from a node that died (see JobParams.takeOver). */
+  get takenOver(): boolean {
+    return this.#params.takeOver !== undefined;
   }
 
   /** The process group of the current run. */
@@ -1741,7 +1755,7 @@ export class JobManager {
   ): Promise<Job> {
     // A job id is never reused: a record in history (the job left memory, or another server
     // sharing the store ran it) must not be overwritten by a new job.
-    if (clientChosenId) await this.#checkIdUnused(id, principal);
+    if (clientChosenId && !params.takeOver) await this.#checkIdUnused(id, principal);
     const set = this.#hooks?.current;
     if (!set || set.isEmpty) return this.#spawnJob(id, params, owner, null);
     set.acquire();

@@ -1128,6 +1128,18 @@ export const JobQueuedParams = z.object({
 });
 export type JobQueuedParams = z.infer<typeof JobQueuedParams>;
 
+/**
+ * The node running a job with retry_on_node_loss died; another node runs it again as the next
+ * attempt (`process.started` follows, its output offsets from 0).
+ */
+export const JobNodeLostParams = z.object({
+  job_id: z.string(),
+  seq: z.number().int(),
+  /** The node that died. */
+  node_id: z.string(),
+  next_attempt: z.number().int(),
+});
+
 /** A pre_execution hook refused a job; sent before the execute's -32010 error. */
 export const HookBlockedParams = z.object({
   job_id: z.string(),
@@ -1174,6 +1186,7 @@ export const Notifications = {
   "process.error": ProcessErrorParams,
   "hook.blocked": HookBlockedParams,
   "job.queued": JobQueuedParams,
+  "job.node_lost": JobNodeLostParams,
   "hook.error": HookErrorParams,
   "hook.retry": HookRetryParams,
   "claude.event": ClaudeEventParams,

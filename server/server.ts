@@ -31,12 +31,7 @@ import { settlesWithin } from "./deadline.ts";
 import { sweepOrphans } from "./sweep.ts";
 import { tlsStartProblem } from "./tls.ts";
 import { VERSION } from "./version.ts";
-import type { NodeRegistry } from "./cluster/registry.ts";
-import type { JobEventStreams } from "./cluster/job_events.ts";
-import type { RemoteControl } from "./cluster/remote_control.ts";
-import type { JobQueue } from "./cluster/job_queue.ts";
-import { Router } from "./cluster/routing.ts";
-import { hostname } from "node:os";
+import type { ClusterMember } from "./cluster/member.ts";
 
 export interface StartServerOptions {
   /** @default a logger at config.logLevel writing to stderr */
@@ -128,10 +123,7 @@ export async function startServer(
   const ownStore = options.store === undefined;
   let hooks: HookRegistry | undefined;
   let spool: SpoolFolder | undefined;
-  let cluster: NodeRegistry | undefined;
-  let events: JobEventStreams | undefined;
-  let remote: RemoteControl | undefined;
-  let queue: JobQueue | undefined;
+  let cluster: ClusterMember | undefined;
   // Known once the server listens; the registry reads them at each heartbeat.
   let listenUrl: string | null = null;
   let running = () => 0;
@@ -140,7 +132,6 @@ export async function startServer(
       nodeUrl: () => config.cluster?.url ?? listenUrl,
       running: () => running(),
     });
-    if (cluster) ({ events, remote, queue } = await openClusterChannels(config, logger));
     // A bad template file is refused and logged; the server starts with the others.
     const templates = options.templates ?? await loadTemplates({ dir: config.templatesDir });
     logTemplates(templates, logger);
@@ -164,22 +155,16 @@ export async function startServer(
       templates,
       spool,
       cluster: cluster ?? null,
-      events: events ?? null,
-      remote: remote ?? null,
-      queue: queue ?? null,
     });
     listenUrl = server.url;
     running = () => server.jobs.runningCount;
     // Publishes the URL now rather than at the next heartbeat; a failure here is only logged.
-    await cluster?.refresh().catch((error) =>
+    await cluster?.registry.refresh().catch((error) =>
       logger.warn("cluster heartbeat failed; retrying", { error: String(error) })
     );
     return server;
   } catch (error) {
-    await queue?.[Symbol.asyncDispose]();
-    await remote?.[Symbol.asyncDispose]();
-    await events?.[Symbol.asyncDispose]();
-    await cluster?.[Symbol.asyncDispose]();
+    await cluster?.leave();
     await spool?.[Symbol.asyncDispose]();
     await hooks?.[Symbol.asyncDispose]();
     if (ownStore) await store[Symbol.asyncDispose]();
@@ -198,14 +183,8 @@ interface ListenOptions {
   templates: TemplateSet;
   spool: SpoolFolder;
   jobEnv: JobEnvironments;
-  /** This server's node registry (it leaves the cluster at shutdown); null: not a node. */
-  cluster: NodeRegistry | null;
-  /** Where its jobs' notifications are mirrored and others' followed; null: not a node. */
-  events: JobEventStreams | null;
-  /** How requests for jobs of other nodes reach them, and theirs reach this one; null: not a node. */
-  remote: RemoteControl | null;
-  /** The routing queues this node takes jobs from; null: not a node. */
-  queue: JobQueue | null;
+  /** This server's part in a cluster (it leaves at shutdown); null: not a node. */
+  cluster: ClusterMember | null;
 }
 
 /** Sweeps what a dead server left, then serves; the second half of `startServer`. */
@@ -222,19 +201,18 @@ async function listen(
     spool,
     jobEnv,
     cluster,
-    events,
-    remote,
-    queue,
   }: ListenOptions,
 ): Promise<ExecutorServer> {
   const swept = await sweepOrphans(store, {
     nodeId: config.nodeId,
     killGraceMs: config.killGraceMs,
     logger,
+    lost: await cluster?.lostWhileDown(store) ?? [],
   });
   if (swept.length > 0) {
     logger.warn("marked jobs of a server that died as interrupted", { jobs: swept.length });
   }
+  await cluster?.endSwept(swept);
   const startedAt = performance.now();
   const jobs = new JobManager({
     config,
@@ -253,28 +231,8 @@ async function listen(
     spoolDir: config.spoolMaxBytes === 0 ? null : spool.path,
     spoolMaxBytes: config.spoolMaxBytes === 0 ? Infinity : config.spoolMaxBytes,
     env: jobEnv,
-    onJobStarted: events
-      ? (job) => {
-        events.mirror(job);
-        // A slot frees when it ends: the queues are looked at again at once.
-        if (queue) job.done.then(() => queue.wake());
-      }
-      : undefined,
+    onJobStarted: cluster ? (job) => cluster.jobStarted(job) : undefined,
   });
-  remote?.serve(remoteJobHandler(jobs));
-  const router = cluster && events && remote && queue
-    ? new Router({
-      queue,
-      registry: cluster,
-      events,
-      remote,
-      jobs,
-      store,
-      principal: (name) => principals.all.find((p) => p.name === name) ?? null,
-      claudeBin: config.claudeBin,
-      logger,
-    })
-    : null;
   const sessions = new Set<Session>();
   /** The in-process sessions among them (the MCP face's). */
   const internal = new Set<Session>();
@@ -287,10 +245,10 @@ async function listen(
       hooks,
       templates,
       claudeBin: config.claudeBin,
-      cluster: () => cluster,
-      events: () => events,
-      remote: () => remote,
-      router: () => router,
+      cluster: () => cluster?.registry ?? null,
+      events: () => cluster?.events ?? null,
+      remote: () => cluster?.remote ?? null,
+      router: () => cluster?.router ?? null,
       info: () => ({
         name: "cc-executor",
         version: VERSION,
@@ -351,8 +309,8 @@ async function listen(
         internal.delete(s);
         background.sessionClosed(s.id);
         jobs.sessionClosed(s.id);
-        events?.unsubscribe(s.id);
-        router?.sessionClosed(s);
+        cluster?.events.unsubscribe(s.id);
+        cluster?.router?.sessionClosed(s);
         logger.debug("session closed", { session: s.id });
       },
     });
@@ -517,12 +475,10 @@ async function listen(
       logger.info("shutting down", { running_jobs: jobs.runningCount, sessions: sessions.size });
       // Takes no more jobs from the cluster's queues (an entry taken is started, or left for
       // another node to reclaim).
-      await queue?.[Symbol.asyncDispose]();
+      await cluster?.stopTaking();
       await jobs.shutdown();
       // The jobs' last frames reach their streams; then the node leaves (gone, not down).
-      await remote?.[Symbol.asyncDispose]();
-      await events?.[Symbol.asyncDispose]();
-      await cluster?.[Symbol.asyncDispose]();
+      await cluster?.leave();
       if (mcp) await (await mcp.catch(() => null))?.close();
       closing = true;
       await Promise.all([...sessions].map((s) => s.close(1001, "server shutting down")));
@@ -544,11 +500,12 @@ async function listen(
       logger.info("stopped");
     })();
 
-  if (router && queue && config.cluster) {
-    // Takes routed jobs while this node runs fewer than its capacity (CC_EXECUTOR_NODE_CAPACITY).
-    const { capacity } = config.cluster;
-    queue.consume(() => capacity - jobs.busyCount, (entry) => router.take(entry));
-  }
+  cluster?.serve({
+    jobs,
+    store,
+    principal: (name) => principals.all.find((p) => p.name === name) ?? null,
+    remoteHandler: remoteJobHandler(jobs),
+  });
 
   return {
     addr,
@@ -563,85 +520,20 @@ async function listen(
   };
 }
 
-/**
- * Opens a node's job streams (server/cluster/job_events.ts) and its channel for requests about
- * jobs of other nodes (server/cluster/remote_control.ts); a failure refuses the start.
- */
-async function openClusterChannels(
-  config: ServerConfig,
-  logger: Logger,
-): Promise<{ events: JobEventStreams; remote: RemoteControl; queue: JobQueue }> {
-  const options = {
-    redisUrl: config.redisUrl!,
-    prefix: config.redisPrefix,
-    nodeId: config.nodeId,
-    logger,
-  };
-  let events: JobEventStreams | undefined;
-  let remote: RemoteControl | undefined;
-  try {
-    const [{ JobEventStreams }, { RemoteControl }, { JobQueue }] = await Promise.all([
-      import("./cluster/job_events.ts"),
-      import("./cluster/remote_control.ts"),
-      import("./cluster/job_queue.ts"),
-    ]);
-    events = await JobEventStreams.open(options);
-    remote = await RemoteControl.open(options);
-    const queue = await JobQueue.open({ ...options, labels: config.cluster?.labels ?? [] });
-    return { events, remote, queue };
-  } catch (error) {
-    await remote?.[Symbol.asyncDispose]();
-    await events?.[Symbol.asyncDispose]();
-    throw new ServerStartError(
-      `Cannot start: cannot open the cluster's channels: ${(error as Error).message}`,
-      error,
-    );
-  }
-}
-
-/** Registers this server as a node when it belongs to a cluster; a taken node id refuses the start. */
+/** Joins the cluster when this server is a node of one; a taken node id refuses the start. */
 async function joinCluster(
   config: ServerConfig,
   logger: Logger,
-  { nodeUrl, running }: { nodeUrl: () => string | null; running: () => number },
-): Promise<NodeRegistry | undefined> {
+  hooks: { nodeUrl: () => string | null; running: () => number },
+): Promise<ClusterMember | undefined> {
   if (!config.cluster || !config.redisUrl) return undefined;
+  // Loaded only for a node, as the Redis store is (store/open.ts): node-redis is not small.
+  const { ClusterMember, ClusterJoinError } = await import("./cluster/member.ts");
   try {
-    // Loaded only for a node, as the Redis store is (store/open.ts): node-redis is not small.
-    const { NodeRegistry } = await import("./cluster/registry.ts");
-    const registry = await NodeRegistry.open({
-      redisUrl: config.redisUrl,
-      prefix: config.redisPrefix,
-      node: {
-        id: config.nodeId,
-        labels: config.cluster.labels,
-        capacity: config.cluster.capacity,
-        version: VERSION,
-        hostname: hostname(),
-        pid: Deno.pid,
-      },
-      nodeUrl,
-      downAfterMs: config.cluster.downAfterMs,
-      running,
-      logger,
-    });
-    logger.info("joined the cluster", {
-      node_id: config.nodeId,
-      labels: config.cluster.labels,
-      capacity: config.cluster.capacity,
-    });
-    return registry;
+    return await ClusterMember.join(config, logger, hooks);
   } catch (error) {
-    // Two servers on one machine with no id of their own both default to the host name.
-    const hint = error instanceof Error && error.name === "NodeIdInUseError" &&
-        config.cluster.idIsHostName
-      ? ". The id is this machine's host name, the default: with two servers on one machine, " +
-        "give each its own CC_EXECUTOR_NODE_ID (or set CC_EXECUTOR_CLUSTER=off on one)"
-      : "";
-    throw new ServerStartError(
-      `Cannot start: cannot join the cluster: ${(error as Error).message}${hint}`,
-      error,
-    );
+    if (error instanceof ClusterJoinError) throw new ServerStartError(error.message, error.cause);
+    throw error;
   }
 }
 

@@ -15,6 +15,11 @@ export interface SweepOptions {
   /** Between SIGTERM and SIGKILL. */
   killGraceMs: number;
   logger: Logger;
+  /**
+   * Records of this node that the cluster marked `lost` while it was down (server/cluster/
+   * reaper.ts): their groups may live on too, and are stopped the same way. @default []
+   */
+  lost?: JobRecord[];
 }
 
 /** Sweeps what dead servers of this node left; resolves to the records it marked. */
@@ -59,6 +64,15 @@ export async function sweepOrphans(store: Store, options: SweepOptions): Promise
       stopped,
     });
   }));
+  for (const record of options.lost ?? []) {
+    if (record.pgid === null || ownsGroup(record) !== "yes") continue;
+    const stopped = await stopGroup(record.pgid, options.killGraceMs);
+    options.logger.warn("stopped what was left of a job the cluster marked lost", {
+      job_id: record.job_id,
+      pgid: record.pgid,
+      stopped,
+    });
+  }
   return dead;
 }
 

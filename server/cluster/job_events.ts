@@ -108,11 +108,13 @@ export class JobEventStreams implements AsyncDisposable {
   mirror(job: Job): void {
     const events = this.#key(job.id, "events");
     const meta = this.#key(job.id, "meta");
+    const writes = this.#writer.multi();
+    // A client-chosen id may have been used before (on any node, by any token): this job owns the
+    // id's stream now, and no frame of the earlier one is replayed as its. Unless it is that job,
+    // run again after its node died: then its stream goes on.
+    if (!job.takenOver) writes.del(events);
     this.#send(
-      this.#writer.multi()
-        // A client-chosen id may have been used before (on any node, by any token): this job
-        // owns the id's stream now, and no frame of the earlier one is replayed as its.
-        .del(events)
+      writes
         .del(meta)
         .hSet(meta, { node_id: this.#options.nodeId, principal: job.principal })
         .pExpire(meta, RUNNING_TTL_MS)
@@ -258,6 +260,53 @@ export class JobEventStreams implements AsyncDisposable {
         .exec(),
     );
     return frame;
+  }
+
+  /**
+   * Adds `job.node_lost` to job `jobId`'s stream: its node died, and this node runs it again
+   * (retry_on_node_loss). Resolves to the seq it took; the new run's notifications follow it.
+   */
+  async nodeLost(jobId: string, nodeId: string, nextAttempt: number): Promise<number> {
+    const events = this.#key(jobId, "events");
+    const last = await withDeadline(this.#writer.xRevRange(events, "+", "-", { COUNT: 1 }));
+    const seq = (last.length > 0 ? Number(last[0]!.id.split("-")[0]) : 0) + 1;
+    const frame = JSON.stringify({
+      jsonrpc: "2.0",
+      method: "job.node_lost",
+      params: { job_id: jobId, seq, node_id: nodeId, next_attempt: nextAttempt },
+    });
+    await withDeadline(this.#writer.xAdd(events, `${seq}-0`, { frame }));
+    return seq;
+  }
+
+  /** The jobs node `nodeId` was running at its last word (see `runningKey`). */
+  async runningOn(nodeId: string): Promise<string[]> {
+    return await withDeadline(this.#writer.sMembers(this.runningKey(nodeId)));
+  }
+
+  /** Notes that job `jobId` of node `nodeId` was marked lost, for that node's next start. */
+  async noteLost(nodeId: string, jobId: string): Promise<void> {
+    await withDeadline(
+      this.#writer.multi().sAdd(this.#lostKey(nodeId), jobId)
+        .pExpire(this.#lostKey(nodeId), RUNNING_TTL_MS).exec(),
+    );
+  }
+
+  /** The jobs of node `nodeId` marked lost while it was down, each once (the list is emptied). */
+  async takeLost(nodeId: string): Promise<string[]> {
+    const [ids] = await withDeadline(
+      this.#writer.multi().sMembers(this.#lostKey(nodeId)).del(this.#lostKey(nodeId)).exec(),
+    ) as unknown as [string[], number];
+    return ids;
+  }
+
+  #lostKey(nodeId: string): string {
+    return `${this.#options.prefix ?? "cc-executor:"}cluster:node:${nodeId}:lost`;
+  }
+
+  /** Drops job `jobId` from node `nodeId`'s running jobs (it was marked lost, or moved). */
+  async forgetRunning(nodeId: string, jobId: string): Promise<void> {
+    await withDeadline(this.#writer.sRem(this.runningKey(nodeId), jobId));
   }
 
   /** Stops `sessionId` following `jobId` (every job, without one); true if it was. */

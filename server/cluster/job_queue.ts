@@ -87,16 +87,42 @@ redis.call('SADD', KEYS[3], ARGV[3])
 return {1, id, redis.call('XLEN', KEYS[2])}
 `;
 
-// KEYS: meta. ARGV: this node, the node it takes the job over from ('' for none).
-// Returns 'ok' when this node now holds the job, else its state ('' when there is no record).
+// KEYS: meta. ARGV: this node, the node it takes the job over from ('' for none). Returns 'ok'
+// when this node now holds the job to start, 'again:<attempt>' when it holds a job the dead node
+// had started with retry_on_node_loss (to run again), else the job's state ('' for no record).
+// A job the dead node started without retry_on_node_loss is never taken: it is lost, not re-run.
 const TAKE = `
 local st = redis.call('HGET', KEYS[1], 'state')
-if st == 'queued' or (ARGV[2] ~= '' and (st == 'starting' or st == 'started')
-    and redis.call('HGET', KEYS[1], 'node_id') == ARGV[2]) then
+if st == 'queued' then
   redis.call('HSET', KEYS[1], 'state', 'starting', 'node_id', ARGV[1])
   return 'ok'
 end
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'node_id') == ARGV[2] then
+  if st == 'starting' then
+    redis.call('HSET', KEYS[1], 'state', 'starting', 'node_id', ARGV[1])
+    return 'ok'
+  end
+  if st == 'started' and redis.call('HGET', KEYS[1], 'retry_on_node_loss') == '1' then
+    local attempt = redis.call('HGET', KEYS[1], 'attempt') or '1'
+    redis.call('HSET', KEYS[1], 'state', 'starting', 'node_id', ARGV[1])
+    return 'again:' .. attempt
+  end
+end
 return st or ''
+`;
+
+// KEYS: meta. ARGV: the node that is down. Returns 'lost' when the job is now marked lost,
+// 'retry' when it is to be run again instead (a queue entry holds it), 'done' when it was marked
+// already, 'other' when another node holds it now.
+const MARK_LOST = `
+if redis.call('HGET', KEYS[1], 'node_id') ~= ARGV[1] then return 'other' end
+local st = redis.call('HGET', KEYS[1], 'state')
+if st == 'lost' then return 'done' end
+if st == 'started' and redis.call('HGET', KEYS[1], 'retry_on_node_loss') == '1' then
+  return 'retry'
+end
+redis.call('HSET', KEYS[1], 'state', 'lost')
+return 'lost'
 `;
 
 // KEYS: meta, queue stream. ARGV: the nudge for the front node. Returns 1 when the job was
@@ -125,6 +151,9 @@ export interface TakenEntry {
   queue: string;
   entryId: string;
   job: RoutedJob;
+  /** The node that took it first and is gone (reclaimed), or this node's own id (taken by its
+   * previous server); absent for an entry read from the queue. */
+  from?: string;
 }
 
 /** A queue's depth for `cluster.status`. */
@@ -257,7 +286,7 @@ export class JobQueue implements AsyncDisposable {
   }
 
   /** Records that this node started routed job `jobId` (after its mirror rewrote the record). */
-  async started(entry: TakenEntry, result: ExecuteResult): Promise<void> {
+  async started(entry: TakenEntry, result: ExecuteResult, attempt = 1): Promise<void> {
     await withDeadline(
       this.#client.multi()
         .hSet(this.#meta(entry.job.job_id), {
@@ -267,6 +296,7 @@ export class JobQueue implements AsyncDisposable {
           entry: entry.entryId,
           front_node: entry.job.front_node,
           retry_on_node_loss: entry.job.retry_on_node_loss ? "1" : "0",
+          attempt: String(attempt),
           routed: JSON.stringify(entry.job),
         })
         .publish(entry.job.reply, nudge(entry.job.job_id))
@@ -353,7 +383,40 @@ export class JobQueue implements AsyncDisposable {
         await this.release({ queue, entryId: message.id });
         continue;
       }
-      entries.push({ queue, entryId: message.id, job });
+      entries.push({ queue, entryId: message.id, job, from: nodeId });
+    }
+    return entries;
+  }
+
+  /** Whether this node may take jobs from queue `queue` (its node, or labels it has). */
+  serves(queue: string): boolean {
+    return serves(queue, this.#options.nodeId, this.#options.labels);
+  }
+
+  /**
+   * The entries this node's consumer took before and never let go of: left by this node's
+   * previous server, which died (jobs it had not started, or ran with retry_on_node_loss).
+   */
+  async leftByPredecessor(): Promise<TakenEntry[]> {
+    const entries: TakenEntry[] = [];
+    for (const queue of await this.queues()) {
+      if (!this.serves(queue)) continue;
+      const key = this.#queueKey(queue);
+      const pending = await withDeadline(
+        this.#client.xPendingRange(key, GROUP, "-", "+", 1000, {
+          consumer: this.#options.nodeId,
+        }).catch(() => []),
+      );
+      if (pending.length === 0) continue;
+      const claimed = await withDeadline(
+        this.#client.xClaim(key, GROUP, this.#options.nodeId, 0, pending.map((p) => p.id)),
+      );
+      for (const message of claimed) {
+        if (message === null) continue;
+        const job = parseJob(message.message.job);
+        if (job === null) await this.release({ queue, entryId: message.id });
+        else entries.push({ queue, entryId: message.id, job, from: this.#options.nodeId });
+      }
     }
     return entries;
   }
@@ -369,6 +432,16 @@ export class JobQueue implements AsyncDisposable {
   /** Every queue name ever used. */
   async queues(): Promise<string[]> {
     return await withDeadline(this.#client.sMembers(`${this.#prefix}queues`));
+  }
+
+  /** Marks job `jobId` of node `nodeId` (which is down) lost, exactly once; see MARK_LOST. */
+  async markLost(jobId: string, nodeId: string): Promise<"lost" | "retry" | "done" | "other"> {
+    return String(
+      await withDeadline(this.#client.eval(MARK_LOST, {
+        keys: [this.#meta(jobId)],
+        arguments: [nodeId],
+      })),
+    ) as "lost" | "retry" | "done" | "other";
   }
 
   /** Takes job `jobId` for this node (over from `from`, a node that is gone); see TAKE. */
@@ -393,6 +466,12 @@ export class JobQueue implements AsyncDisposable {
   async #consume(freeSlots: () => number, take: (entry: TakenEntry) => Promise<void>) {
     const { nodeId, labels, logger } = this.#options;
     let failing = false;
+    // What this node's previous server took and never let go of comes first (it died).
+    try {
+      this.#backlog.push(...await this.leftByPredecessor());
+    } catch (error) {
+      logger.warn("cannot look for routed jobs a previous server took", { error: String(error) });
+    }
     while (!this.#closed) {
       const free = freeSlots();
       if (free <= 0) {

@@ -105,7 +105,8 @@ export class NodeIdInUseError extends Error {
 export const FORGET_AFTER_MS = 7 * 24 * 3600 * 1000;
 
 // KEYS: lease, node hash, nodes set. ARGV: instance, ttl ms, now ms, node id, then the hash's
-// fields and values. Takes or renews the lease unless another instance holds it; 1 held, 0 not.
+// fields and values. Takes or renews the lease unless another instance holds it: 1 renewed, 2
+// taken (it was free: the first beat, or ours had lapsed), 0 held by another.
 const HEARTBEAT = `
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
@@ -113,7 +114,8 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('HSET', KEYS[2], unpack(ARGV, 5))
 redis.call('PEXPIRE', KEYS[2], ${FORGET_AFTER_MS})
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-return 1
+if holder then return 1 end
+return 2
 `;
 
 // KEYS: lease, node hash, nodes set. ARGV: instance, node id. Leaves only if the lease is ours.
@@ -142,6 +144,15 @@ export class NodeRegistry implements AsyncDisposable {
   #holding = true;
   /** Whether heartbeats are failing: logged once when they start to, and once when they recover. */
   #failing = false;
+  /** Since when (epoch ms) every heartbeat has renewed the lease; null while they fail. */
+  #steadySince: number | null = null;
+  /** Whether this server has held the lease before (a free lease then means it lapsed). */
+  #heldBefore = false;
+  /**
+   * Called when a heartbeat finds this node's own lease had lapsed (Redis lost it, or this server
+   * could not reach Redis for the down time): other nodes may have taken its jobs for lost.
+   */
+  onLeaseLapsed: (() => void) | null = null;
   readonly #machine: string | null;
 
   private constructor(options: NodeRegistryOptions, client: ClusterClient) {
@@ -184,6 +195,20 @@ export class NodeRegistry implements AsyncDisposable {
 
   get downAfterMs(): number {
     return this.#options.downAfterMs;
+  }
+
+  /**
+   * Whether this node has held its lease without a break for `ms`: only then can it trust that a
+   * lease it finds missing lapsed, rather than vanished with a Redis restart that the node's
+   * owner has not yet heard of (every live node retakes its lease within a heartbeat).
+   */
+  steadyFor(ms: number): boolean {
+    return this.#steadySince !== null && this.#now() - this.#steadySince >= ms;
+  }
+
+  /** Whether node `nodeId`'s lease lives (it is up). */
+  async isUp(nodeId: string): Promise<boolean> {
+    return await withDeadline(this.#client.exists(this.#key("lease", nodeId))) === 1;
   }
 
   /** Sends a heartbeat now (the listen URL became known); false when another instance took the id. */
@@ -255,6 +280,7 @@ export class NodeRegistry implements AsyncDisposable {
         },
         (error) => {
           // Once per outage, not at every beat: an hour without Redis is not a thousand lines.
+          this.#steadySince = null;
           if (this.#failing) return;
           this.#failing = true;
           this.#options.logger.warn("cluster heartbeat failed; retrying", { error: String(error) });
@@ -324,7 +350,20 @@ export class NodeRegistry implements AsyncDisposable {
         ...Object.entries(fields).flat(),
       ],
     }));
-    return held === 1;
+    if (held === 0) {
+      this.#steadySince = null;
+      return false;
+    }
+    if (held === 2 && this.#heldBefore) {
+      // Held a moment ago, free now: it lapsed (a Redis restart that lost it, or a stall).
+      this.#options.logger.warn("this node's cluster lease had lapsed; took it again", {
+        node_id: node.id,
+      });
+      this.onLeaseLapsed?.();
+    }
+    if (held === 2 || this.#steadySince === null) this.#steadySince = now;
+    this.#heldBefore = true;
+    return true;
   }
 
   #key(kind: "lease" | "node", id: string): string {

@@ -148,11 +148,12 @@ export class Router {
    * The taking node's part: starts a job from the queue as one of its own, for the token that
    * asked, and records how that went for the front node.
    */
-  async take(entry: TakenEntry, from = ""): Promise<void> {
+  async take(entry: TakenEntry): Promise<void> {
     const { job } = entry;
+    const from = entry.from ?? "";
     const { logger, queue, jobs } = this.#o;
     const held = await queue.claim(job.job_id, from);
-    if (held !== "ok") {
+    if (held !== "ok" && !held.startsWith("again:")) {
       // Canceled while it waited, or taken over already: nothing of it is ours to run.
       await queue.release(entry);
       return;
@@ -172,11 +173,15 @@ export class Router {
           issues: parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
         });
       }
-      const { job: started, existing } = await jobs.start(
-        toJobParams(parsed.data, this.#o.claudeBin),
-        job.owner,
-        principal,
-      );
+      const params = toJobParams(parsed.data, this.#o.claudeBin);
+      if (held.startsWith("again:")) {
+        // Its node died while running it, and it asked to be run again: the next attempt, with
+        // its notifications after the dead run's, so its followers go on.
+        const attempt = Number(held.slice(6)) + 1;
+        const lastSeq = await this.#o.events.nodeLost(job.job_id, from, attempt);
+        params.takeOver = { lastSeq, attempt };
+      }
+      const { job: started, existing } = await jobs.start(params, job.owner, principal);
       await queue.started(entry, {
         job_id: started.id,
         pid: started.group.pid,
@@ -184,7 +189,7 @@ export class Router {
         status: started.status,
         existing,
         timeout: started.timeout,
-      });
+      }, started.attempt);
       // A job that may run again elsewhere keeps its entry until it ends: if this node dies
       // first, the entry is still in its pending list, for another node to take over.
       if (job.retry_on_node_loss) started.done.then(() => queue.release(entry)).catch(() => {});

@@ -343,15 +343,17 @@ if status == 'completed' then
 end
 return 1
 `),
-  // KEYS[1] job hash; ARGV: prefix, id, ended_at, reason. Only a running job changes.
+  // KEYS[1] job hash; ARGV: prefix, id, ended_at, reason, status (interrupted, the default, or
+  // lost). Only a running job changes.
   markInterrupted: script(`
 local id, ended = ARGV[2], ARGV[3]
+local status = ARGV[5] or 'interrupted'
 local old = redis.call('HMGET', KEYS[1], 'status', 'node_id', 'shape', 'started_at')
 if old[1] ~= 'running' then return 0 end
 unindex(id, old[1], old[2], old[3])
-redis.call('ZADD', p .. 'jobs:status:interrupted', old[4], id)
+redis.call('ZADD', p .. 'jobs:status:' .. status, old[4], id)
 redis.call('ZADD', p .. 'jobs:ended', ended, id)
-redis.call('HSET', KEYS[1], 'status', 'interrupted', 'ended_at', ended,
+redis.call('HSET', KEYS[1], 'status', status, 'ended_at', ended,
   'duration_ms', string.format('%.17g', tonumber(ended) - tonumber(old[4])), 'reason', ARGV[4])
 return 1
 `),
@@ -1057,8 +1059,13 @@ export class RedisStore implements Store {
     });
   }
 
-  markInterrupted(jobId: string, endedAt: number, reason: string): Promise<void> {
-    const args = [this.prefix, jobId, String(endedAt), reason];
+  markInterrupted(
+    jobId: string,
+    endedAt: number,
+    reason: string,
+    status: "interrupted" | "lost" = "interrupted",
+  ): Promise<void> {
+    const args = [this.prefix, jobId, String(endedAt), reason, status];
     const key = this.#jobKey(jobId);
     return this.#write(
       `markInterrupted ${jobId}`,

@@ -308,12 +308,17 @@ export class SqliteStore implements Store {
     });
   }
 
-  markInterrupted(jobId: string, endedAt: number, reason: string): Promise<void> {
+  markInterrupted(
+    jobId: string,
+    endedAt: number,
+    reason: string,
+    status: "interrupted" | "lost" = "interrupted",
+  ): Promise<void> {
     return this.#run(() => {
       this.#statement(
-        `UPDATE jobs SET status = 'interrupted', ended_at = ?, duration_ms = ? - started_at,
+        `UPDATE jobs SET status = ?, ended_at = ?, duration_ms = ? - started_at,
            reason = ? WHERE job_id = ? AND status = 'running'`,
-      ).run(endedAt, endedAt, reason, jobId);
+      ).run(status, endedAt, endedAt, reason, jobId);
     });
   }
 

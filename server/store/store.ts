@@ -295,7 +295,17 @@ export interface Store extends AsyncDisposable {
    * servers are gone, stops their groups and calls `markInterrupted`.
    */
   orphans(nodeId: string, serverPid: number): Promise<JobRecord[]>; // oldest first
-  markInterrupted(jobId: string, endedAt: number, reason: string): Promise<void>;
+  /**
+   * Ends a record still `running` whose server is gone: `interrupted` (its own server found it
+   * after a crash) or `lost` (another node of the cluster found its node down). A record that is
+   * no longer running is left as it is.
+   */
+  markInterrupted(
+    jobId: string,
+    endedAt: number,
+    reason: string,
+    status?: "interrupted" | "lost",
+  ): Promise<void>;
 
   /** The most recent durations (ms) of successful jobs of `shape`, newest first, at most `limit`. */
   durations(shape: string, limit: number): Promise<number[]>;

@@ -1,0 +1,158 @@
+/**
+ * What the cluster does about a node that died: every live node looks, a
+ * few times per down time, for nodes whose lease has lapsed, and
+ *
+ * - takes over the queue entries such a node had taken and not let go of (it
+ *   died before starting them, or was running them with `retry_on_node_loss`),
+ *   and starts them itself: the entries move from the dead node's
+ *   pending-entry list to this node's (XCLAIM), so exactly one node gets each;
+ * - marks the jobs it was running `lost` (never re-run behind anyone's back: a
+ *   command may not be safe to repeat): their streams end with a
+ *   `process.completed` whose status is `lost`, so followers end, and their
+ *   records say so. The node's processes may well still run on its machine
+ *   (its server died, not necessarily the machine); when the node starts
+ *   again, its start-up sweep stops them (server/sweep.ts).
+ *
+ * A node acts only once its own lease has been held without a break for the
+ * down time: a lease that vanished with a Redis restart is retaken within a
+ * heartbeat by its live owner, and must not be taken for a dead node's.
+ *
+ * @module
+ */
+import type { JobManager } from "../jobs.ts";
+import type { Logger } from "../log.ts";
+import type { Store } from "../store/store.ts";
+import type { JobEventStreams } from "./job_events.ts";
+import type { JobQueue } from "./job_queue.ts";
+import type { NodeRegistry } from "./registry.ts";
+import type { Router } from "./routing.ts";
+
+export interface ReaperOptions {
+  registry: NodeRegistry;
+  queue: JobQueue;
+  events: JobEventStreams;
+  router: Router;
+  store: Store;
+  jobs: JobManager;
+  logger: Logger;
+}
+
+export class Reaper implements AsyncDisposable {
+  readonly #o: ReaperOptions;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #sweeping: Promise<void> | null = null;
+  #failing = false;
+
+  constructor(options: ReaperOptions) {
+    this.#o = options;
+    options.registry.onLeaseLapsed = () => void this.#lapsed();
+  }
+
+  /** Looks three times per down time (as often as heartbeats go). */
+  start(): void {
+    const every = Math.max(50, Math.floor(this.#o.registry.downAfterMs / 3));
+    this.#timer = setTimeout(() => {
+      this.#sweeping = this.sweep().then(
+        () => {
+          if (this.#failing) this.#o.logger.info("looking for dead nodes works again");
+          this.#failing = false;
+        },
+        (error) => {
+          if (!this.#failing) {
+            this.#o.logger.warn("looking for dead nodes failed; retrying", {
+              error: String(error),
+            });
+          }
+          this.#failing = true;
+        },
+      ).finally(() => {
+        this.#sweeping = null;
+        if (this.#timer !== undefined) this.start();
+      });
+    }, every);
+  }
+
+  /** One look: reclaims the queue entries and marks lost the jobs of nodes that are gone. */
+  async sweep(): Promise<void> {
+    const { registry, queue, router, logger } = this.#o;
+    if (!registry.steadyFor(registry.downAfterMs)) return;
+    for (const name of await queue.queues()) {
+      // Only where this node may run the jobs: a dead node's pinned jobs wait for it to return.
+      if (!queue.serves(name)) continue;
+      for (const holder of await queue.holders(name)) {
+        if (holder === registry.id || await registry.isUp(holder)) continue;
+        for (const entry of await queue.reclaim(name, holder)) {
+          logger.warn("took over a routed job from a node that is gone", {
+            job_id: entry.job.job_id,
+            from: holder,
+            queue: name,
+          });
+          await router.take(entry);
+        }
+      }
+    }
+    for (const node of await registry.nodes()) {
+      if (node.status !== "down") continue;
+      await this.#markLost(node.id);
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#sweeping;
+  }
+
+  /**
+   * This node's own lease lapsed (it was cut off from Redis for the down time): other nodes may
+   * have marked its jobs lost, or run them again elsewhere. Those are stopped here, so that no
+   * job runs twice and none goes on after the cluster has told its clients that it ended.
+   */
+  async #lapsed(): Promise<void> {
+    const { jobs, events, registry, logger } = this.#o;
+    for (const job of jobs.list({ status: "running" }).concat(jobs.list({ status: "paused" }))) {
+      try {
+        const owner = await events.owner(job.id);
+        const state = await this.#o.queue.state(job.id);
+        // Nothing on record (a Redis that restarted empty) is no sign that others took it.
+        const takenElsewhere = owner !== null && owner.nodeId !== registry.id;
+        if (!takenElsewhere && state?.state !== "lost") continue;
+        logger.warn("stopped a job the cluster took for lost while this node was cut off", {
+          job_id: job.id,
+        });
+        job.terminate(
+          "canceled",
+          "the cluster took this job for lost while its node was cut off from Redis",
+        );
+      } catch (error) {
+        logger.warn("could not check a job after this node's lease lapsed", {
+          job_id: job.id,
+          error: String(error),
+        });
+      }
+    }
+  }
+
+  async #markLost(nodeId: string): Promise<void> {
+    const { events, queue, store, logger } = this.#o;
+    for (const jobId of await events.runningOn(nodeId)) {
+      // Exactly one node marks it (and a job taken over meanwhile is not this node's to mark).
+      const marked = await queue.markLost(jobId, nodeId);
+      if (marked === "retry") continue;
+      if (marked === "lost") {
+        const reason = `its node "${nodeId}" stopped answering (down); it may or may not have ` +
+          "finished, and may still be running there until that node starts again";
+        const startedAt = (await store.get(jobId).catch(() => null))?.started_at ?? Date.now();
+        await events.end(jobId, { status: "lost", reason, startedAt });
+        await store.markInterrupted(jobId, Date.now(), reason, "lost");
+        // Its processes may live on: the node stops them when it starts again.
+        await events.noteLost(nodeId, jobId);
+        logger.warn("marked a job of a node that is down as lost", {
+          job_id: jobId,
+          node_id: nodeId,
+        });
+      }
+      await events.forgetRunning(nodeId, jobId);
+    }
+  }
+}
