@@ -127,6 +127,10 @@ const ConfigSchema = z.object({
     .describe("Jobs this node takes at once from the cluster; default CC_EXECUTOR_MAX_JOBS."),
   CC_EXECUTOR_NODE_DOWN_AFTER: int(1, 3600).default(10)
     .describe("Seconds without a heartbeat after which a node counts as down."),
+  CC_EXECUTOR_NODE_LOST_AFTER: int(0, 86_400).default(0)
+    .describe(
+      "Seconds a node stays down before the cluster marks its jobs lost and moves its taken jobs.",
+    ),
   CC_EXECUTOR_NODE_URL: z.string().trim().regex(/^wss?:\/\//, "expected ws://... or wss://...")
     // Every client of every node reads it in cluster.status, restricted tokens included.
     .refine((url) => !/^wss?:\/\/[^/?#]*@/.test(url), "a user or password has no place in it")
@@ -303,6 +307,8 @@ export interface ClusterConfig {
   capacity: number;
   /** A node whose heartbeat is this late is down. */
   downAfterMs: number;
+  /** How long a node is down before its jobs are marked lost (and its taken jobs move). */
+  lostAfterMs: number;
   /** Where others reach it; null: its listen URL. */
   url: string | null;
   /** The node id is the host name, by default (CC_EXECUTOR_NODE_ID unset). */
@@ -481,6 +487,7 @@ export function inspectConfig(options: LoadConfigOptions = {}): ConfigReport {
           labels: [...new Set(c.CC_EXECUTOR_NODE_LABELS ?? [])],
           capacity: c.CC_EXECUTOR_NODE_CAPACITY ?? c.CC_EXECUTOR_MAX_JOBS,
           downAfterMs: c.CC_EXECUTOR_NODE_DOWN_AFTER * 1000,
+          lostAfterMs: c.CC_EXECUTOR_NODE_LOST_AFTER * 1000,
           url: c.CC_EXECUTOR_NODE_URL ?? null,
           idIsHostName: c.CC_EXECUTOR_NODE_ID === undefined,
         }

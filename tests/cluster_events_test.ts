@@ -29,6 +29,9 @@ function fakeJob(id: string, principal: string) {
       return { frames: [], firstSeq: null, missed: 0 };
     },
     oldestReplaySeq: 1,
+    takenOver: false,
+    // Never ends here: the tests end the stream with a terminal frame of their own.
+    done: new Promise<void>(() => {}),
   } as unknown as Job;
   return { job, emit: (text: string) => mirror!.send(text) };
 }

@@ -209,6 +209,7 @@ export class ClusterMember {
       router,
       store,
       jobs,
+      lostAfterMs: this.#config.cluster?.lostAfterMs ?? 0,
       logger: this.#logger,
     });
     const capacity = this.#config.cluster?.capacity ?? jobs.config.maxJobs;

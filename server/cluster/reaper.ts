@@ -34,7 +34,11 @@ export interface ReaperOptions {
   router: Router;
   store: Store;
   jobs: JobManager;
+  /** How long a node must have been seen down before this node acts (CC_EXECUTOR_NODE_LOST_AFTER). */
+  lostAfterMs: number;
   logger: Logger;
+  /** @default performance.now */
+  now?: () => number;
 }
 
 export class Reaper implements AsyncDisposable {
@@ -42,6 +46,8 @@ export class Reaper implements AsyncDisposable {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #sweeping: Promise<void> | null = null;
   #failing = false;
+  /** When this node first saw each node that is gone (by its own clock: no skew). */
+  readonly #goneSince = new Map<string, number>();
 
   constructor(options: ReaperOptions) {
     this.#o = options;
@@ -76,11 +82,19 @@ export class Reaper implements AsyncDisposable {
   async sweep(): Promise<void> {
     const { registry, queue, router, logger } = this.#o;
     if (!registry.steadyFor(registry.downAfterMs)) return;
+    const seen = new Set<string>();
+    const goneLongEnough = async (nodeId: string) => {
+      if (nodeId === registry.id || await registry.isUp(nodeId)) return false;
+      seen.add(nodeId);
+      const since = this.#goneSince.get(nodeId) ?? this.#now();
+      this.#goneSince.set(nodeId, since);
+      return this.#now() - since >= this.#o.lostAfterMs;
+    };
     for (const name of await queue.queues()) {
       // Only where this node may run the jobs: a dead node's pinned jobs wait for it to return.
       if (!queue.serves(name)) continue;
       for (const holder of await queue.holders(name)) {
-        if (holder === registry.id || await registry.isUp(holder)) continue;
+        if (!await goneLongEnough(holder)) continue;
         for (const entry of await queue.reclaim(name, holder)) {
           logger.warn("took over a routed job from a node that is gone", {
             job_id: entry.job.job_id,
@@ -92,9 +106,17 @@ export class Reaper implements AsyncDisposable {
       }
     }
     for (const node of await registry.nodes()) {
-      if (node.status !== "down") continue;
+      if (node.status !== "down" || !await goneLongEnough(node.id)) continue;
       await this.#markLost(node.id);
     }
+    // A node seen up again starts its count afresh the next time it goes.
+    for (const nodeId of this.#goneSince.keys()) {
+      if (!seen.has(nodeId)) this.#goneSince.delete(nodeId);
+    }
+  }
+
+  #now(): number {
+    return this.#o.now?.() ?? performance.now();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

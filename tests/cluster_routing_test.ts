@@ -1,0 +1,419 @@
+/**
+ * Routing (server/cluster/routing.ts, job_queue.ts) and node loss (reaper.ts): executes that name
+ * a node or labels, on real servers sharing one real redis-server.
+ */
+import assert from "node:assert/strict";
+import { loadConfig } from "../server/config.ts";
+import { silentLogger } from "../server/log.ts";
+import { type ExecutorServer, startServer } from "../server/server.ts";
+import { runCli, startCliServer } from "./cli_util.ts";
+import { HAS_REDIS, startRedis } from "./redis_util.ts";
+import { type Frame, groupAlive, RawClient, waitUntil } from "./test_util.ts";
+
+type CliServer = Awaited<ReturnType<typeof startCliServer>>;
+
+/** A node as a real `server start` process (one that can be killed with SIGKILL). */
+function startNodeProcess(
+  redisUrl: string,
+  id: string,
+  env: Record<string, string> = {},
+): Promise<CliServer> {
+  return startCliServer({
+    REDIS_URL: redisUrl,
+    CC_EXECUTOR_NODE_ID: id,
+    CC_EXECUTOR_NODE_DOWN_AFTER: "2",
+    ...env,
+  });
+}
+
+async function stopNodeProcess(node: CliServer): Promise<void> {
+  try {
+    node.child.kill("SIGTERM");
+  } catch { /* already gone */ }
+  await node.child.status;
+  await node.log();
+}
+
+/** A node inside this test process. */
+function startNode(
+  redisUrl: string,
+  id: string,
+  env: Record<string, string> = {},
+): Promise<ExecutorServer> {
+  const config = loadConfig({
+    env: {
+      REDIS_URL: redisUrl,
+      CC_EXECUTOR_NODE_ID: id,
+      CC_EXECUTOR_NODE_DOWN_AFTER: "2",
+      CC_EXECUTOR_PORT: "0",
+      CC_EXECUTOR_KILL_GRACE_MS: "300",
+      ...env,
+    },
+    envFile: null,
+  });
+  return startServer(config, { logger: silentLogger });
+}
+
+/** The job's notifications as a client saw them, without what differs between two connections. */
+function jobFrames(client: RawClient, jobId: string): string[] {
+  return client.events(jobId).map((frame: Frame) => JSON.stringify(frame));
+}
+
+Deno.test({
+  name:
+    "cluster routing: three server processes: a job pinned to another node, replayed from a third, canceled through a node that does not run it",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const nodes: CliServer[] = [];
+    try {
+      const [front, runner, third] = [
+        await startNodeProcess(redis.url, "front"),
+        await startNodeProcess(redis.url, "runner", { CC_EXECUTOR_NODE_LABELS: "linux,gpu" }),
+        await startNodeProcess(redis.url, "third"),
+      ];
+      nodes.push(front, runner, third);
+
+      // The CLI: a job pinned to another node runs there, streams here, exits with its code.
+      const run = await runCli([
+        "run",
+        "--url",
+        front.url,
+        "--node",
+        "runner",
+        "echo on $CC_EXECUTOR_NODE_ID; echo oops >&2; exit 3",
+      ]);
+      assert.equal(run.code, 3, run.stderr);
+      assert.equal(run.stdout, "on runner\n");
+      assert.equal(run.stderr, "oops\n");
+      const byLabels = await runCli(["run", "--url", third.url, "--labels", "gpu", "echo gpu"]);
+      assert.equal(byLabels.code, 0, byLabels.stderr);
+      assert.equal(byLabels.stdout, "gpu\n");
+
+      // Frame for frame: what the front node relays is what the third node replays.
+      await using client = await RawClient.connect(front.url);
+      const started = await client.result("execute", {
+        command: "for i in 1 2 3; do echo line $i; done; echo e >&2",
+        node: "runner",
+      });
+      assert.ok(started.pid > 0);
+      const done = await client.completion(started.job_id);
+      assert.equal(done.status, "completed");
+      assert.equal(client.output(started.job_id), "line 1\nline 2\nline 3\n");
+      const queued = client.frames.find((f: Frame) => f.method === "job.queued");
+      assert.deepEqual(queued?.params, {
+        job_id: started.job_id,
+        queue: "node:runner",
+        waiting: 1,
+      });
+      await using late = await RawClient.connect(third.url);
+      const replay = await late.result("jobs.subscribe", { job_id: started.job_id, from_seq: 0 });
+      assert.equal(replay.status, "completed");
+      await late.completion(started.job_id);
+      assert.deepEqual(jobFrames(late, started.job_id), jobFrames(client, started.job_id));
+      const record = await late.result("history.get", { job_id: started.job_id });
+      assert.equal(record.node_id, "runner");
+
+      // Canceled through the third node, which neither received nor runs it.
+      const sleeper = await client.result("execute", { command: "sleep 60", node: "runner" });
+      await client.waitFor(
+        (f: Frame) => f.method === "process.started" && f.params.job_id === sleeper.job_id,
+        "the sleeper's start",
+      );
+      const cancel = await runCli(["jobs", "cancel", "--url", third.url, sleeper.job_id]);
+      assert.equal(cancel.code, 0, cancel.stderr);
+      const end = await client.completion(sleeper.job_id);
+      assert.equal(end.status, "canceled");
+      await waitUntil(() => !groupAlive(sleeper.pgid), "the canceled job's group to be gone");
+    } finally {
+      for (const node of nodes) await stopNodeProcess(node);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster routing: kill -9 of the node running a job: the job becomes lost, a retry_on_node_loss job moves to a live node, the restarted node stops what was left",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const nodes: CliServer[] = [];
+    const pgids: number[] = [];
+    try {
+      const front = await startNodeProcess(redis.url, "front");
+      const doomed = await startNodeProcess(redis.url, "doomed", { CC_EXECUTOR_NODE_LABELS: "w" });
+      const spare = await startNodeProcess(redis.url, "spare", {
+        CC_EXECUTOR_NODE_LABELS: "w",
+        CC_EXECUTOR_NODE_CAPACITY: "1",
+      });
+      nodes.push(front, doomed, spare);
+      await using client = await RawClient.connect(front.url);
+      // The spare node is full, so the labelled job goes to the doomed one.
+      const filler = await client.result("execute", {
+        command: "sleep 60",
+        node: "spare",
+        detach: true,
+      });
+      pgids.push(filler.pgid);
+      const pinned = await client.result("execute", {
+        command: "echo started; sleep 60",
+        node: "doomed",
+      });
+      pgids.push(pinned.pgid);
+      const retried = await client.result("execute", {
+        command: "echo run on $CC_EXECUTOR_NODE_ID; sleep 2; echo done",
+        labels: ["w"],
+        retry_on_node_loss: true,
+      });
+      pgids.push(retried.pgid);
+      await client.waitFor(
+        (f: Frame) => f.method === "process.output" && f.params.job_id === retried.job_id,
+        "the retried job's first line",
+      );
+      assert.equal(client.output(retried.job_id), "run on doomed\n");
+
+      doomed.child.kill("SIGKILL");
+      await doomed.child.status;
+      await doomed.log();
+      // The spare node's one slot stays taken: a job taken over from a dead node starts at once.
+
+      const lost = await client.completion(pinned.job_id, 30_000);
+      assert.equal(lost.status, "lost");
+      assert.match(lost.reason, /its node "doomed" stopped answering/);
+      assert.deepEqual(lost.bytes, { stdout: 8, stderr: 0 });
+      const record = await client.result("history.get", { job_id: pinned.job_id });
+      assert.equal(record.status, "lost");
+      const info = await client.result("jobs.get", { job_id: pinned.job_id });
+      assert.equal(info.status, "lost");
+
+      const again = await client.completion(retried.job_id, 30_000);
+      assert.equal(again.status, "completed");
+      const moved = client.frames.find((f: Frame) =>
+        f.method === "job.node_lost" && f.params.job_id === retried.job_id
+      );
+      assert.equal(moved?.params.node_id, "doomed");
+      assert.equal(moved?.params.next_attempt, 2);
+      assert.equal(client.output(retried.job_id), "run on doomed\nrun on spare\ndone\n");
+      const seqs = client.events(retried.job_id).map((f: Frame) => f.params.seq);
+      assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), "seqs go on in order");
+      assert.equal(new Set(seqs).size, seqs.length, "no seq twice");
+
+      // The lost job's processes outlived their server; its next start stops them.
+      assert.ok(groupAlive(pinned.pgid), "the lost job's group still runs on its machine");
+      const back = await startNodeProcess(redis.url, "doomed", { CC_EXECUTOR_NODE_LABELS: "w" });
+      nodes.push(back);
+      await waitUntil(() => !groupAlive(pinned.pgid), "the restarted node to stop the lost job");
+    } finally {
+      for (const node of nodes) {
+        try {
+          node.child.kill("SIGKILL");
+        } catch { /* gone */ }
+        await node.child.status;
+        await node.log();
+      }
+      for (const pgid of pgids) {
+        try {
+          Deno.kill(-pgid, "SIGKILL");
+        } catch { /* gone */ }
+      }
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster routing: a node takes no more than its capacity; the rest wait in the queue, visible in cluster status, and can be canceled there",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const front = await startNode(redis.url, "front");
+    const small = await startNode(redis.url, "small", {
+      CC_EXECUTOR_NODE_LABELS: "w",
+      CC_EXECUTOR_NODE_CAPACITY: "1",
+    });
+    try {
+      await using client = await RawClient.connect(front.url);
+      const first = await client.result("execute", { command: "sleep 60", labels: ["w"] });
+      // The second waits: its execute is answered once it starts.
+      const second = client.call("execute", {
+        command: "echo second",
+        labels: ["w"],
+        job_id: "second",
+      });
+      const queued = await client.waitFor(
+        (f: Frame) => f.method === "job.queued" && f.params.job_id === "second",
+        "the second job to be queued",
+      );
+      assert.equal(queued.params.queue, "labels:w");
+      const third = client.call("execute", {
+        command: "echo third",
+        labels: ["w"],
+        job_id: "third",
+      });
+      await client.waitFor(
+        (f: Frame) => f.method === "job.queued" && f.params.job_id === "third",
+        "the third job to be queued",
+      );
+
+      const status = await client.result("cluster.status", {});
+      assert.deepEqual(status.queues, [
+        { queue: "labels:w", node: null, labels: ["w"], waiting: 2, taken: 0 },
+      ]);
+      const table = await runCli(["cluster", "status", "--url", front.url]);
+      assert.match(table.stdout, /^labels:w\s+2\s+0$/m);
+      assert.match(table.stderr, /2 job\(s\) waiting in the queues/);
+      const waiting = await client.result("jobs.get", { job_id: "second" });
+      assert.equal(waiting.status, "queued");
+      assert.equal(waiting.command, "echo second");
+
+      // Canceled from the other node while it waits: it never runs, and says so once.
+      await using other = await RawClient.connect(small.url);
+      const paused = await other.call("control", { type: "PAUSE", job_id: "second" });
+      assert.equal(paused.error?.code, -32002);
+      assert.deepEqual(await other.result("control", { type: "CANCEL", job_id: "second" }), {
+        job_id: "second",
+        status: "canceled",
+      });
+      const answer = await second;
+      assert.equal(answer.result.status, "canceled");
+      assert.equal(answer.result.pid, 0);
+      const end = await client.completion("second");
+      assert.equal(end.status, "canceled");
+      assert.equal(end.reason, "canceled while queued");
+      assert.equal((await client.result("history.get", { job_id: "second" })).status, "canceled");
+
+      // A slot frees: the next in the queue starts, and not before.
+      assert.equal(client.events("third").length, 0);
+      await client.result("control", { type: "CANCEL", job_id: first.job_id });
+      const thirdStarted = await third;
+      assert.equal(thirdStarted.result.status, "running");
+      const thirdEnd = await client.completion("third");
+      assert.equal(thirdEnd.status, "completed");
+      assert.equal(client.output("third"), "third\n");
+      const firstEnd = client.events(first.job_id).at(-1);
+      const thirdStart = client.events("third")[0];
+      assert.ok(
+        client.frames.indexOf(firstEnd) < client.frames.indexOf(thirdStart),
+        "the third started after the first ended",
+      );
+      const after = await client.result("cluster.status", {});
+      assert.deepEqual(after.queues[0], {
+        queue: "labels:w",
+        node: null,
+        labels: ["w"],
+        waiting: 0,
+        taken: 0,
+      });
+    } finally {
+      await front.shutdown();
+      await small.shutdown();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster routing: a closed connection cancels its routed jobs, queued or running elsewhere; a detached one keeps them",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const front = await startNode(redis.url, "front");
+    const runner = await startNode(redis.url, "runner", { CC_EXECUTOR_NODE_CAPACITY: "1" });
+    try {
+      const client = await RawClient.connect(front.url);
+      const running = await client.result("execute", { command: "sleep 60", node: "runner" });
+      // Answered never: the connection closes while the job waits.
+      client.call("execute", { command: "echo never", node: "runner", job_id: "never" })
+        .catch(() => {});
+      await client.waitFor(
+        (f: Frame) => f.method === "job.queued" && f.params.job_id === "never",
+        "queued",
+      );
+      await client.close();
+      await using watcher = await RawClient.connect(runner.url);
+      await waitUntil(async () => {
+        const info = await watcher.result("jobs.get", { job_id: running.job_id });
+        return info.status === "canceled";
+      }, "the running job to be canceled on its node");
+      await waitUntil(async () => {
+        const info = await watcher.result("jobs.get", { job_id: "never" });
+        return info.status === "canceled";
+      }, "the queued job to be canceled");
+      await waitUntil(() => !groupAlive(running.pgid), "its group to be gone");
+
+      const keeper = await RawClient.connect(front.url);
+      const kept = await keeper.result("execute", {
+        command: "sleep 60",
+        node: "runner",
+        detach: true,
+      });
+      await keeper.close();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const info = await watcher.result("jobs.get", { job_id: kept.job_id });
+      assert.equal(info.status, "running");
+      await watcher.result("control", { type: "CANCEL", job_id: kept.job_id });
+    } finally {
+      await front.shutdown();
+      await runner.shutdown();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster routing: bad routes are clear errors: no such node, labels nobody has, node and labels together, no cluster",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const front = await startNode(redis.url, "front", { CC_EXECUTOR_NODE_LABELS: "linux" });
+    const alone = await startServer(
+      loadConfig({ env: { CC_EXECUTOR_PORT: "0", CC_EXECUTOR_DB: ":memory:" }, envFile: null }),
+      { logger: silentLogger },
+    );
+    try {
+      await using client = await RawClient.connect(front.url);
+      const noNode = await client.call("execute", { command: "true", node: "nope" });
+      assert.equal(noNode.error?.code, -32017);
+      assert.match(
+        noNode.error.message,
+        /no node "nope" is in the cluster; nodes: front \(up, linux\)/,
+      );
+      const noLabels = await client.call("execute", { command: "true", labels: ["gpu", "linux"] });
+      assert.equal(noLabels.error?.code, -32017);
+      assert.match(noLabels.error.message, /no node that is up has the labels gpu,linux/);
+      assert.deepEqual(noLabels.error.data.nodes, [{
+        id: "front",
+        status: "up",
+        labels: ["linux"],
+      }]);
+      const both = await client.call("execute", { command: "true", node: "front", labels: ["x"] });
+      assert.equal(both.error?.code, -32602);
+      const loose = await client.call("execute", { command: "true", retry_on_node_loss: true });
+      assert.equal(loose.error?.code, -32602);
+      // Its own id runs here, without the queue.
+      const here = await client.result("execute", { command: "echo here", node: "front" });
+      await client.completion(here.job_id);
+      assert.equal(client.frames.some((f: Frame) => f.method === "job.queued"), false);
+
+      await using lonely = await RawClient.connect(alone.url);
+      const none = await lonely.call("execute", { command: "true", node: "front" });
+      assert.equal(none.error?.code, -32015);
+
+      const usage = await runCli([
+        "run",
+        "--url",
+        front.url,
+        "--node",
+        "a",
+        "--labels",
+        "b",
+        "true",
+      ]);
+      assert.equal(usage.code, 2);
+      assert.match(usage.stderr, /give --node or --labels, not both/);
+    } finally {
+      await front.shutdown();
+      await alone.shutdown();
+    }
+  },
+});
