@@ -41,6 +41,7 @@ export interface RunOptions {
   node?: string;
   labels?: string[];
   retryOnNodeLoss?: true;
+  concurrencyKey?: string;
   model?: string;
   outputFormat?: "text" | "json" | "stream-json";
   claudeArg?: string[];
@@ -86,6 +87,10 @@ export function runCommand(ctx: CliContext) {
         (value: string) => value.split(",").map((label) => label.trim()).filter(Boolean),
       )
       .option(
+        "--concurrency-key <key>",
+        "wait until no other job with this key runs (across the cluster), e.g. a repo path",
+      )
+      .option(
         "--retry-on-node-loss",
         "with --node or --labels: run it again elsewhere if its node dies (instead of lost)",
       )
@@ -113,6 +118,10 @@ ${
           ['id=$(cc-executor run --detach "sleep 600")', "then: cc-executor jobs attach $id"],
           ['cc-executor run --local "echo works without a server"', ""],
           ['cc-executor run --labels gpu,linux "nvidia-smi"', "on a node of the cluster with both"],
+          [
+            'cc-executor run --concurrency-key "$PWD" "npm install"',
+            "one at a time in this repo",
+          ],
           [
             'cc-executor run --prompt "summarise README.md" --retry 3',
             "claude -p, retried after limits",
@@ -266,6 +275,7 @@ function buildParams(command: string, options: RunOptions, target: Target): Exec
     node: options.node,
     labels: options.labels,
     retry_on_node_loss: options.retryOnNodeLoss,
+    concurrency_key: options.concurrencyKey,
     keep_stdin_open: options.stdinFile !== undefined ? true : undefined,
   };
 }

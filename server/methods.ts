@@ -45,6 +45,9 @@ import type { NodeRegistry } from "./cluster/registry.ts";
 import type { JobEventStreams } from "./cluster/job_events.ts";
 import type { RemoteAction, RemoteControl, RemoteHandler } from "./cluster/remote_control.ts";
 import type { Router } from "./cluster/routing.ts";
+import { type KeyLocks, LocalKeyLocks } from "./key_locks.ts";
+import { executeWithKey } from "./key_wait.ts";
+import { notRunInfo } from "./never_ran.ts";
 import type { MethodContext, Session } from "./session.ts";
 
 export interface MethodDeps {
@@ -65,6 +68,8 @@ export interface MethodDeps {
   remote?: () => RemoteControl | null;
   /** Routed executes (node, labels) and their queued jobs; null: not a node of a cluster. */
   router?: () => Router | null;
+  /** Concurrency keys: the cluster's lines; null (or absent): this server's own, in memory. */
+  keyLocks?: () => KeyLocks | null;
 }
 
 /**
@@ -122,8 +127,19 @@ export function createMethods(
     events = () => null,
     remote = () => null,
     router = () => null,
+    keyLocks = () => null,
   }: MethodDeps,
 ): Table {
+  const ownLocks = new LocalKeyLocks();
+  const locks = (): KeyLocks => keyLocks() ?? ownLocks;
+  /** A job waiting for its concurrency key that `session` may see; null otherwise. */
+  const waitingForKey = async (jobId: string, session: Session) => {
+    if (jobs.has(jobId)) return null;
+    const waiter = await locks().waiting(jobId);
+    if (waiter === null) return null;
+    const { admin, name } = session.principal;
+    return admin || waiter.principal === name ? waiter : null;
+  };
   const hookStatus = {
     params: EmptyParams,
     handler: () => hooks.status(),
@@ -214,57 +230,81 @@ export function createMethods(
       );
     }
   };
+  /** An execute once it may start: routed to another node, or started here. */
+  const startJob = async (
+    params: ExecuteParams,
+    session: Session,
+    afterResponse: (fn: () => void) => void,
+  ): Promise<MethodResult<"execute">> => {
+    const routed = params.node !== undefined || params.labels !== undefined ||
+      params.retry_on_node_loss === true;
+    const routing = router();
+    if (routed && !routing) clusterOf();
+    if (routed && routing?.wantsRouting(params)) {
+      return await routing.execute(params, session, afterResponse);
+    }
+    let started;
+    try {
+      started = await jobs.start(toJobParams(params, claudeBin), session.id, session.principal);
+    } catch (error) {
+      // The client hears which hook refused the job before the error response.
+      if (error instanceof RpcError && error.code === ErrorCode.HOOK_BLOCKED) {
+        session.send(JSON.stringify({
+          jsonrpc: "2.0",
+          method: "hook.blocked",
+          params: error.data,
+        }));
+      }
+      throw error;
+    }
+    const { job, existing } = started;
+    if (params.concurrency_key !== undefined && !existing) {
+      locks().started(params.concurrency_key, job.id, job.done);
+    }
+    // The connection may have closed while the job was being recorded: its close found no
+    // job to cancel then, so a job it owns is canceled now, as it would have been.
+    if (!session.isOpen && !existing && !job.detach) {
+      job.terminate("canceled", "client disconnected");
+    }
+    session.lastJobId = job.id;
+    // The response goes first, then the replay of what the job has sent so far, then live output.
+    if (params.subscribe !== false) {
+      afterResponse(() => {
+        // A connection that closed meanwhile must not stay subscribed (it would never be removed).
+        if (session.isOpen && !job.isSubscribed(session.id)) job.subscribe(session, 0);
+      });
+    }
+    return {
+      job_id: job.id,
+      pid: job.group.pid,
+      pgid: job.group.pgid,
+      status: job.status,
+      existing,
+      timeout: job.timeout,
+    };
+  };
+
   return {
     execute: {
       params: ExecuteParams,
-      handler: async (params, { session, afterResponse }) => {
-        const routed = params.node !== undefined || params.labels !== undefined ||
-          params.retry_on_node_loss === true;
-        const routing = router();
-        if (routed && !routing) clusterOf();
-        if (routed && routing?.wantsRouting(params)) {
-          return await routing.execute(params, session, afterResponse);
-        }
-        let started;
-        try {
-          started = await jobs.start(
-            toJobParams(params, claudeBin),
-            session.id,
-            session.principal,
-          );
-        } catch (error) {
-          // The client hears which hook refused the job before the error response.
-          if (error instanceof RpcError && error.code === ErrorCode.HOOK_BLOCKED) {
-            session.send(JSON.stringify({
-              jsonrpc: "2.0",
-              method: "hook.blocked",
-              params: error.data,
-            }));
-          }
-          throw error;
-        }
-        const { job, existing } = started;
-        // The connection may have closed while the job was being recorded: its close found no
-        // job to cancel then, so a job it owns is canceled now, as it would have been.
-        if (!session.isOpen && !existing && !job.detach) {
-          job.terminate("canceled", "client disconnected");
-        }
-        session.lastJobId = job.id;
-        // The response goes first, then the replay of what the job has sent so far, then live output.
-        if (params.subscribe !== false) {
-          afterResponse(() => {
-            // A connection that closed meanwhile must not stay subscribed (it would never be removed).
-            if (session.isOpen && !job.isSubscribed(session.id)) job.subscribe(session, 0);
-          });
-        }
-        return {
-          job_id: job.id,
-          pid: job.group.pid,
-          pgid: job.group.pgid,
-          status: job.status,
-          existing,
-          timeout: job.timeout,
-        };
+      handler: (params, { session, afterResponse }) => {
+        const run = (params: ExecuteParams) => startJob(params, session, afterResponse);
+        if (params.concurrency_key === undefined) return run(params);
+        return executeWithKey(
+          { ...params, concurrency_key: params.concurrency_key },
+          session,
+          afterResponse,
+          {
+            locks: locks(),
+            jobs,
+            store,
+            logger: jobs.logger,
+            nodeId: jobs.config.nodeId,
+            events: events(),
+            commandOf: (p) => toJobParams(p, claudeBin).command,
+          },
+          run,
+        );
       },
     },
 
@@ -277,6 +317,19 @@ export function createMethods(
             ErrorCode.JOB_NOT_FOUND,
             `Cannot ${params.type.toLowerCase()}: this connection has started no job; pass job_id`,
           );
+        }
+        const keyWaiter = await waitingForKey(jobId, session);
+        if (keyWaiter) {
+          if (params.type === "CANCEL" && await locks().cancel(jobId)) {
+            return { job_id: jobId, status: "canceled" };
+          }
+          if (params.type !== "CANCEL") {
+            throw new RpcError(
+              ErrorCode.JOB_NOT_RUNNING,
+              `Cannot ${params.type.toLowerCase()} job "${jobId}": it is not running (status: queued)`,
+              { job_id: jobId, status: "queued" },
+            );
+          }
         }
         const waiting = await notRunning(jobId, session);
         if (waiting) {
@@ -313,6 +366,15 @@ export function createMethods(
     "jobs.get": {
       params: JobsGetParams,
       handler: async (params, { session }) => {
+        const keyWaiter = await waitingForKey(params.job_id, session);
+        if (keyWaiter) {
+          return notRunInfo(params.job_id, {
+            command: keyWaiter.command,
+            status: "queued",
+            since: keyWaiter.since,
+            reason: `waiting for concurrency key ${keyWaiter.key}`,
+          });
+        }
         const waiting = await notRunning(params.job_id, session);
         if (waiting) return waiting.routing.info(params.job_id, waiting.state);
         return (await forwarded(params.job_id, session, { action: "info" }) as
@@ -508,10 +570,21 @@ export function createMethods(
       params: EmptyParams,
       handler: async () => {
         const registry = clusterOf();
-        const [nodes, queues] = await Promise.all([
+        const [nodes, routed, keyed] = await Promise.all([
           clusterNodes(registry),
           router()?.depth() ?? [],
+          locks().depth(),
         ]);
+        const queues = [
+          ...routed,
+          ...keyed.map((line) => ({
+            queue: `key:${line.key}`,
+            node: null,
+            labels: null,
+            waiting: line.waiting,
+            taken: 1,
+          })),
+        ];
         return {
           node_id: registry.id,
           down_after_seconds: registry.downAfterMs / 1000,

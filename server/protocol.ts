@@ -179,6 +179,12 @@ export const ExecuteParams = z.strictObject({
    * eligible node instead of marking it lost. Only for commands that are safe to repeat.
    */
   retry_on_node_loss: z.boolean().optional(),
+  /**
+   * At most one job with this key runs at a time (across the cluster, with one); the others
+   * wait their turn in order. A repo path, say.
+   */
+  concurrency_key: z.string().min(1).max(1000)
+    .refine((s) => !s.includes("\0"), "must not contain NUL").optional(),
 }).superRefine((params, ctx) => {
   if (params.node !== undefined && params.labels !== undefined) {
     ctx.addIssue({ code: "custom", path: ["labels"], message: "give node or labels, not both" });
@@ -865,7 +871,10 @@ export const ClusterStatusResult = z.object({
   nodes: z.array(ClusterNode),
   /** The routing queues that hold or held jobs (docs/cluster.md#routing). */
   queues: z.array(z.object({
-    /** `node:<id>` for jobs pinned to a node, `labels:<a,b>` for jobs asking for labels. */
+    /**
+     * `node:<id>` for jobs pinned to a node, `labels:<a,b>` for jobs asking for labels, `key:<k>`
+     * for jobs waiting for concurrency key k (taken: the one job that holds it).
+     */
     queue: z.string(),
     node: z.string().nullable(),
     labels: z.array(z.string()).nullable(),
@@ -1121,7 +1130,10 @@ export const ProcessErrorParams = z.object({
 /** A routed job went into the cluster's queue; sent before the execute's response. */
 export const JobQueuedParams = z.object({
   job_id: z.string(),
-  /** The queue (see cluster.status): `node:<id>` or `labels:<a,b>`. */
+  /**
+   * The queue (see cluster.status): `node:<id>` or `labels:<a,b>` for a routed job, `key:<key>`
+   * for one waiting for its concurrency key.
+   */
   queue: z.string(),
   /** Jobs in that queue, this one included, when it went in. */
   waiting: z.number().int(),

@@ -249,6 +249,7 @@ async function listen(
       events: () => cluster?.events ?? null,
       remote: () => cluster?.remote ?? null,
       router: () => cluster?.router ?? null,
+      keyLocks: () => cluster?.locks ?? null,
       info: () => ({
         name: "cc-executor",
         version: VERSION,

@@ -219,7 +219,7 @@ export class JobEventStreams implements AsyncDisposable {
    */
   async end(
     jobId: string,
-    end: { status: JobStatus; reason: string; startedAt: number },
+    end: { status: JobStatus; reason: string; startedAt: number; principal?: string },
   ): Promise<string> {
     const events = this.#key(jobId, "events");
     const meta = this.#key(jobId, "meta");
@@ -255,6 +255,9 @@ export class JobEventStreams implements AsyncDisposable {
     await withDeadline(
       this.#writer.multi()
         .xAdd(events, `${lastSeq + 1}-0`, { frame })
+        // A job that never ran anywhere has no record of whose it is yet: followers need one.
+        .hSetNX(meta, "state", end.status)
+        .hSetNX(meta, "principal", end.principal ?? "default")
         .pExpire(events, FINISHED_TTL_MS)
         .pExpire(meta, FINISHED_TTL_MS)
         .exec(),

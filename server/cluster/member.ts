@@ -21,6 +21,7 @@ import { Reaper } from "./reaper.ts";
 import { NodeRegistry } from "./registry.ts";
 import { RemoteControl, type RemoteHandler } from "./remote_control.ts";
 import { Router } from "./routing.ts";
+import { RedisKeyLocks } from "./key_locks_redis.ts";
 
 /** Joining failed: the message says why, for the server's start error. */
 export class ClusterJoinError extends Error {
@@ -45,6 +46,7 @@ export class ClusterMember {
   readonly events: JobEventStreams;
   readonly remote: RemoteControl;
   readonly queue: JobQueue;
+  readonly locks: RedisKeyLocks;
   #router: Router | null = null;
   #reaper: Reaper | null = null;
   #stopping: Promise<void> | null = null;
@@ -59,6 +61,7 @@ export class ClusterMember {
       events: JobEventStreams;
       remote: RemoteControl;
       queue: JobQueue;
+      locks: RedisKeyLocks;
     },
   ) {
     this.#config = config;
@@ -67,6 +70,7 @@ export class ClusterMember {
     this.events = parts.events;
     this.remote = parts.remote;
     this.queue = parts.queue;
+    this.locks = parts.locks;
   }
 
   /**
@@ -122,12 +126,15 @@ export class ClusterMember {
     };
     let events: JobEventStreams | undefined;
     let remote: RemoteControl | undefined;
+    let queue: JobQueue | undefined;
     try {
       events = await JobEventStreams.open(options);
       remote = await RemoteControl.open(options);
-      const queue = await JobQueue.open({ ...options, labels: config.cluster.labels });
-      return new ClusterMember(config, logger, { registry, events, remote, queue });
+      queue = await JobQueue.open({ ...options, labels: config.cluster.labels });
+      const locks = await RedisKeyLocks.open({ ...options, registry, remote });
+      return new ClusterMember(config, logger, { registry, events, remote, queue, locks });
     } catch (error) {
+      await queue?.[Symbol.asyncDispose]();
       await remote?.[Symbol.asyncDispose]();
       await events?.[Symbol.asyncDispose]();
       await registry[Symbol.asyncDispose]();
@@ -199,6 +206,7 @@ export class ClusterMember {
       store,
       principal,
       claudeBin: this.#config.claudeBin,
+      locks: this.locks,
       logger: this.#logger,
     });
     this.#router = router;
@@ -209,6 +217,7 @@ export class ClusterMember {
       router,
       store,
       jobs,
+      locks: this.locks,
       lostAfterMs: this.#config.cluster?.lostAfterMs ?? 0,
       logger: this.#logger,
     });
@@ -228,6 +237,7 @@ export class ClusterMember {
   /** After the jobs ended: their last frames reach their streams, then the node leaves. */
   async leave(): Promise<void> {
     await this.stopTaking();
+    await this.locks[Symbol.asyncDispose]();
     await this.remote[Symbol.asyncDispose]();
     await this.events[Symbol.asyncDispose]();
     await this.registry[Symbol.asyncDispose]();

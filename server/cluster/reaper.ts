@@ -20,6 +20,7 @@
  * @module
  */
 import type { JobManager } from "../jobs.ts";
+import type { RedisKeyLocks } from "./key_locks_redis.ts";
 import type { Logger } from "../log.ts";
 import type { Store } from "../store/store.ts";
 import type { JobEventStreams } from "./job_events.ts";
@@ -34,6 +35,8 @@ export interface ReaperOptions {
   router: Router;
   store: Store;
   jobs: JobManager;
+  /** The concurrency keys: a lost job lets go of the key it held. */
+  locks: RedisKeyLocks;
   /** How long a node must have been seen down before this node acts (CC_EXECUTOR_NODE_LOST_AFTER). */
   lostAfterMs: number;
   logger: Logger;
@@ -169,6 +172,8 @@ export class Reaper implements AsyncDisposable {
         await store.markInterrupted(jobId, Date.now(), reason, "lost");
         // Its processes may live on: the node stops them when it starts again.
         await events.noteLost(nodeId, jobId);
+        const key = await this.#o.locks.heldBy(jobId);
+        if (key !== null) await this.#o.locks.leave(key, jobId);
         logger.warn("marked a job of a node that is down as lost", {
           job_id: jobId,
           node_id: nodeId,

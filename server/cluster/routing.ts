@@ -10,6 +10,7 @@
  * @module
  */
 import type { JobManager } from "../jobs.ts";
+import type { KeyLocks } from "../key_locks.ts";
 import type { Logger } from "../log.ts";
 import type { Principal } from "../principal.ts";
 import {
@@ -22,7 +23,7 @@ import {
 } from "../protocol.ts";
 import { toJobParams } from "../claude/prompt.ts";
 import type { Store } from "../store/store.ts";
-import { commandShape } from "../store/shape.ts";
+import { neverStartedResult, notRunInfo, recordNeverRan } from "../never_ran.ts";
 import type { Session } from "../session.ts";
 import type { JobEventStreams } from "./job_events.ts";
 import {
@@ -49,19 +50,9 @@ export interface RouterOptions {
   /** The token named `name` as this node knows it (its policy file); null when unknown. */
   principal: (name: string) => Principal | null;
   claudeBin: string;
+  /** The cluster's concurrency keys: a routed job with one holds it while it runs here. */
+  locks: KeyLocks;
   logger: Logger;
-}
-
-/** What the execute of a job that never started answers. */
-function neverStarted(jobId: string, status: JobStatus, existing: boolean): ExecuteResult {
-  return {
-    job_id: jobId,
-    pid: 0,
-    pgid: 0,
-    status,
-    existing,
-    timeout: { seconds: null, source: "none", samples: 0 },
-  };
 }
 
 export class Router {
@@ -182,6 +173,10 @@ export class Router {
         params.takeOver = { lastSeq, attempt };
       }
       const { job: started, existing } = await jobs.start(params, job.owner, principal);
+      const key = parsed.data.concurrency_key;
+      if (key !== undefined && !existing) {
+        this.#o.locks.started(key, started.id, started.done, this.#o.registry.id);
+      }
       await queue.started(entry, {
         job_id: started.id,
         pid: started.group.pid,
@@ -227,25 +222,12 @@ export class Router {
       : state.state === "failed"
       ? "error"
       : "queued";
-    return {
-      job_id: jobId,
+    return notRunInfo(jobId, {
       command: "command" in state ? state.command : "",
-      cwd: null,
       status,
-      pid: 0,
-      pgid: 0,
-      detach: false,
-      started_at: new Date(state.state === "queued" ? state.enqueuedAt : 0).toISOString(),
-      ended_at: null,
-      duration_ms: null,
-      exit_code: null,
-      signal: null,
-      bytes: { stdout: 0, stderr: 0 },
-      truncated: false,
-      last_seq: 0,
+      since: state.state === "queued" ? state.enqueuedAt : null,
       reason: state.state === "failed" ? state.error.message : null,
-      attempt: 1,
-    };
+    });
   }
 
   /**
@@ -256,40 +238,12 @@ export class Router {
   async cancelQueued(jobId: string, state: RoutedState, reason: string): Promise<boolean> {
     if (state.state !== "queued") return false;
     if (!(await this.#o.queue.cancelQueued(jobId, state.queue))) return false;
-    const now = Date.now();
-    await this.#o.events.end(jobId, { status: "canceled", reason, startedAt: now });
-    const { store, registry } = this.#o;
-    await store.jobStarted({
-      job_id: jobId,
-      command: state.command,
-      shape: commandShape(state.command),
-      cwd: null,
-      session_id: null,
-      node_id: registry.id,
-      server_pid: Deno.pid,
-      started_at: now,
-      timeout_s: null,
-      timeout_source: "none",
-    }).then(() =>
-      store.jobEnded(jobId, {
-        status: "canceled",
-        ended_at: now,
-        duration_ms: 0,
-        exit_code: null,
-        signal: null,
-        reason,
-        bytes_stdout: 0,
-        bytes_stderr: 0,
-        truncated: false,
-        output_head: "",
-        output_tail: "",
-        hooks: null,
-      })
-    ).catch((error) =>
-      this.#o.logger.warn("could not record a job canceled in its queue", {
-        job_id: jobId,
-        error: String(error),
-      })
+    await this.#o.events.end(jobId, { status: "canceled", reason, startedAt: Date.now() });
+    await recordNeverRan(
+      this.#o.store,
+      { jobId, command: state.command, nodeId: this.#o.registry.id, sessionId: null },
+      { status: "canceled", reason },
+      this.#o.logger,
     );
     return true;
   }
@@ -358,9 +312,9 @@ export class Router {
         }
         case "canceled":
         case "lost":
-          return neverStarted(jobId, state.state, existing);
+          return neverStartedResult(jobId, state.state, existing);
       }
-      if (!session.isOpen) return neverStarted(jobId, "canceled", existing);
+      if (!session.isOpen) return neverStartedResult(jobId, "canceled", existing);
       await Promise.race([this.#o.remote.notice(`routed:${jobId}`, LOOK_AGAIN_MS), session.closed]);
     }
   }

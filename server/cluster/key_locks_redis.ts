@@ -1,0 +1,254 @@
+/**
+ * Concurrency keys across the cluster (see server/key_locks.ts): one line per
+ * key in Redis, so at most one job per key runs on all nodes together.
+ *
+ * Keys (under the store's prefix):
+ *
+ *     cluster:keys               set of the keys that have a line
+ *     cluster:keyline:<key>      list of job ids in order; the head holds the key
+ *     cluster:keywait:<job id>   hash: a job in a line that has not started: key, principal,
+ *                                command, since, front_node (the node that waits for its turn),
+ *                                reply (that node's channel)
+ *     cluster:keyhold:<job id>   hash: a job that holds its key and runs: key, node_id
+ *
+ * A line never stays stuck behind a dead node: a head whose waiting node is gone is dropped
+ * by the next node that looks; a head that runs on a node that died leaves when the cluster
+ * marks it lost (server/cluster/reaper.ts); a head that is neither is dropped as stale.
+ *
+ * @module
+ */
+import type { KeyLocks, KeyWaiter } from "../key_locks.ts";
+import type { Logger } from "../log.ts";
+import { type ClusterClient, clusterClient, connectAll, withDeadline } from "./redis_client.ts";
+import type { NodeRegistry } from "./registry.ts";
+import type { RemoteControl } from "./remote_control.ts";
+
+/** How often a waiting job looks at its line when no nudge came. */
+const LOOK_AGAIN_MS = 1000;
+/** How often letting go of a key is tried (2 s apart) before it is logged as stuck. */
+const LEAVE_ATTEMPTS = 30;
+
+// KEYS: line, keywait, keys set. ARGV: job id, key, then the keywait fields. Returns how many
+// are ahead of the job (a job already in the line keeps its place).
+const JOIN = `
+local at = redis.call('LPOS', KEYS[1], ARGV[1])
+if not at then
+  redis.call('RPUSH', KEYS[1], ARGV[1])
+  redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+  redis.call('SADD', KEYS[3], ARGV[2])
+  at = redis.call('LLEN', KEYS[1]) - 1
+end
+return at
+`;
+
+// KEYS: line, keywait, keyhold, keys set. ARGV: job id, key, prefix. The job leaves its line;
+// the new head, if it waits, is nudged.
+const LEAVE = `
+redis.call('LREM', KEYS[1], 0, ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3])
+local head = redis.call('LINDEX', KEYS[1], 0)
+if not head then
+  redis.call('SREM', KEYS[4], ARGV[2])
+  return 0
+end
+local reply = redis.call('HGET', ARGV[3] .. 'cluster:keywait:' .. head, 'reply')
+if reply then redis.call('PUBLISH', reply, cjson.encode({id = 'key:' .. head})) end
+return 1
+`;
+
+// KEYS: keywait. ARGV: job id, prefix. Cancels a job that waits behind the head: 1 if it did.
+const CANCEL = `
+local key = redis.call('HGET', KEYS[1], 'key')
+if not key then return 0 end
+local line = ARGV[2] .. 'cluster:keyline:' .. key
+if redis.call('LINDEX', line, 0) == ARGV[1] then return 0 end
+redis.call('LREM', line, 0, ARGV[1])
+local reply = redis.call('HGET', KEYS[1], 'reply')
+redis.call('DEL', KEYS[1])
+if reply then redis.call('PUBLISH', reply, cjson.encode({id = 'key:' .. ARGV[1]})) end
+return 1
+`;
+
+export interface RedisKeyLocksOptions {
+  redisUrl: string;
+  /** @default "cc-executor:" */
+  prefix?: string;
+  registry: NodeRegistry;
+  remote: RemoteControl;
+  logger: Logger;
+}
+
+export class RedisKeyLocks implements KeyLocks, AsyncDisposable {
+  readonly #o: RedisKeyLocksOptions;
+  readonly #client: ClusterClient;
+  readonly #prefix: string;
+
+  private constructor(options: RedisKeyLocksOptions, client: ClusterClient) {
+    this.#o = options;
+    this.#client = client;
+    this.#prefix = options.prefix ?? "cc-executor:";
+  }
+
+  static async open(options: RedisKeyLocksOptions): Promise<RedisKeyLocks> {
+    const client = clusterClient(options.redisUrl);
+    await connectAll(client);
+    return new RedisKeyLocks(options, client);
+  }
+
+  async join(waiter: KeyWaiter, reply?: string): Promise<number> {
+    const ahead = await withDeadline(this.#client.eval(JOIN, {
+      keys: [this.#line(waiter.key), this.#wait(waiter.jobId), `${this.#prefix}cluster:keys`],
+      arguments: [
+        waiter.jobId,
+        waiter.key,
+        ...Object.entries({
+          key: waiter.key,
+          principal: waiter.principal,
+          command: waiter.command,
+          since: String(waiter.since),
+          front_node: this.#o.registry.id,
+          reply: reply ?? this.#o.remote.replyChannel,
+        }).flat(),
+      ],
+    }));
+    return Number(ahead);
+  }
+
+  async turn(key: string, jobId: string, giveUp: Promise<unknown>): Promise<boolean> {
+    let gaveUp = false;
+    giveUp.then(() => (gaveUp = true), () => {});
+    for (;;) {
+      const [head, at] = await withDeadline(Promise.all([
+        this.#client.lIndex(this.#line(key), 0),
+        this.#client.lPos(this.#line(key), jobId),
+      ]));
+      if (at === null) return false;
+      if (head === jobId) return true;
+      if (gaveUp) {
+        await this.leave(key, jobId);
+        return false;
+      }
+      if (head !== null && await this.#stale(head)) {
+        this.#o.logger.warn("dropped a job from a concurrency key's line: its node is gone", {
+          key,
+          job_id: head,
+        });
+        await this.leave(key, head);
+        continue;
+      }
+      await Promise.race([this.#o.remote.notice(`key:${jobId}`, LOOK_AGAIN_MS), giveUp]);
+    }
+  }
+
+  started(key: string, jobId: string, done: Promise<unknown>, nodeId?: string): void {
+    const node = nodeId ?? this.#o.registry.id;
+    const holding = withDeadline(
+      this.#client.multi()
+        .hSet(this.#hold(jobId), { key, node_id: node })
+        .del(this.#wait(jobId))
+        .exec(),
+    ).catch((error) =>
+      this.#o.logger.warn("could not record a concurrency key's holder", {
+        key,
+        job_id: jobId,
+        error: String(error),
+      })
+    );
+    done.finally(async () => {
+      await holding;
+      // The next in line waits for this: tried again through a short Redis outage.
+      for (let attempt = 1;; attempt++) {
+        try {
+          return await this.leave(key, jobId);
+        } catch (error) {
+          if (attempt === LEAVE_ATTEMPTS) {
+            this.#o.logger.error("could not let go of a concurrency key; the next in line waits", {
+              key,
+              job_id: jobId,
+              error: String(error),
+            });
+            return;
+          }
+          await new Promise((resolve) => setTimeout(resolve, LOOK_AGAIN_MS * 2));
+        }
+      }
+    });
+  }
+
+  async leave(key: string, jobId: string): Promise<void> {
+    await withDeadline(this.#client.eval(LEAVE, {
+      keys: [this.#line(key), this.#wait(jobId), this.#hold(jobId), `${this.#prefix}cluster:keys`],
+      arguments: [jobId, key, this.#prefix],
+    }));
+  }
+
+  async waiting(jobId: string): Promise<KeyWaiter | null> {
+    const fields = await withDeadline(this.#client.hGetAll(this.#wait(jobId)));
+    if (fields.key === undefined) return null;
+    const head = await withDeadline(this.#client.lIndex(this.#line(fields.key), 0));
+    if (head === jobId) return null;
+    return {
+      jobId,
+      key: fields.key,
+      principal: fields.principal ?? "",
+      command: fields.command ?? "",
+      since: Number(fields.since ?? 0),
+    };
+  }
+
+  async cancel(jobId: string): Promise<boolean> {
+    const canceled = await withDeadline(this.#client.eval(CANCEL, {
+      keys: [this.#wait(jobId)],
+      arguments: [jobId, this.#prefix],
+    }));
+    return canceled === 1;
+  }
+
+  async depth(): Promise<{ key: string; waiting: number; holder: string }[]> {
+    const keys = (await withDeadline(this.#client.sMembers(`${this.#prefix}cluster:keys`))).sort();
+    const lines = await withDeadline(Promise.all(keys.map(async (key) => {
+      const [length, holder] = await Promise.all([
+        this.#client.lLen(this.#line(key)),
+        this.#client.lIndex(this.#line(key), 0),
+      ]);
+      return { key, waiting: Math.max(0, length - 1), holder: holder ?? "" };
+    })));
+    return lines.filter((line) => line.holder !== "");
+  }
+
+  /** The key job `jobId` of node `nodeId` held, if it held one (for the reaper). */
+  async heldBy(jobId: string): Promise<string | null> {
+    return await withDeadline(this.#client.hGet(this.#hold(jobId), "key")) ?? null;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#client.destroy();
+    await Promise.resolve();
+  }
+
+  /**
+   * Whether the head of a line can never move on by itself: it waits on a node that is gone, or
+   * it neither waits nor is known to run (its end was not written: a Redis outage at the time).
+   * A head that runs on a node that died is left to the reaper, which marks it lost.
+   */
+  async #stale(head: string): Promise<boolean> {
+    const [waitNode, holdNode] = await withDeadline(Promise.all([
+      this.#client.hGet(this.#wait(head), "front_node"),
+      this.#client.hGet(this.#hold(head), "node_id"),
+    ]));
+    if (waitNode) return !await this.#o.registry.isUp(waitNode);
+    return !holdNode;
+  }
+
+  #line(key: string): string {
+    return `${this.#prefix}cluster:keyline:${key}`;
+  }
+
+  #wait(jobId: string): string {
+    return `${this.#prefix}cluster:keywait:${jobId}`;
+  }
+
+  #hold(jobId: string): string {
+    return `${this.#prefix}cluster:keyhold:${jobId}`;
+  }
+}
