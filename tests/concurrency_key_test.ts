@@ -1,0 +1,250 @@
+/**
+ * Concurrency keys: at most one job per key runs at a time, the others wait in order; on a
+ * lone server (in memory) and across the nodes of a cluster (Redis).
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { loadConfig } from "../server/config.ts";
+import { silentLogger } from "../server/log.ts";
+import { type ExecutorServer, startServer } from "../server/server.ts";
+import { runCli, startCliServer } from "./cli_util.ts";
+import { HAS_REDIS, startRedis } from "./redis_util.ts";
+import { type Frame, RawClient, startTestServer, waitUntil } from "./test_util.ts";
+
+/**
+ * A job that writes when it starts and ends to `log`, with a pause between, so overlapping runs
+ * of the same key would interleave their lines.
+ */
+function marker(log: string, name: string): string {
+  return `echo "start ${name}" >> ${log}; sleep 0.3; echo "end ${name}" >> ${log}`;
+}
+
+/** The lines of `log` come in start/end pairs of one job each: no two ran at once. */
+async function assertOneAtATime(log: string, names: string[]): Promise<string[]> {
+  const lines = (await Deno.readTextFile(log)).trim().split("\n");
+  assert.equal(lines.length, names.length * 2, lines.join("\n"));
+  const order: string[] = [];
+  for (let i = 0; i < lines.length; i += 2) {
+    const name = lines[i]!.replace(/^start /, "");
+    assert.equal(lines[i + 1], `end ${name}`, `overlap at line ${i + 1}:\n${lines.join("\n")}`);
+    order.push(name);
+  }
+  assert.deepEqual([...order].sort(), [...names].sort());
+  return order;
+}
+
+Deno.test("concurrency key: jobs with one key run one at a time, in the order they came; other keys do not wait", async () => {
+  await using server = await startTestServer();
+  await using client = await RawClient.connect(server.url);
+  const dir = await Deno.makeTempDir();
+  const log = join(dir, "log");
+  try {
+    const answers = ["a", "b", "c"].map((name) =>
+      client.call("execute", { command: marker(log, name), concurrency_key: "/repo", job_id: name })
+    );
+    // Another key runs at once, whatever /repo is doing.
+    const other = await client.result("execute", {
+      command: "echo free",
+      concurrency_key: "/elsewhere",
+    });
+    assert.equal(other.status, "running");
+    const queued = await client.waitFor(
+      (f: Frame) => f.method === "job.queued" && f.params.job_id === "c",
+      "c to be queued",
+    );
+    assert.deepEqual(queued.params, { job_id: "c", queue: "key:/repo", waiting: 3 });
+    assert.equal(
+      client.frames.some((f: Frame) => f.method === "job.queued" && f.params.job_id === "a"),
+      false,
+    );
+    const waiting = await client.result("jobs.get", { job_id: "c" });
+    assert.equal(waiting.status, "queued");
+    assert.equal(waiting.reason, "waiting for concurrency key /repo");
+    for (const answer of answers) assert.equal((await answer).result.status, "running");
+    for (const name of ["a", "b", "c"]) await client.completion(name);
+    assert.deepEqual(await assertOneAtATime(log, ["a", "b", "c"]), ["a", "b", "c"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("concurrency key: a waiting job canceled (or whose connection closes) never runs, ends canceled once and is recorded; the line moves on", async () => {
+  await using server = await startTestServer();
+  await using client = await RawClient.connect(server.url);
+  const dir = await Deno.makeTempDir();
+  const ran = join(dir, "ran");
+  try {
+    const holder = await client.result("execute", { command: "sleep 60", concurrency_key: "k" });
+    const waiter = client.call("execute", {
+      command: `touch ${ran}`,
+      concurrency_key: "k",
+      job_id: "waiter",
+    });
+    await client.waitFor((f: Frame) => f.method === "job.queued", "the waiter to be queued");
+    const paused = await client.call("control", { type: "PAUSE", job_id: "waiter" });
+    assert.equal(paused.error?.code, -32002);
+    // The connection's latest job is the waiter: control without a job_id reaches it.
+    assert.deepEqual(await client.result("control", { type: "CANCEL" }), {
+      job_id: "waiter",
+      status: "canceled",
+    });
+    const answer = (await waiter).result;
+    assert.equal(answer.status, "canceled");
+    const end = await client.completion("waiter");
+    assert.equal(end.status, "canceled");
+    assert.equal(end.reason, "canceled while waiting for its concurrency key");
+    assert.equal(client.events("waiter").length, 1);
+    assert.equal((await client.result("history.get", { job_id: "waiter" })).status, "canceled");
+
+    // A connection that goes away takes its waiting job with it.
+    const leaver = await RawClient.connect(server.url);
+    leaver.call("execute", { command: `touch ${ran}`, concurrency_key: "k", job_id: "gone" })
+      .catch(() => {});
+    await leaver.waitFor((f: Frame) => f.method === "job.queued", "queued");
+    await leaver.close();
+    await waitUntil(async () => {
+      const record = await client.call("history.get", { job_id: "gone" });
+      return record.result?.status === "canceled";
+    }, "the departed connection's job to be canceled");
+
+    // The next in line goes once the holder ends; nothing canceled ever ran.
+    const next = client.call("execute", {
+      command: "echo next",
+      concurrency_key: "k",
+      job_id: "n",
+    });
+    await client.result("control", { type: "CANCEL", job_id: holder.job_id });
+    assert.equal((await next).result.status, "running");
+    await client.completion("n");
+    assert.equal(client.output("n"), "next\n");
+    await assert.rejects(Deno.stat(ran), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("concurrency key: run --concurrency-key waits its turn", async () => {
+  const dir = await Deno.makeTempDir();
+  const log = join(dir, "log");
+  const server = await startCliServer({ CC_EXECUTOR_DB: ":memory:" });
+  try {
+    const url = server.url;
+    const first = runCli(["run", "--url", url, "--concurrency-key", "/r", marker(log, "one")]);
+    await waitUntil(async () => (await Deno.readTextFile(log).catch(() => "")).length > 0, "one");
+    const second = await runCli(["run", "--url", url, "--concurrency-key", "/r", "echo two"]);
+    assert.equal(second.code, 0, second.stderr);
+    assert.equal(second.stdout, "two\n");
+    assert.equal((await first).code, 0);
+    assert.match(await Deno.readTextFile(log), /start one\nend one\n/);
+  } finally {
+    server.child.kill("SIGTERM");
+    await server.child.status;
+    await server.log();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** A node inside this test process. */
+function startNode(redisUrl: string, id: string): Promise<ExecutorServer> {
+  const config = loadConfig({
+    env: {
+      REDIS_URL: redisUrl,
+      CC_EXECUTOR_NODE_ID: id,
+      CC_EXECUTOR_NODE_DOWN_AFTER: "2",
+      CC_EXECUTOR_PORT: "0",
+      CC_EXECUTOR_KILL_GRACE_MS: "300",
+    },
+    envFile: null,
+  });
+  return startServer(config, { logger: silentLogger });
+}
+
+Deno.test({
+  name:
+    "concurrency key: across nodes, jobs with one key sent to three nodes at once (some routed) run one at a time",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const nodes = [
+      await startNode(redis.url, "n1"),
+      await startNode(redis.url, "n2"),
+      await startNode(redis.url, "n3"),
+    ];
+    const dir = await Deno.makeTempDir();
+    const log = join(dir, "log");
+    try {
+      const clients = await Promise.all(nodes.map((node) => RawClient.connect(node.url)));
+      const names: string[] = [];
+      const answers = [];
+      for (let i = 0; i < 6; i++) {
+        const name = `job${i}`;
+        names.push(name);
+        const client = clients[i % 3]!;
+        // Every other one routed to the next node: the key holds wherever a job runs.
+        const route = i % 2 === 1 ? { node: `n${((i + 1) % 3) + 1}` } : {};
+        answers.push(
+          client.call("execute", {
+            command: marker(log, name),
+            concurrency_key: "/shared/repo",
+            job_id: name,
+            ...route,
+          }),
+        );
+      }
+      const status = await clients[0]!.result("cluster.status", {});
+      const line = status.queues.find((q: { queue: string }) => q.queue === "key:/shared/repo");
+      assert.ok(line, JSON.stringify(status.queues));
+      assert.equal(line.taken, 1);
+      for (const answer of answers) assert.equal((await answer).result?.status, "running");
+      for (let i = 0; i < 6; i++) await clients[i % 3]!.completion(`job${i}`, 30_000);
+      await assertOneAtATime(log, names);
+      for (const client of clients) await client.close();
+    } finally {
+      for (const node of nodes) await node.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "concurrency key: the holder's node killed with SIGKILL lets go of the key once its job is lost; the next job runs",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const env = { REDIS_URL: redis.url, CC_EXECUTOR_NODE_DOWN_AFTER: "2" };
+    const holder = await startCliServer({ ...env, CC_EXECUTOR_NODE_ID: "holder" });
+    const next = await startCliServer({ ...env, CC_EXECUTOR_NODE_ID: "next" });
+    let pgid = 0;
+    try {
+      await using a = await RawClient.connect(holder.url);
+      const held = await a.result("execute", { command: "sleep 60", concurrency_key: "k" });
+      pgid = held.pgid;
+      await using b = await RawClient.connect(next.url);
+      const waiting = b.call("execute", {
+        command: "echo mine",
+        concurrency_key: "k",
+        job_id: "w",
+      });
+      await b.waitFor((f: Frame) => f.method === "job.queued", "the second job to wait");
+      holder.child.kill("SIGKILL");
+      await holder.child.status;
+      assert.equal((await waiting).result?.status, "running");
+      await b.completion("w", 30_000);
+      assert.equal(b.output("w"), "mine\n");
+      const record = await b.result("history.get", { job_id: held.job_id });
+      assert.equal(record.status, "lost");
+    } finally {
+      for (const node of [holder, next]) {
+        try {
+          node.child.kill("SIGKILL");
+        } catch { /* gone */ }
+        await node.child.status;
+        await node.log();
+      }
+      try {
+        if (pgid) Deno.kill(-pgid, "SIGKILL");
+      } catch { /* gone */ }
+    }
+  },
+});
