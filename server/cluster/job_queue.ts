@@ -486,28 +486,38 @@ export class JobQueue implements AsyncDisposable {
         const names = [`node:${nodeId}`, ...(await this.queues())]
           .filter((queue, i, all) => all.indexOf(queue) === i && serves(queue, nodeId, labels));
         for (const queue of names) await this.#ensureGroup(queue);
-        const replies = await this.#reader.xReadGroup(
-          GROUP,
-          nodeId,
-          names.map((queue) => ({ key: this.#queueKey(queue), id: ">" })),
-          { COUNT: free, BLOCK: READ_BLOCK_MS },
-        ) as StreamReplies;
+        // XREADGROUP's COUNT is per stream: a node serving several queues reads them one at a
+        // time first, so it never takes more than its free slots and leaves the rest to others.
+        let taken = 0;
+        for (const queue of names) {
+          const room = freeSlots();
+          if (room <= 0) break;
+          taken += await this.#takeFrom(
+            await this.#reader.xReadGroup(
+              GROUP,
+              nodeId,
+              { key: this.#queueKey(queue), id: ">" },
+              { COUNT: room },
+            ) as StreamReplies,
+            freeSlots,
+            take,
+          );
+        }
+        if (taken === 0) {
+          // Nothing waiting: block on all of them until something comes (one each, at most).
+          await this.#takeFrom(
+            await this.#reader.xReadGroup(
+              GROUP,
+              nodeId,
+              names.map((queue) => ({ key: this.#queueKey(queue), id: ">" })),
+              { COUNT: 1, BLOCK: READ_BLOCK_MS },
+            ) as StreamReplies,
+            freeSlots,
+            take,
+          );
+        }
         if (failing) logger.info("taking routed jobs works again");
         failing = false;
-        for (const reply of replies ?? []) {
-          const queue = reply.name.slice(`${this.#prefix}queue:`.length);
-          for (const message of reply.messages) {
-            const job = parseJob(message.message.job);
-            const entry = { queue, entryId: message.id };
-            if (job === null) {
-              logger.warn("dropped a queue entry that is not a job", entry);
-              await this.release(entry);
-              continue;
-            }
-            if (freeSlots() > 0) await take({ ...entry, job });
-            else this.#backlog.push({ ...entry, job });
-          }
-        }
       } catch (error) {
         if (this.#closed) return;
         if (!failing) {
@@ -517,6 +527,31 @@ export class JobQueue implements AsyncDisposable {
         await this.#nap(READ_BLOCK_MS);
       }
     }
+  }
+
+  /** Starts each entry read (past the free slots: kept for later); resolves to how many. */
+  async #takeFrom(
+    replies: StreamReplies,
+    freeSlots: () => number,
+    take: (entry: TakenEntry) => Promise<void>,
+  ): Promise<number> {
+    let count = 0;
+    for (const reply of replies ?? []) {
+      const queue = reply.name.slice(`${this.#prefix}queue:`.length);
+      for (const message of reply.messages) {
+        count++;
+        const job = parseJob(message.message.job);
+        const entry = { queue, entryId: message.id };
+        if (job === null) {
+          this.#options.logger.warn("dropped a queue entry that is not a job", entry);
+          await this.release(entry);
+          continue;
+        }
+        if (freeSlots() > 0) await take({ ...entry, job });
+        else this.#backlog.push({ ...entry, job });
+      }
+    }
+    return count;
   }
 
   async #ensureGroup(queue: string): Promise<void> {
