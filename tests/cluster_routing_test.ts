@@ -313,6 +313,54 @@ Deno.test({
 
 Deno.test({
   name:
+    "cluster routing: a node serving several queues takes no more than its free slots; the rest stay for other nodes",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const front = await startNode(redis.url, "front");
+    const small = await startNode(redis.url, "small", {
+      CC_EXECUTOR_NODE_LABELS: "x,y",
+      CC_EXECUTOR_NODE_CAPACITY: "1",
+    });
+    let big: ExecutorServer | undefined;
+    try {
+      await using client = await RawClient.connect(front.url);
+      const jobs = [["x"], ["y"], ["x", "y"]].map((labels, i) =>
+        client.call("execute", { command: "sleep 60", labels, job_id: `j${i}` })
+      );
+      await waitUntil(async () => {
+        const { queues } = await client.result("cluster.status", {});
+        const waiting = queues.reduce((n: number, q: { waiting: number }) => n + q.waiting, 0);
+        const taken = queues.reduce((n: number, q: { taken: number }) => n + q.taken, 0);
+        return waiting === 2 && taken === 0;
+      }, "one job on the small node and two waiting, none held back by it");
+      // A node with room comes: it gets the two at once.
+      big = await startNode(redis.url, "big", { CC_EXECUTOR_NODE_LABELS: "x,y" });
+      const started = await Promise.all(jobs);
+      assert.deepEqual(started.map((r) => r.result?.status), ["running", "running", "running"]);
+      const nodes = await Promise.all(
+        ["j0", "j1", "j2"].map(async (id) => {
+          await client.waitFor(
+            (f: Frame) => f.method === "process.started" && f.params.job_id === id,
+            `${id} started`,
+          );
+          return (await client.result("history.get", { job_id: id })).node_id;
+        }),
+      );
+      assert.deepEqual(nodes.filter((n) => n === "small").length, 1, nodes.join(","));
+      for (const id of ["j0", "j1", "j2"]) {
+        await client.result("control", { type: "CANCEL", job_id: id });
+      }
+    } finally {
+      await front.shutdown();
+      await small.shutdown();
+      await big?.shutdown();
+    }
+  },
+});
+
+Deno.test({
+  name:
     "cluster routing: a closed connection cancels its routed jobs, queued or running elsewhere; a detached one keeps them",
   ignore: !HAS_REDIS,
   fn: async () => {
