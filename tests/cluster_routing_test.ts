@@ -9,6 +9,7 @@ import { type ExecutorServer, startServer } from "../server/server.ts";
 import { runCli, startCliServer } from "./cli_util.ts";
 import { HAS_REDIS, startRedis } from "./redis_util.ts";
 import { type Frame, groupAlive, RawClient, waitUntil } from "./test_util.ts";
+import { JobQueue } from "../server/cluster/job_queue.ts";
 
 type CliServer = Awaited<ReturnType<typeof startCliServer>>;
 
@@ -462,6 +463,70 @@ Deno.test({
     } finally {
       await front.shutdown();
       await alone.shutdown();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster routing: a routed job's start record survives its mirror reaching Redis after it (two connections, no order between them)",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const runner = await startNode(redis.url, "runner");
+    // The taking node's two writers, as separate connections: the queue records the start, the
+    // job's stream (and its owner record) goes through the events connection, often behind
+    // megabytes of other jobs' frames. Here the start record lands first.
+    await using queue = await JobQueue.open({
+      redisUrl: redis.url,
+      nodeId: "runner",
+      labels: [],
+      logger: silentLogger,
+    });
+    try {
+      const job = {
+        job_id: "late-mirror",
+        params: { command: "sleep 2", job_id: "late-mirror" },
+        principal: "default",
+        owner: "s",
+        front_node: "front",
+        reply: "cc-executor:cluster:reply:nobody",
+        retry_on_node_loss: false,
+        enqueued_at: Date.now(),
+      };
+      const queued = await queue.enqueue(job, "labels:elsewhere", "sleep 2");
+      assert.ok("waiting" in queued);
+      assert.equal(await queue.claim(job.job_id), "ok");
+      const entry = { queue: "labels:elsewhere", entryId: "0-1", job };
+      await queue.started(entry, {
+        job_id: job.job_id,
+        pid: 1,
+        pgid: 1,
+        status: "running",
+        existing: false,
+        timeout: { seconds: null, source: "none", samples: 0 },
+      });
+      // The job starts on the node, which mirrors it (its owner record) to Redis now.
+      const { job: started } = await runner.jobs.start(
+        { command: "sleep 2", job_id: job.job_id },
+        "s",
+      );
+      await waitUntil(async () => {
+        const client = await RawClient.connect(runner.url);
+        try {
+          const info = await client.call("jobs.get", { job_id: job.job_id });
+          return info.result?.status === "running";
+        } finally {
+          await client.close();
+        }
+      }, "the job to run");
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const state = await queue.state(job.job_id);
+      assert.equal(state?.state, "started", "the front node still finds the job started");
+      started.terminate("canceled", "test over");
+      await started.done;
+    } finally {
+      await runner.shutdown();
     }
   },
 });

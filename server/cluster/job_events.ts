@@ -46,6 +46,23 @@ const CLOSE_WAIT_MS = 2000;
 /** Frames whose method ends a job: the last entry of its stream. */
 const TERMINAL_START = '{"jsonrpc":"2.0","method":"process.completed",';
 
+// KEYS: events, meta, the node's running set. ARGV: node id, principal, ttl, job id, '1' to keep
+// the stream (a job taken over after its node died). A fresh start owns the id's records; the
+// routing record of a job this node took from a queue (state starting or started, node_id this
+// node) stays, whether its start was written before or after this.
+const MIRROR_START = `
+local st = redis.call('HGET', KEYS[2], 'state')
+local routedHere = (st == 'starting' or st == 'started') and
+  redis.call('HGET', KEYS[2], 'node_id') == ARGV[1]
+if ARGV[5] ~= '1' then redis.call('DEL', KEYS[1]) end
+if not routedHere then redis.call('DEL', KEYS[2]) end
+redis.call('HSET', KEYS[2], 'node_id', ARGV[1], 'principal', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+-- The node's running jobs, for whoever finds the node gone (server/cluster/reaper.ts).
+redis.call('SADD', KEYS[3], ARGV[4])
+return 1
+`;
+
 /**
  * Whether `frame` is a job's terminal notification. Job frames are written by `Job.#emit` as
  * `{"jsonrpc":"2.0","method":...,"params":...}`, so the method is at the start: a look at the
@@ -108,19 +125,22 @@ export class JobEventStreams implements AsyncDisposable {
   mirror(job: Job): void {
     const events = this.#key(job.id, "events");
     const meta = this.#key(job.id, "meta");
-    const writes = this.#writer.multi();
     // A client-chosen id may have been used before (on any node, by any token): this job owns the
     // id's stream now, and no frame of the earlier one is replayed as its. Unless it is that job,
-    // run again after its node died: then its stream goes on.
-    if (!job.takenOver) writes.del(events);
+    // run again after its node died: then its stream goes on. One script, because a routed job's
+    // record shares the meta hash (job_queue.ts) and the taking node writes its start there on
+    // another connection: whichever lands first, the routing record must survive this.
     this.#send(
-      writes
-        .del(meta)
-        .hSet(meta, { node_id: this.#options.nodeId, principal: job.principal })
-        .pExpire(meta, RUNNING_TTL_MS)
-        // The node's running jobs, for whoever finds the node gone (server/cluster/reaper.ts).
-        .sAdd(this.runningKey(this.#options.nodeId), job.id)
-        .exec(),
+      this.#writer.eval(MIRROR_START, {
+        keys: [events, meta, this.runningKey(this.#options.nodeId)],
+        arguments: [
+          this.#options.nodeId,
+          job.principal,
+          String(RUNNING_TTL_MS),
+          job.id,
+          job.takenOver ? "1" : "0",
+        ],
+      }),
       0,
     );
     job.done.then(() =>
