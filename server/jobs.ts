@@ -1961,6 +1961,15 @@ export class JobManager {
     return job;
   }
 
+  /**
+   * Refuses client-chosen id `id` when history holds a job with it (a job that waits before it
+   * starts checks this before it waits).
+   * @throws {RpcError} JOB_ID_CONFLICT
+   */
+  checkIdUnused(id: string, principal: Principal): Promise<void> {
+    return this.#checkIdUnused(id, principal);
+  }
+
   /** Only the main token learns what the earlier job was: the id may be another token's. */
   async #checkIdUnused(id: string, principal: Principal): Promise<void> {
     let recorded;

@@ -24,10 +24,12 @@ export interface KeyWaiter {
 
 export interface KeyLocks {
   /**
-   * Puts a job in its key's line; resolves to how many are ahead of it (0: its turn is now).
+   * Puts a job in its key's line; resolves to how many are ahead of it (0: its turn is now), or
+   * null when a job with its id is in a line already (waiting, or holding its key): the id is
+   * taken, and the job already there must not be touched by this one's cancel or end.
    * `reply` is where a node that cancels it tells this one (the cluster's).
    */
-  join(waiter: KeyWaiter, reply?: string): Promise<number>;
+  join(waiter: KeyWaiter, reply?: string): Promise<number | null>;
   /**
    * Resolves true once the job is first in line, false once it is no longer in the line
    * (canceled). Ends early, false, when `give_up` settles (its connection closed).
@@ -55,7 +57,8 @@ export class LocalKeyLocks implements KeyLocks {
   /** Wakes the jobs of a line when it moves. */
   readonly #wakers = new Map<string, Set<() => void>>();
 
-  join(waiter: KeyWaiter): Promise<number> {
+  join(waiter: KeyWaiter): Promise<number | null> {
+    if (this.#byJob.has(waiter.jobId)) return Promise.resolve(null);
     const line = this.#lines.get(waiter.key) ?? [];
     line.push(waiter);
     this.#lines.set(waiter.key, line);

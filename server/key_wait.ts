@@ -12,7 +12,7 @@ import type { KeyLocks } from "./key_locks.ts";
 import type { JobManager } from "./jobs.ts";
 import type { Logger } from "./log.ts";
 import { neverStartedFrame, neverStartedResult, recordNeverRan } from "./never_ran.ts";
-import type { ExecuteParams, ExecuteResult } from "./protocol.ts";
+import { ErrorCode, type ExecuteParams, type ExecuteResult, RpcError } from "./protocol.ts";
 import type { Session } from "./session.ts";
 import type { Store } from "./store/store.ts";
 import type { JobEventStreams } from "./cluster/job_events.ts";
@@ -47,9 +47,23 @@ export async function executeWithKey(
   const withId = { ...params, job_id: jobId };
   // A retried execute of a job that runs here follows it, as without a key.
   if (deps.jobs.has(jobId)) return await start(withId);
+  // An id in history is refused now, as it would be at the start: waiting first would let a
+  // cancel record this job over that one.
+  if (params.job_id !== undefined) await deps.jobs.checkIdUnused(jobId, session.principal);
   const command = deps.commandOf(withId);
   const since = Date.now();
   const ahead = await locks.join({ jobId, key, principal: session.principal.name, command, since });
+  if (ahead === null) {
+    // Another execute with this id waits for (or holds) a key: this one must not share its place,
+    // nor cancel or end it.
+    throw new RpcError(
+      ErrorCode.JOB_ID_CONFLICT,
+      `Cannot execute: job_id "${jobId}" is already used`,
+      {
+        job_id: jobId,
+      },
+    );
+  }
   if (ahead > 0) {
     session.send(JSON.stringify({
       jsonrpc: "2.0",

@@ -55,6 +55,14 @@ export async function recordNeverRan(
 ): Promise<void> {
   const now = Date.now();
   try {
+    // A client-chosen id may be one history holds already (another job's, maybe another
+    // token's): that record stays as it is.
+    if (await store.get(job.jobId) !== null) {
+      logger.warn("did not record a job that never ran: its id is in history already", {
+        job_id: job.jobId,
+      });
+      return;
+    }
     await store.jobStarted({
       job_id: job.jobId,
       command: job.command,

@@ -248,3 +248,81 @@ Deno.test({
     }
   },
 });
+
+const MAIN = "main-token-0123456789abcdef";
+const OTHER = "other-token-0123456789abcdef";
+
+async function sha256Hex(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+Deno.test("concurrency key: a job id another token uses (waiting for a key, or in history) is refused, not put in the line; the owner's job is untouched", async () => {
+  const dir = await Deno.makeTempDir();
+  const policy = join(dir, "policy.json");
+  await Deno.writeTextFile(
+    policy,
+    JSON.stringify({ tokens: [{ name: "other", token_sha256: await sha256Hex(OTHER) }] }),
+  );
+  const server = await startServer(
+    loadConfig({
+      env: {
+        CC_EXECUTOR_PORT: "0",
+        CC_EXECUTOR_TOKEN: MAIN,
+        CC_EXECUTOR_POLICY: policy,
+        CC_EXECUTOR_KILL_GRACE_MS: "300",
+        CC_EXECUTOR_DB: ":memory:",
+      },
+      envFile: null,
+    }),
+    { logger: silentLogger },
+  );
+  const connect = (token: string) =>
+    RawClient.connect(server.url, { headers: { authorization: `Bearer ${token}` } });
+  try {
+    await using owner = await connect(MAIN);
+    await using stranger = await connect(OTHER);
+    const finished = await owner.result("execute", { command: "echo mine", job_id: "finished" });
+    await owner.completion("finished");
+    const holder = await owner.result("execute", { command: "sleep 60", concurrency_key: "k" });
+    const mine = owner.call("execute", {
+      command: "echo waited",
+      concurrency_key: "k",
+      job_id: "mine",
+    });
+    await owner.waitFor(
+      (f: Frame) => f.method === "job.queued" && f.params.job_id === "mine",
+      "the owner's job to wait",
+    );
+
+    // Its id, waiting for the key: refused at once, as a running job's id would be.
+    const twin = await stranger.call("execute", {
+      command: "echo theirs",
+      concurrency_key: "k",
+      job_id: "mine",
+    });
+    assert.equal(twin.error?.code, -32006, JSON.stringify(twin));
+    const cancel = await stranger.call("control", { type: "CANCEL", job_id: "mine" });
+    assert.equal(cancel.error?.code, -32001, JSON.stringify(cancel));
+    assert.equal((await owner.result("jobs.get", { job_id: "mine" })).status, "queued");
+
+    // An id in history: refused before it waits, so a cancel cannot rewrite that record.
+    const reused = await stranger.call("execute", {
+      command: "echo theirs",
+      concurrency_key: "k",
+      job_id: finished.job_id,
+    });
+    assert.equal(reused.error?.code, -32006, JSON.stringify(reused));
+    const record = await owner.result("history.get", { job_id: "finished" });
+    assert.equal(record.status, "completed");
+    assert.equal(record.command, "echo mine");
+
+    await owner.result("control", { type: "CANCEL", job_id: holder.job_id });
+    assert.equal((await mine).result?.status, "running");
+    await owner.completion("mine");
+    assert.equal(owner.output("mine"), "waited\n");
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -28,17 +28,18 @@ const LOOK_AGAIN_MS = 1000;
 /** How often letting go of a key is tried (2 s apart) before it is logged as stuck. */
 const LEAVE_ATTEMPTS = 30;
 
-// KEYS: line, keywait, keys set. ARGV: job id, key, then the keywait fields. Returns how many
-// are ahead of the job (a job already in the line keeps its place).
+// KEYS: line, keywait, keys set, keyhold. ARGV: job id, key, then the keywait fields. Returns
+// how many are ahead of the job, or -1 when a job with its id is in a line already (waiting, or
+// holding a key): its id is taken.
 const JOIN = `
-local at = redis.call('LPOS', KEYS[1], ARGV[1])
-if not at then
-  redis.call('RPUSH', KEYS[1], ARGV[1])
-  redis.call('HSET', KEYS[2], unpack(ARGV, 3))
-  redis.call('SADD', KEYS[3], ARGV[2])
-  at = redis.call('LLEN', KEYS[1]) - 1
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[4]) == 1 or
+    redis.call('LPOS', KEYS[1], ARGV[1]) then
+  return -1
 end
-return at
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+redis.call('SADD', KEYS[3], ARGV[2])
+return redis.call('LLEN', KEYS[1]) - 1
 `;
 
 // KEYS: line, keywait, keyhold, keys set. ARGV: job id, key, prefix. The job leaves its line;
@@ -95,9 +96,14 @@ export class RedisKeyLocks implements KeyLocks, AsyncDisposable {
     return new RedisKeyLocks(options, client);
   }
 
-  async join(waiter: KeyWaiter, reply?: string): Promise<number> {
+  async join(waiter: KeyWaiter, reply?: string): Promise<number | null> {
     const ahead = await withDeadline(this.#client.eval(JOIN, {
-      keys: [this.#line(waiter.key), this.#wait(waiter.jobId), `${this.#prefix}cluster:keys`],
+      keys: [
+        this.#line(waiter.key),
+        this.#wait(waiter.jobId),
+        `${this.#prefix}cluster:keys`,
+        this.#hold(waiter.jobId),
+      ],
       arguments: [
         waiter.jobId,
         waiter.key,
@@ -111,7 +117,7 @@ export class RedisKeyLocks implements KeyLocks, AsyncDisposable {
         }).flat(),
       ],
     }));
-    return Number(ahead);
+    return Number(ahead) < 0 ? null : Number(ahead);
   }
 
   async turn(key: string, jobId: string, giveUp: Promise<unknown>): Promise<boolean> {
