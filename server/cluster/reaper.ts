@@ -168,8 +168,9 @@ export class Reaper implements AsyncDisposable {
         const reason = `its node "${nodeId}" stopped answering (down); it may or may not have ` +
           "finished, and may still be running there until that node starts again";
         const startedAt = (await store.get(jobId).catch(() => null))?.started_at ?? Date.now();
-        await events.end(jobId, { status: "lost", reason, startedAt });
+        // The record first: a follower that sees the stream end may read history at once.
         await store.markInterrupted(jobId, Date.now(), reason, "lost");
+        await events.end(jobId, { status: "lost", reason, startedAt });
         // Its processes may live on: the node stops them when it starts again.
         await events.noteLost(nodeId, jobId);
         const key = await this.#o.locks.heldBy(jobId);

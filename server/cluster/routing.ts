@@ -238,13 +238,14 @@ export class Router {
   async cancelQueued(jobId: string, state: RoutedState, reason: string): Promise<boolean> {
     if (state.state !== "queued") return false;
     if (!(await this.#o.queue.cancelQueued(jobId, state.queue))) return false;
-    await this.#o.events.end(jobId, { status: "canceled", reason, startedAt: Date.now() });
+    // The record first: a follower that sees the stream end may read history at once.
     await recordNeverRan(
       this.#o.store,
       { jobId, command: state.command, nodeId: this.#o.registry.id, sessionId: null },
       { status: "canceled", reason },
       this.#o.logger,
     );
+    await this.#o.events.end(jobId, { status: "canceled", reason, startedAt: Date.now() });
     return true;
   }
 
