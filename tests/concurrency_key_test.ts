@@ -326,3 +326,51 @@ Deno.test("concurrency key: a job id another token uses (waiting for a key, or i
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name:
+    "concurrency key: a waiting job's node killed and restarted at once does not stop the line for good",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const env = { REDIS_URL: redis.url, CC_EXECUTOR_NODE_DOWN_AFTER: "2" };
+    const a = await startCliServer({ ...env, CC_EXECUTOR_NODE_ID: "a" });
+    let b = await startCliServer({ ...env, CC_EXECUTOR_NODE_ID: "b" });
+    const servers = [a, b];
+    try {
+      await using onA = await RawClient.connect(a.url);
+      const held = await onA.result("execute", { command: "sleep 60", concurrency_key: "k" });
+      {
+        await using onB = await RawClient.connect(b.url);
+        onB.call("execute", { command: "echo orphan", concurrency_key: "k", job_id: "orphan" })
+          .catch(() => {});
+        await onB.waitFor((f: Frame) => f.method === "job.queued", "the orphan to wait");
+        // Its server dies with its execute waiting; the node comes back at once, same id.
+        b.child.kill("SIGKILL");
+        await b.child.status;
+        await b.log();
+      }
+      b = await startCliServer({ ...env, CC_EXECUTOR_NODE_ID: "b" });
+      servers.push(b);
+      const next = onA.call("execute", { command: "echo next", concurrency_key: "k", job_id: "n" });
+      await onA.waitFor(
+        (f: Frame) => f.method === "job.queued" && f.params.job_id === "n",
+        "the next job to wait",
+      );
+      await onA.result("control", { type: "CANCEL", job_id: held.job_id });
+      // The orphan's execute died with its server: nobody will start it, so it must not hold the
+      // line (RawClient gives up on an answer after 15 s).
+      assert.equal((await next).result?.status, "running");
+      await onA.completion("n");
+      assert.equal(onA.output("n"), "next\n");
+    } finally {
+      for (const node of servers) {
+        try {
+          node.child.kill("SIGKILL");
+        } catch { /* gone */ }
+        await node.child.status;
+        await node.log();
+      }
+    }
+  },
+});

@@ -8,10 +8,11 @@
  *     cluster:keyline:<key>      list of job ids in order; the head holds the key
  *     cluster:keywait:<job id>   hash: a job in a line that has not started: key, principal,
  *                                command, since, front_node (the node that waits for its turn),
- *                                reply (that node's channel)
+ *                                instance (that node's server instance), reply (its channel)
  *     cluster:keyhold:<job id>   hash: a job that holds its key and runs: key, node_id
  *
- * A line never stays stuck behind a dead node: a head whose waiting node is gone is dropped
+ * A line never stays stuck behind a dead node: a head whose waiting server is gone (its node
+ * down, or up again as another server instance, which knows nothing of the wait) is dropped
  * by the next node that looks; a head that runs on a node that died leaves when the cluster
  * marks it lost (server/cluster/reaper.ts); a head that is neither is dropped as stale.
  *
@@ -113,6 +114,7 @@ export class RedisKeyLocks implements KeyLocks, AsyncDisposable {
           command: waiter.command,
           since: String(waiter.since),
           front_node: this.#o.registry.id,
+          instance: this.#o.registry.instance,
           reply: reply ?? this.#o.remote.replyChannel,
         }).flat(),
       ],
@@ -233,15 +235,21 @@ export class RedisKeyLocks implements KeyLocks, AsyncDisposable {
   }
 
   /**
-   * Whether the head of a line can never move on by itself: it waits on a node that is gone, or
+   * Whether the head of a line can never move on by itself: it waits in a server that is gone, or
    * it neither waits nor is known to run (its end was not written: a Redis outage at the time).
    * A head that runs on a node that died is left to the reaper, which marks it lost.
    */
   async #stale(head: string): Promise<boolean> {
-    const [waitNode, holdNode] = await withDeadline(Promise.all([
+    const [waitNode, waitInstance, holdNode] = await withDeadline(Promise.all([
       this.#client.hGet(this.#wait(head), "front_node"),
+      this.#client.hGet(this.#wait(head), "instance"),
       this.#client.hGet(this.#hold(head), "node_id"),
     ]));
+    // The execute waits in one server instance: a node restarted since (same id, up again) has
+    // no such wait, and would never start it nor let it go.
+    if (waitNode && waitInstance) {
+      return await this.#o.registry.leaseHolder(waitNode) !== waitInstance;
+    }
     if (waitNode) return !await this.#o.registry.isUp(waitNode);
     return !holdNode;
   }

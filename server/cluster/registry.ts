@@ -206,6 +206,16 @@ export class NodeRegistry implements AsyncDisposable {
     return this.#steadySince !== null && this.#now() - this.#steadySince >= ms;
   }
 
+  /** This server's instance id: what its lease holds while it runs. */
+  get instance(): string {
+    return this.#instance;
+  }
+
+  /** The instance holding node `nodeId`'s lease; null when it lapsed (the node is down). */
+  async leaseHolder(nodeId: string): Promise<string | null> {
+    return await withDeadline(this.#client.get(this.#key("lease", nodeId)));
+  }
+
   /** Whether node `nodeId`'s lease lives (it is up). */
   async isUp(nodeId: string): Promise<boolean> {
     return await withDeadline(this.#client.exists(this.#key("lease", nodeId))) === 1;
