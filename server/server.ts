@@ -311,7 +311,7 @@ async function listen(
         background.sessionClosed(s.id);
         jobs.sessionClosed(s.id);
         cluster?.events.unsubscribe(s.id);
-        cluster?.router?.sessionClosed(s);
+        void cluster?.router?.sessionClosed(s);
         logger.debug("session closed", { session: s.id });
       },
     });
@@ -474,6 +474,11 @@ async function listen(
   const shutdown = () =>
     stopping ??= (async () => {
       logger.info("shutting down", { running_jobs: jobs.runningCount, sessions: sessions.size });
+      // The connections close below, after the node has left the cluster: their routed jobs
+      // (queued, or running on other nodes) are canceled now, while the queues and the other
+      // nodes can still be reached, as a connection that closes has them canceled.
+      const router = cluster?.router;
+      if (router) await Promise.all([...sessions].map((s) => router.sessionClosed(s)));
       // Takes no more jobs from the cluster's queues (an entry taken is started, or left for
       // another node to reclaim).
       await cluster?.stopTaking();

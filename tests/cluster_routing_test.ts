@@ -530,3 +530,37 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "cluster routing: a front node that shuts down cancels its connections' routed jobs (running elsewhere or queued) as a closed connection does",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const front = await startNode(redis.url, "front");
+    const runner = await startNode(redis.url, "runner", { CC_EXECUTOR_NODE_CAPACITY: "1" });
+    try {
+      const client = await RawClient.connect(front.url);
+      const running = await client.result("execute", { command: "sleep 60", node: "runner" });
+      client.call("execute", { command: "echo never", node: "runner", job_id: "never" })
+        .catch(() => {});
+      await client.waitFor(
+        (f: Frame) => f.method === "job.queued" && f.params.job_id === "never",
+        "queued",
+      );
+      await front.shutdown();
+      await client.close();
+      await using watcher = await RawClient.connect(runner.url);
+      await waitUntil(async () => {
+        const info = await watcher.result("jobs.get", { job_id: running.job_id });
+        return info.status === "canceled";
+      }, "the running job to be canceled on its node");
+      await waitUntil(() => !groupAlive(running.pgid), "its group to be gone");
+      const never = await watcher.result("jobs.get", { job_id: "never" });
+      assert.equal(never.status, "canceled");
+    } finally {
+      await front.shutdown();
+      await runner.shutdown();
+    }
+  },
+});

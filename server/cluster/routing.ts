@@ -262,11 +262,14 @@ export class Router {
     }
   }
 
-  /** A session closed: its routed jobs that are not detached are canceled, wherever they are. */
-  sessionClosed(session: Session): void {
+  /**
+   * A session closed (or is about to, its server shutting down): its routed jobs that are not
+   * detached are canceled, wherever they are. Resolves once the cancels were sent.
+   */
+  async sessionClosed(session: Session): Promise<void> {
     const bound = this.#bound.get(session.id);
     this.#bound.delete(session.id);
-    for (const jobId of bound ?? []) void this.#cancelFor(session, jobId);
+    await Promise.all([...bound ?? []].map((jobId) => this.#cancelFor(session, jobId)));
   }
 
   async #cancelFor(session: Session, jobId: string): Promise<void> {
