@@ -25,7 +25,14 @@ function nodeConfig(redisUrl: string, nodeId: string, downAfterMs = 1500) {
     killGraceMs: 300,
     redisUrl,
     nodeId,
-    cluster: { labels: [], capacity: 4, downAfterMs, url: null, idIsHostName: false },
+    cluster: {
+      labels: [],
+      capacity: 4,
+      downAfterMs,
+      lostAfterMs: 0,
+      url: null,
+      idIsHostName: false,
+    },
   });
 }
 

@@ -19,6 +19,7 @@
  * @module
  */
 import type { KeyLocks, KeyWaiter } from "../key_locks.ts";
+import { ErrorCode, RpcError } from "../protocol.ts";
 import type { Logger } from "../log.ts";
 import { type ClusterClient, clusterClient, connectAll, withDeadline } from "./redis_client.ts";
 import type { NodeRegistry } from "./registry.ts";
@@ -98,53 +99,61 @@ export class RedisKeyLocks implements KeyLocks, AsyncDisposable {
   }
 
   async join(waiter: KeyWaiter, reply?: string): Promise<number | null> {
-    const ahead = await withDeadline(this.#client.eval(JOIN, {
-      keys: [
-        this.#line(waiter.key),
-        this.#wait(waiter.jobId),
-        `${this.#prefix}cluster:keys`,
-        this.#hold(waiter.jobId),
-      ],
-      arguments: [
-        waiter.jobId,
-        waiter.key,
-        ...Object.entries({
-          key: waiter.key,
-          principal: waiter.principal,
-          command: waiter.command,
-          since: String(waiter.since),
-          front_node: this.#o.registry.id,
-          instance: this.#o.registry.instance,
-          reply: reply ?? this.#o.remote.replyChannel,
-        }).flat(),
-      ],
-    }));
-    return Number(ahead) < 0 ? null : Number(ahead);
+    try {
+      const ahead = await withDeadline(this.#client.eval(JOIN, {
+        keys: [
+          this.#line(waiter.key),
+          this.#wait(waiter.jobId),
+          `${this.#prefix}cluster:keys`,
+          this.#hold(waiter.jobId),
+        ],
+        arguments: [
+          waiter.jobId,
+          waiter.key,
+          ...Object.entries({
+            key: waiter.key,
+            principal: waiter.principal,
+            command: waiter.command,
+            since: String(waiter.since),
+            front_node: this.#o.registry.id,
+            instance: this.#o.registry.instance,
+            reply: reply ?? this.#o.remote.replyChannel,
+          }).flat(),
+        ],
+      }));
+      return Number(ahead) < 0 ? null : Number(ahead);
+    } catch (error) {
+      throw unavailable("join the line of concurrency key " + waiter.key, error);
+    }
   }
 
   async turn(key: string, jobId: string, giveUp: Promise<unknown>): Promise<boolean> {
-    let gaveUp = false;
-    giveUp.then(() => (gaveUp = true), () => {});
-    for (;;) {
-      const [head, at] = await withDeadline(Promise.all([
-        this.#client.lIndex(this.#line(key), 0),
-        this.#client.lPos(this.#line(key), jobId),
-      ]));
-      if (at === null) return false;
-      if (head === jobId) return true;
-      if (gaveUp) {
-        await this.leave(key, jobId);
-        return false;
+    try {
+      let gaveUp = false;
+      giveUp.then(() => (gaveUp = true), () => {});
+      for (;;) {
+        const [head, at] = await withDeadline(Promise.all([
+          this.#client.lIndex(this.#line(key), 0),
+          this.#client.lPos(this.#line(key), jobId),
+        ]));
+        if (at === null) return false;
+        if (head === jobId) return true;
+        if (gaveUp) {
+          await this.leave(key, jobId);
+          return false;
+        }
+        if (head !== null && await this.#stale(head)) {
+          this.#o.logger.warn("dropped a job from a concurrency key's line: its node is gone", {
+            key,
+            job_id: head,
+          });
+          await this.leave(key, head);
+          continue;
+        }
+        await Promise.race([this.#o.remote.notice(`key:${jobId}`, LOOK_AGAIN_MS), giveUp]);
       }
-      if (head !== null && await this.#stale(head)) {
-        this.#o.logger.warn("dropped a job from a concurrency key's line: its node is gone", {
-          key,
-          job_id: head,
-        });
-        await this.leave(key, head);
-        continue;
-      }
-      await Promise.race([this.#o.remote.notice(`key:${jobId}`, LOOK_AGAIN_MS), giveUp]);
+    } catch (error) {
+      throw unavailable("wait for concurrency key " + key, error);
     }
   }
 
@@ -191,37 +200,50 @@ export class RedisKeyLocks implements KeyLocks, AsyncDisposable {
   }
 
   async waiting(jobId: string): Promise<KeyWaiter | null> {
-    const fields = await withDeadline(this.#client.hGetAll(this.#wait(jobId)));
-    if (fields.key === undefined) return null;
-    const head = await withDeadline(this.#client.lIndex(this.#line(fields.key), 0));
-    if (head === jobId) return null;
-    return {
-      jobId,
-      key: fields.key,
-      principal: fields.principal ?? "",
-      command: fields.command ?? "",
-      since: Number(fields.since ?? 0),
-    };
+    try {
+      const fields = await withDeadline(this.#client.hGetAll(this.#wait(jobId)));
+      if (fields.key === undefined) return null;
+      const head = await withDeadline(this.#client.lIndex(this.#line(fields.key), 0));
+      if (head === jobId) return null;
+      return {
+        jobId,
+        key: fields.key,
+        principal: fields.principal ?? "",
+        command: fields.command ?? "",
+        since: Number(fields.since ?? 0),
+      };
+    } catch (error) {
+      throw unavailable(`read job "${jobId}"'s place in a concurrency key's line`, error);
+    }
   }
 
   async cancel(jobId: string): Promise<boolean> {
-    const canceled = await withDeadline(this.#client.eval(CANCEL, {
-      keys: [this.#wait(jobId)],
-      arguments: [jobId, this.#prefix],
-    }));
-    return canceled === 1;
+    try {
+      const canceled = await withDeadline(this.#client.eval(CANCEL, {
+        keys: [this.#wait(jobId)],
+        arguments: [jobId, this.#prefix],
+      }));
+      return canceled === 1;
+    } catch (error) {
+      throw unavailable(`cancel job "${jobId}" waiting for its concurrency key`, error);
+    }
   }
 
   async depth(): Promise<{ key: string; waiting: number; holder: string }[]> {
-    const keys = (await withDeadline(this.#client.sMembers(`${this.#prefix}cluster:keys`))).sort();
-    const lines = await withDeadline(Promise.all(keys.map(async (key) => {
-      const [length, holder] = await Promise.all([
-        this.#client.lLen(this.#line(key)),
-        this.#client.lIndex(this.#line(key), 0),
-      ]);
-      return { key, waiting: Math.max(0, length - 1), holder: holder ?? "" };
-    })));
-    return lines.filter((line) => line.holder !== "");
+    try {
+      const keys = (await withDeadline(this.#client.sMembers(`${this.#prefix}cluster:keys`)))
+        .sort();
+      const lines = await withDeadline(Promise.all(keys.map(async (key) => {
+        const [length, holder] = await Promise.all([
+          this.#client.lLen(this.#line(key)),
+          this.#client.lIndex(this.#line(key), 0),
+        ]);
+        return { key, waiting: Math.max(0, length - 1), holder: holder ?? "" };
+      })));
+      return lines.filter((line) => line.holder !== "");
+    } catch (error) {
+      throw unavailable("read the concurrency keys' lines", error);
+    }
   }
 
   /** The key job `jobId` of node `nodeId` held, if it held one (for the reaper). */
@@ -265,4 +287,14 @@ export class RedisKeyLocks implements KeyLocks, AsyncDisposable {
   #hold(jobId: string): string {
     return `${this.#prefix}cluster:keyhold:${jobId}`;
   }
+}
+
+/** A Redis failure on a request's path, as the clear error the request answers with. */
+function unavailable(what: string, error: unknown): RpcError {
+  if (error instanceof RpcError) return error;
+  return new RpcError(
+    ErrorCode.STORE_UNAVAILABLE,
+    `Cannot ${what}: the cluster's Redis: ${(error as Error)?.message ?? String(error)}`,
+    {},
+  );
 }
