@@ -153,6 +153,8 @@ function startNode(redisUrl: string, id: string): Promise<ExecutorServer> {
       CC_EXECUTOR_NODE_DOWN_AFTER: "2",
       CC_EXECUTOR_PORT: "0",
       CC_EXECUTOR_KILL_GRACE_MS: "300",
+      // No file beside the tests: the outbox of a Redis store goes next to the database.
+      CC_EXECUTOR_DB: ":memory:",
     },
     envFile: null,
   });
