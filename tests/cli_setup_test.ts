@@ -634,7 +634,7 @@ Deno.test("cli setup: bad flags and unknown commands are usage errors (exit 2) w
     [["run", "--timeout", "abc", "x"], /--timeout .*'abc' is invalid/],
     [
       ["jobs", "list", "--status", "bogus"],
-      /--status .*'bogus' is invalid.*expected one of running/,
+      /--status .*'bogus' is invalid.*expected one of queued, running/,
     ],
     [["server", "start", "--bogus"], /unknown option '--bogus'/],
     [["frobnicate"], /unknown command 'frobnicate'/],

@@ -535,6 +535,44 @@ Deno.test({
 
 Deno.test({
   name:
+    "cluster routing: many routed executes at once are all answered and all end (a taking node's start keeps the routing record the front node waits on)",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const nodes = [
+      await startNode(redis.url, "one", { CC_EXECUTOR_NODE_LABELS: "w" }),
+      await startNode(redis.url, "two", { CC_EXECUTOR_NODE_LABELS: "w" }),
+      await startNode(redis.url, "three", { CC_EXECUTOR_NODE_LABELS: "w" }),
+    ];
+    const clients: RawClient[] = [];
+    try {
+      for (let k = 0; k < 8; k++) clients.push(await RawClient.connect(nodes[0]!.url));
+      let left = 160;
+      const ranOn = new Map<string, number>();
+      await Promise.all(clients.map(async (client) => {
+        while (left-- > 0) {
+          // Before the fix, a start's mirror could erase the record after the taking node wrote
+          // "started" to it: the execute then never got its answer.
+          const started = await inTime(
+            client.result("execute", { command: "true", labels: ["w"] }),
+            "answer to a routed execute",
+          );
+          const done = await client.completion(started.job_id, 10_000);
+          assert.equal(done.status, "completed");
+          const record = await client.result("history.get", { job_id: started.job_id });
+          ranOn.set(record.node_id, (ranOn.get(record.node_id) ?? 0) + 1);
+        }
+      }));
+      assert.equal([...ranOn.values()].reduce((a, b) => a + b, 0), 160);
+    } finally {
+      for (const client of clients) await client.close();
+      for (const node of nodes) await node.shutdown();
+    }
+  },
+});
+
+Deno.test({
+  name:
     "cluster routing: a front node that shuts down cancels its connections' routed jobs (running elsewhere or queued) as a closed connection does",
   ignore: !HAS_REDIS,
   fn: async () => {
@@ -566,3 +604,18 @@ Deno.test({
     }
   },
 });
+
+/** `promise`, or a failure naming `what` after 10 s. */
+async function inTime<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no ${what} within 10 s`)), 10_000);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
