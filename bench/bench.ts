@@ -11,6 +11,7 @@ import { measureCliRun } from "./cli_run.ts";
 import { measureHookCost } from "./hook_cost.ts";
 import { measureIdleConnections } from "./idle_connections.ts";
 import { measureStoreCost } from "./store_cost.ts";
+import { measureRouting } from "./routing.ts";
 import { type BenchResults, type BenchSettings, renderReport, verdicts } from "./report.ts";
 import { measureLatency, measureOutput, measureRate, measureSlowReader } from "./scenarios.ts";
 import { measureSleepJobs } from "./sleep_jobs.ts";
@@ -22,7 +23,7 @@ import { measureWebsocketd } from "./websocketd.ts";
 /** The checkout this bench belongs to: its server is the default one to measure. */
 const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname);
 const DEFAULT_OUT = "docs/performance.md";
-const SCENARIOS = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"] as const;
+const SCENARIOS = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 /** Sized to keep the whole run near a minute on 2 CPUs while p99 still rests on 5+ samples. */
@@ -56,6 +57,15 @@ const FULL: BenchSettings = {
     lineBytes: 8 * MiB,
     runs: 3,
   },
+  // 300 jobs per run: a few seconds even routed; three rounds of three paths stay near 30 s.
+  routing: {
+    jobs: 300,
+    connections: 8,
+    rounds: 3,
+    warmupJobs: 40,
+    latencySamples: 100,
+    latencyWarmup: 10,
+  },
 };
 
 /** For trying the bench out, not for the report. */
@@ -84,6 +94,7 @@ const QUICK: BenchSettings = {
     lineBytes: 2 * MiB,
     runs: 1,
   },
+  routing: { ...FULL.routing, jobs: 100, rounds: 1, latencySamples: 30, latencyWarmup: 3 },
 };
 
 export async function bench(args: string[]): Promise<number> {
@@ -168,6 +179,7 @@ export async function bench(args: string[]): Promise<number> {
       idle: null,
       sleep: null,
       websocketd: null,
+      routing: null,
       rss: [{ after: "start (idle)", bytes: server.rss() }],
     };
     // (d) first, on the fresh server: every other scenario leaves the server's RSS grown (Deno keeps
@@ -275,6 +287,14 @@ export async function bench(args: string[]): Promise<number> {
       );
       results.sleep = await measureSleepJobs({ cwd: serverDir, ...settings.sleepJobs });
       if ("skipped" in results.sleep) log(`(j) skipped: ${results.sleep.skipped}`);
+    }
+    if (run("l")) {
+      const r = settings.routing;
+      log(
+        `(l) routing: ${r.rounds} x ${r.jobs} jobs over ${r.connections} connections per path, ${r.latencySamples} latency samples per path; one redis-server, three nodes, one server with the cluster off`,
+      );
+      results.routing = await measureRouting({ cwd: serverDir, ...r });
+      if ("skipped" in results.routing) log(`(l) skipped: ${results.routing.skipped}`);
     }
   } catch (error) {
     log(`failed: ${(error as Error)?.stack ?? error}`);

@@ -19,6 +19,8 @@ import type { SpoolCostResult, SpoolRun } from "./spool_cost.ts";
 import type { StoreCostBackend, StoreCostResult } from "./store_cost.ts";
 import type { IdleConnectionsOptions, IdleConnectionsOutcome } from "./idle_connections.ts";
 import { loadVerdicts, renderLoadSections } from "./report_load.ts";
+import { renderRoutingSection, routingVerdicts } from "./report_routing.ts";
+import type { RoutingOptions, RoutingOutcome } from "./routing.ts";
 import type { SleepJobsOptions, SleepJobsOutcome } from "./sleep_jobs.ts";
 import type { WebsocketdOptions, WebsocketdOutcome } from "./websocketd.ts";
 import { fixed, MB, median, MiB, ratio, type Summary } from "./stats.ts";
@@ -63,6 +65,7 @@ export interface BenchSettings {
   idle: Omit<IdleConnectionsOptions, "cwd">;
   sleepJobs: Omit<SleepJobsOptions, "cwd">;
   websocketd: WebsocketdOptions;
+  routing: Omit<RoutingOptions, "cwd">;
 }
 
 export interface BenchResults {
@@ -83,6 +86,7 @@ export interface BenchResults {
   idle: IdleConnectionsOutcome | null;
   sleep: SleepJobsOutcome | null;
   websocketd: WebsocketdOutcome | null;
+  routing: RoutingOutcome | null;
   /** The server's RSS at the start and after each scenario run, in run order. */
   rss: { after: string; bytes: number }[];
 }
@@ -230,7 +234,7 @@ export function verdicts(r: BenchResults): Verdict[] {
       }
       : notRun(gName, gTarget),
   );
-  out.push(...loadVerdicts(r));
+  out.push(...loadVerdicts(r), ...routingVerdicts(r));
   return out;
 }
 
@@ -273,7 +277,7 @@ export function renderReport(r: BenchResults): string {
     "## How to run",
     "",
     "```sh",
-    "deno task bench                        # about five minutes on 2 CPUs; rewrites this file",
+    "deno task bench                        # about seven minutes on 2 CPUs; rewrites this file",
     "deno task bench --only a,c --out -     # some scenarios, printed instead of written",
     "CC_EXECUTOR_CHUNK_BYTES=65536 deno task bench --out -   # server settings come from the environment",
     "deno task bench --server-dir ../other-checkout --out -  # another checkout's server, this client",
@@ -588,12 +592,13 @@ export function renderReport(r: BenchResults): string {
   } else add("Not run.", "");
 
   add(...renderLoadSections(r));
+  add(...renderRoutingSection(r));
 
   add(
     "## Server RSS over the run",
     "",
     "VmRSS of the server process at the start and after each scenario that used it, in the order",
-    "they ran ((f) to (j) start servers of their own).",
+    "they ran ((f) to (j) and (l) start servers of their own).",
     "",
     "| After | RSS |",
     "| --- | ---: |",
@@ -625,7 +630,7 @@ export function renderReport(r: BenchResults): string {
     "- (a) runs one sample of each path per round, in a rotating order, so drift hits all paths alike;",
     "  percentiles are nearest-rank (each is a measured sample).",
     "- (b) counts jobs completed by the deadline plus those in flight at it, over the whole elapsed time.",
-    "- The scenarios run in the order d, a, b, c, e, k on the one server, then f, g, h, i, j, each on",
+    "- The scenarios run in the order d, a, b, c, e, k on the one server, then f, g, h, i, j, l, each on",
     "  servers of its own. (d) goes first, on the fresh server, because every other scenario leaves",
     "  the server's RSS grown (V8 and the allocator keep what thousands of spawns and a fast 512 MiB",
     "  stream made them allocate), and that residue is not the slow reader's doing; the RSS table",

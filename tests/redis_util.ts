@@ -28,6 +28,8 @@ export interface RedisServer extends AsyncDisposable {
   /** redis://127.0.0.1:<port> (with the password when one was set). */
   readonly url: string;
   readonly port: number;
+  /** The redis-server process's id; null while it is stopped. */
+  readonly pid: number | null;
   /** SIGTERM, then waits for the process to exit. Does nothing when already stopped. */
   stop(): Promise<void>;
   /** Stops it, then starts it again on the same port (empty unless started with `persist`). */
@@ -95,6 +97,9 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
   return {
     url: `redis://${auth}127.0.0.1:${port}`,
     port,
+    get pid() {
+      return child?.pid ?? null;
+    },
     stop,
     async restart() {
       await stop();
