@@ -178,7 +178,6 @@ Deno.test({
       doomed.child.kill("SIGKILL");
       await doomed.child.status;
       await doomed.log();
-      // The spare node's one slot stays taken: a job taken over from a dead node starts at once.
 
       const lost = await client.completion(pinned.job_id, 30_000);
       assert.equal(lost.status, "lost");
@@ -188,6 +187,16 @@ Deno.test({
       assert.equal(record.status, "lost");
       const info = await client.result("jobs.get", { job_id: pinned.job_id });
       assert.equal(info.status, "lost");
+
+      // A job taken over from a dead node waits for a free slot like any other: the spare node
+      // (the only other one with the label) is full, and its look that marked the job lost has
+      // passed it by. Its one slot frees now.
+      assert.equal(
+        client.frames.some((f: Frame) => f.method === "job.node_lost"),
+        false,
+        "not taken over while the spare node is full",
+      );
+      await client.result("control", { type: "CANCEL", job_id: filler.job_id });
 
       const again = await client.completion(retried.job_id, 30_000);
       assert.equal(again.status, "completed");

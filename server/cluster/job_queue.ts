@@ -363,13 +363,16 @@ export class JobQueue implements AsyncDisposable {
   }
 
   /**
-   * The entries of queue `queue` that consumer `nodeId` took and never let go of, now this
-   * node's, each with the job it holds (entries deleted meanwhile are dropped from the list).
+   * Up to `limit` of the entries of queue `queue` that consumer `nodeId` took and never let go
+   * of, now this node's, each with the job it holds (entries deleted meanwhile are dropped).
    */
-  async reclaim(queue: string, nodeId: string): Promise<TakenEntry[]> {
+  async reclaim(queue: string, nodeId: string, limit: number): Promise<TakenEntry[]> {
+    if (limit <= 0) return [];
     const key = this.#queueKey(queue);
     const pending = await withDeadline(
-      this.#client.xPendingRange(key, GROUP, "-", "+", 1000, { consumer: nodeId }),
+      this.#client.xPendingRange(key, GROUP, "-", "+", Math.min(limit, 1000), {
+        consumer: nodeId,
+      }),
     );
     if (pending.length === 0) return [];
     const claimed = await withDeadline(

@@ -209,6 +209,8 @@ export class ClusterMember {
       locks: this.locks,
       logger: this.#logger,
     });
+    const capacity = this.#config.cluster?.capacity ?? jobs.config.maxJobs;
+    const freeSlots = () => capacity - jobs.busyCount;
     this.#router = router;
     this.#reaper = new Reaper({
       registry: this.registry,
@@ -218,11 +220,11 @@ export class ClusterMember {
       store,
       jobs,
       locks: this.locks,
+      freeSlots,
       lostAfterMs: this.#config.cluster?.lostAfterMs ?? 0,
       logger: this.#logger,
     });
-    const capacity = this.#config.cluster?.capacity ?? jobs.config.maxJobs;
-    this.queue.consume(() => capacity - jobs.busyCount, (entry) => router.take(entry));
+    this.queue.consume(freeSlots, (entry) => router.take(entry));
     this.#reaper.start();
   }
 

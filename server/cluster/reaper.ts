@@ -37,6 +37,8 @@ export interface ReaperOptions {
   jobs: JobManager;
   /** The concurrency keys: a lost job lets go of the key it held. */
   locks: RedisKeyLocks;
+  /** Jobs this node can start now (CC_EXECUTOR_NODE_CAPACITY less what it runs). */
+  freeSlots: () => number;
   /** How long a node must have been seen down before this node acts (CC_EXECUTOR_NODE_LOST_AFTER). */
   lostAfterMs: number;
   logger: Logger;
@@ -98,7 +100,8 @@ export class Reaper implements AsyncDisposable {
       if (!queue.serves(name)) continue;
       for (const holder of await queue.holders(name)) {
         if (!await goneLongEnough(holder)) continue;
-        for (const entry of await queue.reclaim(name, holder)) {
+        // No more than this node has room for: the rest stay for other nodes, or the next look.
+        for (const entry of await queue.reclaim(name, holder, this.#o.freeSlots())) {
           logger.warn("took over a routed job from a node that is gone", {
             job_id: entry.job.job_id,
             from: holder,

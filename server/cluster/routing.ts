@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { JobManager } from "../jobs.ts";
+import type { Job, JobManager } from "../jobs.ts";
 import type { KeyLocks } from "../key_locks.ts";
 import type { Logger } from "../log.ts";
 import type { Principal } from "../principal.ts";
@@ -39,6 +39,8 @@ import type { RemoteControl } from "./remote_control.ts";
 
 /** How often a front node looks at a waiting job's record when no nudge came. */
 const LOOK_AGAIN_MS = 1000;
+/** How often a taking node tries to record a routed job's start before it stops the job. */
+const RECORD_START_ATTEMPTS = 3;
 
 export interface RouterOptions {
   queue: JobQueue;
@@ -177,14 +179,7 @@ export class Router {
       if (key !== undefined && !existing) {
         this.#o.locks.started(key, started.id, started.done, this.#o.registry.id);
       }
-      await queue.started(entry, {
-        job_id: started.id,
-        pid: started.group.pid,
-        pgid: started.group.pgid,
-        status: started.status,
-        existing,
-        timeout: started.timeout,
-      }, started.attempt);
+      await this.#recordStart(entry, started, existing);
       // A job that may run again elsewhere keeps its entry until it ends: if this node dies
       // first, the entry is still in its pending list, for another node to take over.
       if (job.retry_on_node_loss) started.done.then(() => queue.release(entry)).catch(() => {});
@@ -201,6 +196,40 @@ export class Router {
       }
       await queue.failed(entry, refusal).catch(() => {});
       await queue.release(entry).catch(() => {});
+    }
+  }
+
+  /**
+   * Tells the front node the job started (through Redis, tried again over a short outage). A job
+   * whose start cannot be told is stopped: its client would never hear of it.
+   */
+  async #recordStart(entry: TakenEntry, started: Job, existing: boolean): Promise<void> {
+    const result = {
+      job_id: started.id,
+      pid: started.group.pid,
+      pgid: started.group.pgid,
+      status: started.status,
+      existing,
+      timeout: started.timeout,
+    };
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await this.#o.queue.started(entry, result, started.attempt);
+      } catch (error) {
+        if (attempt < RECORD_START_ATTEMPTS) {
+          await new Promise((resolve) => setTimeout(resolve, LOOK_AGAIN_MS));
+          continue;
+        }
+        started.terminate(
+          "canceled",
+          "its start could not be recorded in the cluster's Redis, so its client could not follow it",
+        );
+        throw new RpcError(
+          ErrorCode.STORE_UNAVAILABLE,
+          `Cannot start a routed job: the cluster's Redis: ${(error as Error).message}`,
+          { job_id: started.id },
+        );
+      }
     }
   }
 
