@@ -267,13 +267,33 @@ Deno.test({
         "the third job to be queued",
       );
 
+
+      // run --detach returns once the job is queued, with its id; it runs later, unattended.
+      const detached = await runCli([
+        "run",
+        "--detach",
+        "--json",
+        "--url",
+        front.url,
+        "--labels",
+        "w",
+        "--id",
+        "later",
+        "echo later",
+      ]);
+      assert.equal(detached.code, 0, detached.stderr);
+      assert.deepEqual(JSON.parse(detached.stdout), {
+        job_id: "later",
+        status: "queued",
+        queue: "labels:w",
+      });
       const status = await client.result("cluster.status", {});
       assert.deepEqual(status.queues, [
-        { queue: "labels:w", node: null, labels: ["w"], waiting: 2, taken: 0 },
+        { queue: "labels:w", node: null, labels: ["w"], waiting: 3, taken: 0 },
       ]);
       const table = await runCli(["cluster", "status", "--url", front.url]);
-      assert.match(table.stdout, /^labels:w\s+2\s+0$/m);
-      assert.match(table.stderr, /2 job\(s\) waiting in the queues/);
+      assert.match(table.stdout, /^labels:w\s+3\s+0$/m);
+      assert.match(table.stderr, /3 job\(s\) waiting in the queues/);
       const waiting = await client.result("jobs.get", { job_id: "second" });
       assert.equal(waiting.status, "queued");
       assert.equal(waiting.command, "echo second");
@@ -302,6 +322,10 @@ Deno.test({
       const thirdEnd = await client.completion("third");
       assert.equal(thirdEnd.status, "completed");
       assert.equal(client.output("third"), "third\n");
+      await using late = await RawClient.connect(small.url);
+      await late.result("jobs.subscribe", { job_id: "later", from_seq: 0 });
+      assert.equal((await late.completion("later")).status, "completed");
+      assert.equal(late.output("later"), "later\n");
       const firstEnd = client.events(first.job_id).at(-1);
       const thirdStart = client.events("third")[0];
       assert.ok(
