@@ -267,7 +267,6 @@ Deno.test({
         "the third job to be queued",
       );
 
-
       // run --detach returns once the job is queued, with its id; it runs later, unattended.
       const detached = await runCli([
         "run",
