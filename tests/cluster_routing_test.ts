@@ -6,60 +6,42 @@ import assert from "node:assert/strict";
 import { loadConfig } from "../server/config.ts";
 import { silentLogger } from "../server/log.ts";
 import { type ExecutorServer, startServer } from "../server/server.ts";
-import { runCli, startCliServer } from "./cli_util.ts";
+import { runCli } from "./cli_util.ts";
+import { type CliServer, startNode, startNodeProcess, stopNodeProcess } from "./cluster_util.ts";
 import { HAS_REDIS, startRedis } from "./redis_util.ts";
 import { type Frame, groupAlive, RawClient, waitUntil } from "./test_util.ts";
 import { JobQueue } from "../server/cluster/job_queue.ts";
 
-type CliServer = Awaited<ReturnType<typeof startCliServer>>;
-
-/** A node as a real `server start` process (one that can be killed with SIGKILL). */
-function startNodeProcess(
-  redisUrl: string,
-  id: string,
-  env: Record<string, string> = {},
-): Promise<CliServer> {
-  return startCliServer({
-    REDIS_URL: redisUrl,
-    CC_EXECUTOR_NODE_ID: id,
-    CC_EXECUTOR_NODE_DOWN_AFTER: "2",
-    ...env,
-  });
-}
-
-async function stopNodeProcess(node: CliServer): Promise<void> {
-  try {
-    node.child.kill("SIGTERM");
-  } catch { /* already gone */ }
-  await node.child.status;
-  await node.log();
-}
-
-/** A node inside this test process. */
-function startNode(
-  redisUrl: string,
-  id: string,
-  env: Record<string, string> = {},
-): Promise<ExecutorServer> {
-  const config = loadConfig({
-    env: {
-      REDIS_URL: redisUrl,
-      CC_EXECUTOR_NODE_ID: id,
-      CC_EXECUTOR_NODE_DOWN_AFTER: "2",
-      CC_EXECUTOR_PORT: "0",
-      CC_EXECUTOR_KILL_GRACE_MS: "300",
-      // No file beside the tests: the outbox of a Redis store goes next to the database.
-      CC_EXECUTOR_DB: ":memory:",
-      ...env,
-    },
-    envFile: null,
-  });
-  return startServer(config, { logger: silentLogger });
-}
-
 /** The job's notifications as a client saw them, without what differs between two connections. */
 function jobFrames(client: RawClient, jobId: string): string[] {
   return client.events(jobId).map((frame: Frame) => JSON.stringify(frame));
+}
+
+/**
+ * A client of `frontUrl` with a `sleep 60` running on node "runner" (capacity 1) and a job
+ * "never" queued behind it, whose execute is never answered.
+ */
+async function oneRunningOneQueued(frontUrl: string) {
+  const client = await RawClient.connect(frontUrl);
+  const running = await client.result("execute", { command: "sleep 60", node: "runner" });
+  client.call("execute", { command: "echo never", node: "runner", job_id: "never" })
+    .catch(() => {});
+  await client.waitFor(
+    (f: Frame) => f.method === "job.queued" && f.params.job_id === "never",
+    "queued",
+  );
+  return { client, running };
+}
+
+/** Both jobs of `oneRunningOneQueued` end canceled, as the runner node sees them. */
+async function bothCanceled(watcher: RawClient, running: { job_id: string; pgid: number }) {
+  for (const jobId of [running.job_id, "never"]) {
+    await waitUntil(async () => {
+      const info = await watcher.result("jobs.get", { job_id: jobId });
+      return info.status === "canceled";
+    }, `job ${jobId} to be canceled`);
+  }
+  await waitUntil(() => !groupAlive(running.pgid), "its group to be gone");
 }
 
 Deno.test({
@@ -403,26 +385,10 @@ Deno.test({
     const front = await startNode(redis.url, "front");
     const runner = await startNode(redis.url, "runner", { CC_EXECUTOR_NODE_CAPACITY: "1" });
     try {
-      const client = await RawClient.connect(front.url);
-      const running = await client.result("execute", { command: "sleep 60", node: "runner" });
-      // Answered never: the connection closes while the job waits.
-      client.call("execute", { command: "echo never", node: "runner", job_id: "never" })
-        .catch(() => {});
-      await client.waitFor(
-        (f: Frame) => f.method === "job.queued" && f.params.job_id === "never",
-        "queued",
-      );
+      const { client, running } = await oneRunningOneQueued(front.url);
       await client.close();
       await using watcher = await RawClient.connect(runner.url);
-      await waitUntil(async () => {
-        const info = await watcher.result("jobs.get", { job_id: running.job_id });
-        return info.status === "canceled";
-      }, "the running job to be canceled on its node");
-      await waitUntil(async () => {
-        const info = await watcher.result("jobs.get", { job_id: "never" });
-        return info.status === "canceled";
-      }, "the queued job to be canceled");
-      await waitUntil(() => !groupAlive(running.pgid), "its group to be gone");
+      await bothCanceled(watcher, running);
 
       const keeper = await RawClient.connect(front.url);
       const kept = await keeper.result("execute", {
@@ -612,24 +578,11 @@ Deno.test({
     const front = await startNode(redis.url, "front");
     const runner = await startNode(redis.url, "runner", { CC_EXECUTOR_NODE_CAPACITY: "1" });
     try {
-      const client = await RawClient.connect(front.url);
-      const running = await client.result("execute", { command: "sleep 60", node: "runner" });
-      client.call("execute", { command: "echo never", node: "runner", job_id: "never" })
-        .catch(() => {});
-      await client.waitFor(
-        (f: Frame) => f.method === "job.queued" && f.params.job_id === "never",
-        "queued",
-      );
+      const { client, running } = await oneRunningOneQueued(front.url);
       await front.shutdown();
       await client.close();
       await using watcher = await RawClient.connect(runner.url);
-      await waitUntil(async () => {
-        const info = await watcher.result("jobs.get", { job_id: running.job_id });
-        return info.status === "canceled";
-      }, "the running job to be canceled on its node");
-      await waitUntil(() => !groupAlive(running.pgid), "its group to be gone");
-      const never = await watcher.result("jobs.get", { job_id: "never" });
-      assert.equal(never.status, "canceled");
+      await bothCanceled(watcher, running);
     } finally {
       await front.shutdown();
       await runner.shutdown();

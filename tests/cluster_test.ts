@@ -7,32 +7,9 @@
 import assert from "node:assert/strict";
 import type { ClusterStatusResult } from "../server/protocol.ts";
 import { runCli, startCliServer } from "./cli_util.ts";
+import { type CliServer, startNodeProcess, stopNodeProcess } from "./cluster_util.ts";
 import { HAS_REDIS, startRedis } from "./redis_util.ts";
 import { RawClient, startTestServer, waitUntil } from "./test_util.ts";
-
-type CliServer = Awaited<ReturnType<typeof startCliServer>>;
-
-/** A node of the cluster on `redisUrl`, as a real `server start` process. */
-function startNode(
-  redisUrl: string,
-  id: string,
-  env: Record<string, string> = {},
-): Promise<CliServer> {
-  return startCliServer({
-    REDIS_URL: redisUrl,
-    CC_EXECUTOR_NODE_ID: id,
-    CC_EXECUTOR_NODE_DOWN_AFTER: "2",
-    ...env,
-  });
-}
-
-async function stopNode(node: CliServer): Promise<void> {
-  try {
-    node.child.kill("SIGTERM");
-  } catch { /* already gone */ }
-  await node.child.status;
-  await node.log();
-}
 
 async function clusterStatus(url: string): Promise<ClusterStatusResult> {
   const { code, stdout, stderr } = await runCli(["cluster", "status", "--json", "--url", url]);
@@ -48,14 +25,16 @@ Deno.test({
     await using redis = await startRedis();
     const nodes: CliServer[] = [];
     try {
-      nodes.push(await startNode(redis.url, "build-1", { CC_EXECUTOR_NODE_LABELS: "linux,gpu" }));
       nodes.push(
-        await startNode(redis.url, "build-2", {
+        await startNodeProcess(redis.url, "build-1", { CC_EXECUTOR_NODE_LABELS: "linux,gpu" }),
+      );
+      nodes.push(
+        await startNodeProcess(redis.url, "build-2", {
           CC_EXECUTOR_NODE_LABELS: "linux,repo:foo",
           CC_EXECUTOR_NODE_CAPACITY: "4",
         }),
       );
-      nodes.push(await startNode(redis.url, "build-3"));
+      nodes.push(await startNodeProcess(redis.url, "build-3"));
       for (const node of nodes) {
         const status = await clusterStatus(node.url);
         assert.deepEqual(
@@ -77,7 +56,7 @@ Deno.test({
       assert.match(table.stdout, /^build-2 \(this\)\s+up\s+0\/4\s+linux,repo:foo/m);
       assert.match(table.stderr, /3 of 3 node\(s\) up; answered by build-2/);
     } finally {
-      for (const node of nodes) await stopNode(node);
+      for (const node of nodes) await stopNodeProcess(node);
     }
   },
 });
@@ -88,9 +67,9 @@ Deno.test({
   ignore: !HAS_REDIS,
   fn: async () => {
     await using redis = await startRedis();
-    const survivor = await startNode(redis.url, "stays");
+    const survivor = await startNodeProcess(redis.url, "stays");
     try {
-      const victim = await startNode(redis.url, "dies");
+      const victim = await startNodeProcess(redis.url, "dies");
       victim.child.kill("SIGKILL");
       await victim.child.status;
       await victim.log();
@@ -107,18 +86,18 @@ Deno.test({
       assert.equal(down!.nodes.find((n) => n.id === "stays")?.status, "up");
 
       // Its lease has lapsed, so a server started again with its id takes it back.
-      const again = await startNode(redis.url, "dies");
+      const again = await startNodeProcess(redis.url, "dies");
       try {
         const status = await clusterStatus(survivor.url);
         assert.equal(status.nodes.find((n) => n.id === "dies")?.status, "up");
       } finally {
-        await stopNode(again);
+        await stopNodeProcess(again);
       }
       // A clean stop leaves the cluster at once: the node is gone, not down.
       const after = await clusterStatus(survivor.url);
       assert.deepEqual(after.nodes.map((n) => n.id), ["stays"]);
     } finally {
-      await stopNode(survivor);
+      await stopNodeProcess(survivor);
     }
   },
 });
@@ -130,8 +109,10 @@ Deno.test({
   fn: async () => {
     await using redis = await startRedis();
     // The asker never marks the dead worker's job lost here: the test looks at it while down.
-    const asker = await startNode(redis.url, "asker", { CC_EXECUTOR_NODE_LOST_AFTER: "600" });
-    const worker = await startNode(redis.url, "worker");
+    const asker = await startNodeProcess(redis.url, "asker", {
+      CC_EXECUTOR_NODE_LOST_AFTER: "600",
+    });
+    const worker = await startNodeProcess(redis.url, "worker");
     // The job's group outlives its killed server: the test stops it (its pid is its group's id).
     let pgid: number | null = null;
     try {
@@ -184,7 +165,7 @@ Deno.test({
         /--all-nodes lists running jobs; for others use `history list --status`/,
       );
     } finally {
-      await stopNode(asker);
+      await stopNodeProcess(asker);
       try {
         worker.child.kill("SIGKILL");
       } catch { /* already gone */ }
@@ -202,7 +183,7 @@ Deno.test({
   ignore: !HAS_REDIS,
   fn: async () => {
     await using redis = await startRedis();
-    const first = await startNode(redis.url, "only-one");
+    const first = await startNodeProcess(redis.url, "only-one");
     try {
       const second = await runCli(["server", "start"], {
         env: {
@@ -221,7 +202,7 @@ Deno.test({
       // The first one is untouched.
       assert.equal((await clusterStatus(first.url)).nodes.length, 1);
     } finally {
-      await stopNode(first);
+      await stopNodeProcess(first);
     }
   },
 });
@@ -234,18 +215,18 @@ Deno.test({
     await using redis = await startRedis();
     // A long lease: without the takeover the restart would be refused for a minute.
     const env = { CC_EXECUTOR_NODE_DOWN_AFTER: "60" };
-    const crashed = await startNode(redis.url, "restarts", env);
+    const crashed = await startNodeProcess(redis.url, "restarts", env);
     crashed.child.kill("SIGKILL");
     await crashed.child.status;
     await crashed.log();
-    const again = await startNode(redis.url, "restarts", env);
+    const again = await startNodeProcess(redis.url, "restarts", env);
     try {
       const status = await clusterStatus(again.url);
       assert.deepEqual(status.nodes.map((n) => [n.id, n.status, n.url]), [
         ["restarts", "up", again.url],
       ]);
     } finally {
-      await stopNode(again);
+      await stopNodeProcess(again);
     }
     assert.match(
       await again.log(),
@@ -265,7 +246,7 @@ Deno.test({
     assert.match(alone.stderr, /This server is not a node of a cluster: start it with REDIS_URL/);
 
     await using redis = await startRedis();
-    const off = await startNode(redis.url, "store-only", { CC_EXECUTOR_CLUSTER: "off" });
+    const off = await startNodeProcess(redis.url, "store-only", { CC_EXECUTOR_CLUSTER: "off" });
     try {
       const status = await runCli(["cluster", "status", "--url", off.url]);
       assert.equal(status.code, 1);
@@ -280,7 +261,7 @@ Deno.test({
       assert.equal(bad.code, 1, bad.stderr);
       assert.match(bad.stderr, /CC_EXECUTOR_NODE_LABELS="gpu,bad label": each label: letters/);
     } finally {
-      await stopNode(off);
+      await stopNodeProcess(off);
     }
   },
 });
@@ -302,7 +283,7 @@ Deno.test({
         /is in use by a live server .*The id is this machine's host name, the default: with two servers on one machine, give each its own CC_EXECUTOR_NODE_ID \(or set CC_EXECUTOR_CLUSTER=off on one\)/,
       );
     } finally {
-      await stopNode(first);
+      await stopNodeProcess(first);
     }
   },
 });
@@ -313,8 +294,8 @@ Deno.test({
   ignore: !HAS_REDIS,
   fn: async () => {
     await using redis = await startRedis();
-    const owner = await startNode(redis.url, "owner");
-    const other = await startNode(redis.url, "other");
+    const owner = await startNodeProcess(redis.url, "owner");
+    const other = await startNodeProcess(redis.url, "other");
     try {
       await using here = await RawClient.connect(owner.url);
       await using there = await RawClient.connect(other.url);
@@ -356,7 +337,7 @@ Deno.test({
       assert.equal(unknown.error.code, -32001);
 
       // After it ended, from a node started since, from a given notification on.
-      const late = await startNode(redis.url, "late");
+      const late = await startNodeProcess(redis.url, "late");
       try {
         await using client = await RawClient.connect(late.url);
         const three = here.events(jobId).find((e) =>
@@ -377,11 +358,11 @@ Deno.test({
         assert.equal(missing.error.code, -32001);
         assert.equal(missing.error.message, 'Job "no-such-job" not found');
       } finally {
-        await stopNode(late);
+        await stopNodeProcess(late);
       }
     } finally {
-      await stopNode(owner);
-      await stopNode(other);
+      await stopNodeProcess(owner);
+      await stopNodeProcess(other);
     }
   },
 });
@@ -392,8 +373,8 @@ Deno.test({
   ignore: !HAS_REDIS,
   fn: async () => {
     await using redis = await startRedis();
-    const owner = await startNode(redis.url, "owner", { CC_EXECUTOR_COALESCE_MS: "0" });
-    const other = await startNode(redis.url, "other");
+    const owner = await startNodeProcess(redis.url, "owner", { CC_EXECUTOR_COALESCE_MS: "0" });
+    const other = await startNodeProcess(redis.url, "other");
     try {
       await using here = await RawClient.connect(owner.url);
       await using there = await RawClient.connect(other.url);
@@ -411,8 +392,8 @@ Deno.test({
       const live = here.events(started.job_id);
       assert.deepEqual(there.events(started.job_id), live.slice(live.length / 2));
     } finally {
-      await stopNode(owner);
-      await stopNode(other);
+      await stopNodeProcess(owner);
+      await stopNodeProcess(other);
     }
   },
 });
@@ -423,8 +404,8 @@ Deno.test({
   ignore: !HAS_REDIS,
   fn: async () => {
     await using redis = await startRedis();
-    const owner = await startNode(redis.url, "runs-it");
-    const other = await startNode(redis.url, "asked");
+    const owner = await startNodeProcess(redis.url, "runs-it");
+    const other = await startNodeProcess(redis.url, "asked");
     try {
       await using here = await RawClient.connect(owner.url);
       await using there = await RawClient.connect(other.url);
@@ -486,7 +467,7 @@ Deno.test({
       try {
         owner.child.kill("SIGKILL");
       } catch { /* already gone */ }
-      await stopNode(other);
+      await stopNodeProcess(other);
     }
   },
 });

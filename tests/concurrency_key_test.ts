@@ -6,8 +6,9 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadConfig } from "../server/config.ts";
 import { silentLogger } from "../server/log.ts";
-import { type ExecutorServer, startServer } from "../server/server.ts";
+import { startServer } from "../server/server.ts";
 import { runCli, startCliServer } from "./cli_util.ts";
+import { startNode } from "./cluster_util.ts";
 import { HAS_REDIS, startRedis } from "./redis_util.ts";
 import { type Frame, RawClient, startTestServer, waitUntil } from "./test_util.ts";
 
@@ -143,23 +144,6 @@ Deno.test("concurrency key: run --concurrency-key waits its turn", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
-
-/** A node inside this test process. */
-function startNode(redisUrl: string, id: string): Promise<ExecutorServer> {
-  const config = loadConfig({
-    env: {
-      REDIS_URL: redisUrl,
-      CC_EXECUTOR_NODE_ID: id,
-      CC_EXECUTOR_NODE_DOWN_AFTER: "2",
-      CC_EXECUTOR_PORT: "0",
-      CC_EXECUTOR_KILL_GRACE_MS: "300",
-      // No file beside the tests: the outbox of a Redis store goes next to the database.
-      CC_EXECUTOR_DB: ":memory:",
-    },
-    envFile: null,
-  });
-  return startServer(config, { logger: silentLogger });
-}
 
 Deno.test({
   name:

@@ -1,0 +1,55 @@
+/**
+ * Nodes of a cluster for the tests: as real `server start` processes (which a test can kill with
+ * SIGKILL) or inside the test process (fast, and their job manager is at hand).
+ */
+import { loadConfig } from "../server/config.ts";
+import { silentLogger } from "../server/log.ts";
+import { type ExecutorServer, startServer } from "../server/server.ts";
+import { startCliServer } from "./cli_util.ts";
+
+export type CliServer = Awaited<ReturnType<typeof startCliServer>>;
+
+/** A node on `redisUrl` as a real `server start` process; down 2 s after its last heartbeat. */
+export function startNodeProcess(
+  redisUrl: string,
+  id: string,
+  env: Record<string, string> = {},
+): Promise<CliServer> {
+  return startCliServer({
+    REDIS_URL: redisUrl,
+    CC_EXECUTOR_NODE_ID: id,
+    CC_EXECUTOR_NODE_DOWN_AFTER: "2",
+    ...env,
+  });
+}
+
+/** Stops a node process (SIGTERM: it leaves the cluster) and drains its log. */
+export async function stopNodeProcess(node: CliServer): Promise<void> {
+  try {
+    node.child.kill("SIGTERM");
+  } catch { /* already gone */ }
+  await node.child.status;
+  await node.log();
+}
+
+/** A node inside this test process; down 2 s after its last heartbeat. */
+export function startNode(
+  redisUrl: string,
+  id: string,
+  env: Record<string, string> = {},
+): Promise<ExecutorServer> {
+  const config = loadConfig({
+    env: {
+      REDIS_URL: redisUrl,
+      CC_EXECUTOR_NODE_ID: id,
+      CC_EXECUTOR_NODE_DOWN_AFTER: "2",
+      CC_EXECUTOR_PORT: "0",
+      CC_EXECUTOR_KILL_GRACE_MS: "300",
+      // No file beside the tests: the outbox of a Redis store goes next to the database.
+      CC_EXECUTOR_DB: ":memory:",
+      ...env,
+    },
+    envFile: null,
+  });
+  return startServer(config, { logger: silentLogger });
+}
