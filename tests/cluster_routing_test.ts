@@ -604,3 +604,38 @@ async function inTime<T>(promise: Promise<T>, what: string): Promise<T> {
     clearTimeout(timer);
   }
 }
+
+Deno.test({
+  name:
+    "cluster routing: after Redis restarts empty, a node takes routed jobs again (its queues' consumer group is made anew)",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const front = await startNode(redis.url, "front");
+    const runner = await startNode(redis.url, "runner", { CC_EXECUTOR_NODE_LABELS: "w" });
+    try {
+      await using client = await RawClient.connect(front.url);
+      const before = await client.result("execute", { command: "echo before", labels: ["w"] });
+      assert.equal((await client.completion(before.job_id)).status, "completed");
+
+      // Nothing persisted: the queues, and the consumer group on them, are gone.
+      await redis.restart();
+      await waitUntil(async () => {
+        const { nodes } = await client.result("cluster.status", {}).catch(() => ({ nodes: [] }));
+        return nodes.filter((n: { status: string }) => n.status === "up").length === 2;
+      }, "both nodes to be up again");
+
+      for (const route of [{ node: "runner" }, { labels: ["w"] }]) {
+        const after = await inTime(
+          client.result("execute", { command: "echo after", ...route }),
+          `answer to a routed execute (${JSON.stringify(route)}) after the restart`,
+        );
+        assert.equal((await client.completion(after.job_id)).status, "completed");
+        assert.equal(client.output(after.job_id), "after\n");
+      }
+    } finally {
+      await front.shutdown();
+      await runner.shutdown();
+    }
+  },
+});

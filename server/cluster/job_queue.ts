@@ -523,6 +523,8 @@ export class JobQueue implements AsyncDisposable {
         failing = false;
       } catch (error) {
         if (this.#closed) return;
+        // A Redis that restarted empty has no consumer group (NOGROUP): make the groups again.
+        this.#grouped.clear();
         if (!failing) {
           logger.warn("taking routed jobs failed; retrying", { error: String(error) });
         }
