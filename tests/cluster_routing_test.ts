@@ -11,6 +11,7 @@ import { type CliServer, startNode, startNodeProcess, stopNodeProcess } from "./
 import { HAS_REDIS, startRedis } from "./redis_util.ts";
 import { type Frame, groupAlive, RawClient, waitUntil } from "./test_util.ts";
 import { JobQueue } from "../server/cluster/job_queue.ts";
+import { createClient } from "redis";
 
 /** The job's notifications as a client saw them, without what differs between two connections. */
 function jobFrames(client: RawClient, jobId: string): string[] {
@@ -634,6 +635,56 @@ Deno.test({
         assert.equal(client.output(after.job_id), "after\n");
       }
     } finally {
+      await front.shutdown();
+      await runner.shutdown();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster routing: a routed job whose take meets a Redis error is taken again once Redis answers (not left in the node's pending list with its execute unanswered)",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const admin = createClient({ url: redis.url });
+    await admin.connect();
+    // The runner connects as a user of its own, so its commands can fail while the front's work.
+    await admin.sendCommand(["ACL", "SETUSER", "runner", "on", ">pw", "~*", "&*", "+@all"]);
+    const front = await startNode(redis.url, "front");
+    const runner = await startNode(redis.url.replace("redis://", "redis://runner:pw@"), "runner", {
+      CC_EXECUTOR_NODE_LABELS: "w",
+      // Its heartbeat fails too while it cannot EVAL: it must not be taken for down meanwhile.
+      CC_EXECUTOR_NODE_DOWN_AFTER: "30",
+    });
+    try {
+      await using client = await RawClient.connect(front.url);
+      // The runner can read the queue but not run the script that takes a job (a Redis error
+      // between the read and the take, as in an outage that starts just then).
+      await admin.sendCommand(["ACL", "SETUSER", "runner", "-eval"]);
+      const answer = client.call("execute", {
+        command: "echo taken",
+        labels: ["w"],
+        job_id: "blip",
+      });
+      await waitUntil(async () => {
+        const pending = await admin.xPending("cc-executor:cluster:queue:labels:w", "runners")
+          .catch(() => null);
+        return pending?.pending === 1;
+      }, "the runner to have read the entry");
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await admin.sendCommand(["ACL", "SETUSER", "runner", "+eval"]);
+
+      const started = await inTime(answer, "answer to the execute once Redis answers again");
+      assert.ok(started.result, JSON.stringify(started));
+      assert.equal((await client.completion("blip")).status, "completed");
+      assert.equal(client.output("blip"), "taken\n");
+      await waitUntil(async () => {
+        const { queues } = await client.result("cluster.status", {});
+        return queues.every((q: { taken: number; waiting: number }) => q.taken + q.waiting === 0);
+      }, "the entry to leave the queue");
+    } finally {
+      admin.destroy();
       await front.shutdown();
       await runner.shutdown();
     }

@@ -176,10 +176,13 @@ export class JobQueue implements AsyncDisposable {
   readonly #grouped = new Set<string>();
   #loop: Promise<void> | null = null;
   #closed = false;
+  #failing = false;
   #wake: (() => void) | null = null;
   /**
-   * Entries read past the free slots (XREADGROUP's COUNT is per stream): already this node's,
-   * started first as slots free.
+   * Entries this node holds in its pending list and has not started: read past the free slots
+   * (XREADGROUP's COUNT is per stream), taken over from a dead node, or whose take met a Redis
+   * error. Started first, one at a time, as slots free; nothing else starts routed jobs, so two
+   * takes never both count the same free slot.
    */
   readonly #backlog: TakenEntry[] = [];
 
@@ -362,6 +365,17 @@ export class JobQueue implements AsyncDisposable {
     this.#wake?.();
   }
 
+  /** How many entries this node holds and has not started yet (they will take free slots). */
+  get held(): number {
+    return this.#backlog.length;
+  }
+
+  /** Entries this node took over (reclaim): started by the consume loop as slots free. */
+  adopt(entries: TakenEntry[]): void {
+    this.#backlog.push(...entries);
+    this.#wake?.();
+  }
+
   /**
    * Up to `limit` of the entries of queue `queue` that consumer `nodeId` took and never let go
    * of, now this node's, each with the job it holds (entries deleted meanwhile are dropped).
@@ -468,7 +482,6 @@ export class JobQueue implements AsyncDisposable {
 
   async #consume(freeSlots: () => number, take: (entry: TakenEntry) => Promise<void>) {
     const { nodeId, labels, logger } = this.#options;
-    let failing = false;
     // What this node's previous server took and never let go of comes first (it died).
     try {
       this.#backlog.push(...await this.leftByPredecessor());
@@ -476,13 +489,13 @@ export class JobQueue implements AsyncDisposable {
       logger.warn("cannot look for routed jobs a previous server took", { error: String(error) });
     }
     while (!this.#closed) {
-      const free = freeSlots();
-      if (free <= 0) {
+      if (freeSlots() <= 0) {
         await this.#nap(READ_BLOCK_MS);
         continue;
       }
       if (this.#backlog.length > 0) {
-        for (const entry of this.#backlog.splice(0, free)) await take(entry).catch(() => {});
+        // A take that failed (Redis) is tried again after a pause, not at once: no spinning.
+        if (!await this.#drain(freeSlots, take)) await this.#nap(READ_BLOCK_MS);
         continue;
       }
       try {
@@ -491,60 +504,80 @@ export class JobQueue implements AsyncDisposable {
         for (const queue of names) await this.#ensureGroup(queue);
         // XREADGROUP's COUNT is per stream: a node serving several queues reads them one at a
         // time first, so it never takes more than its free slots and leaves the rest to others.
-        let taken = 0;
         for (const queue of names) {
-          const room = freeSlots();
+          const room = freeSlots() - this.#backlog.length;
           if (room <= 0) break;
-          taken += await this.#takeFrom(
+          await this.#keep(
             await this.#reader.xReadGroup(
               GROUP,
               nodeId,
               { key: this.#queueKey(queue), id: ">" },
               { COUNT: room },
             ) as StreamReplies,
-            freeSlots,
-            take,
           );
         }
-        if (taken === 0) {
+        if (this.#backlog.length === 0) {
           // Nothing waiting: block on all of them until something comes (one each, at most).
-          await this.#takeFrom(
+          await this.#keep(
             await this.#reader.xReadGroup(
               GROUP,
               nodeId,
               names.map((queue) => ({ key: this.#queueKey(queue), id: ">" })),
               { COUNT: 1, BLOCK: READ_BLOCK_MS },
             ) as StreamReplies,
-            freeSlots,
-            take,
           );
         }
-        if (failing) logger.info("taking routed jobs works again");
-        failing = false;
+        this.#recovered();
       } catch (error) {
         if (this.#closed) return;
         // A Redis that restarted empty has no consumer group (NOGROUP): make the groups again.
         this.#grouped.clear();
-        if (!failing) {
-          logger.warn("taking routed jobs failed; retrying", { error: String(error) });
-        }
-        failing = true;
+        this.#failed(error);
         await this.#nap(READ_BLOCK_MS);
       }
     }
   }
 
-  /** Starts each entry read (past the free slots: kept for later); resolves to how many. */
-  async #takeFrom(
-    replies: StreamReplies,
+  /**
+   * Starts entries of the backlog, oldest first, while slots are free. False when a take met a
+   * Redis error: that entry is still this node's (in its pending list) and goes to the back, to
+   * be tried again, rather than be forgotten with its execute unanswered.
+   */
+  async #drain(
     freeSlots: () => number,
     take: (entry: TakenEntry) => Promise<void>,
-  ): Promise<number> {
-    let count = 0;
+  ): Promise<boolean> {
+    while (this.#backlog.length > 0 && freeSlots() > 0 && !this.#closed) {
+      const entry = this.#backlog.shift()!;
+      try {
+        await take(entry);
+      } catch (error) {
+        this.#backlog.push(entry);
+        this.#failed(error);
+        return false;
+      }
+    }
+    this.#recovered();
+    return true;
+  }
+
+  #failed(error: unknown): void {
+    if (!this.#failing) {
+      this.#options.logger.warn("taking routed jobs failed; retrying", { error: String(error) });
+    }
+    this.#failing = true;
+  }
+
+  #recovered(): void {
+    if (this.#failing) this.#options.logger.info("taking routed jobs works again");
+    this.#failing = false;
+  }
+
+  /** Puts each entry read in the backlog (dropping what is not a job). */
+  async #keep(replies: StreamReplies): Promise<void> {
     for (const reply of replies ?? []) {
       const queue = reply.name.slice(`${this.#prefix}queue:`.length);
       for (const message of reply.messages) {
-        count++;
         const job = parseJob(message.message.job);
         const entry = { queue, entryId: message.id };
         if (job === null) {
@@ -552,11 +585,9 @@ export class JobQueue implements AsyncDisposable {
           await this.release(entry);
           continue;
         }
-        if (freeSlots() > 0) await take({ ...entry, job });
-        else this.#backlog.push({ ...entry, job });
+        this.#backlog.push({ ...entry, job });
       }
     }
-    return count;
   }
 
   async #ensureGroup(queue: string): Promise<void> {

@@ -216,7 +216,6 @@ export class ClusterMember {
       registry: this.registry,
       queue: this.queue,
       events: this.events,
-      router,
       store,
       jobs,
       locks: this.locks,

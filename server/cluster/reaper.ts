@@ -26,13 +26,11 @@ import type { Store } from "../store/store.ts";
 import type { JobEventStreams } from "./job_events.ts";
 import type { JobQueue } from "./job_queue.ts";
 import type { NodeRegistry } from "./registry.ts";
-import type { Router } from "./routing.ts";
 
 export interface ReaperOptions {
   registry: NodeRegistry;
   queue: JobQueue;
   events: JobEventStreams;
-  router: Router;
   store: Store;
   jobs: JobManager;
   /** The concurrency keys: a lost job lets go of the key it held. */
@@ -85,7 +83,7 @@ export class Reaper implements AsyncDisposable {
 
   /** One look: reclaims the queue entries and marks lost the jobs of nodes that are gone. */
   async sweep(): Promise<void> {
-    const { registry, queue, router, logger } = this.#o;
+    const { registry, queue, logger } = this.#o;
     if (!registry.steadyFor(registry.downAfterMs)) return;
     const seen = new Set<string>();
     const goneLongEnough = async (nodeId: string) => {
@@ -101,14 +99,17 @@ export class Reaper implements AsyncDisposable {
       for (const holder of await queue.holders(name)) {
         if (!await goneLongEnough(holder)) continue;
         // No more than this node has room for: the rest stay for other nodes, or the next look.
-        for (const entry of await queue.reclaim(name, holder, this.#o.freeSlots())) {
+        const entries = await queue.reclaim(name, holder, this.#o.freeSlots() - queue.held);
+        for (const entry of entries) {
           logger.warn("took over a routed job from a node that is gone", {
             job_id: entry.job.job_id,
             from: holder,
             queue: name,
           });
-          await router.take(entry);
         }
+        // Started by the queue's consume loop, the one place routed jobs start (so two takes never
+        // count one free slot, and a take that meets a Redis error is tried again).
+        queue.adopt(entries);
       }
     }
     for (const node of await registry.nodes()) {
