@@ -690,3 +690,67 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "cluster routing: a taking node that cannot let go of the queue entry (a Redis error) neither turns the started job into a failed one nor runs a retry_on_node_loss job again after it ended",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const admin = createClient({ url: redis.url });
+    await admin.connect();
+    await admin.sendCommand(["ACL", "SETUSER", "runner", "on", ">pw", "~*", "&*", "+@all"]);
+    const runnerUrl = redis.url.replace("redis://", "redis://runner:pw@");
+    const runnerEnv = { CC_EXECUTOR_NODE_LABELS: "w", CC_EXECUTOR_DB: ":memory:" };
+    const front = await startNode(redis.url, "front");
+    let runner = await startNode(runnerUrl, "runner", runnerEnv);
+    const dir = Deno.makeTempDirSync();
+    const flag = `${dir}/runs`;
+    try {
+      await using client = await RawClient.connect(front.url);
+      // The runner's XACK fails from now on: it cannot let go of the entries it takes.
+      await admin.sendCommand(["ACL", "SETUSER", "runner", "-xack"]);
+
+      const running = await client.result("execute", {
+        command: "sleep 60",
+        labels: ["w"],
+        job_id: "kept",
+      });
+      assert.equal(running.status, "running");
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.equal(
+        await admin.hGet("cc-executor:cluster:job:kept:meta", "state"),
+        "started",
+        "a started job stays started",
+      );
+      assert.equal((await client.result("jobs.get", { job_id: "kept" })).status, "running");
+      await client.result("control", { type: "CANCEL", job_id: "kept" });
+      await client.completion("kept");
+
+      const once = await client.result("execute", {
+        command: `echo ran >> '${flag}'`,
+        labels: ["w"],
+        job_id: "once",
+        retry_on_node_loss: true,
+      });
+      assert.equal((await client.completion(once.job_id)).status, "completed");
+      // Long enough for the runner to give up letting go of the entry (it tries for 2 s).
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      // The runner's next server (Redis works for it again) finds the entry its predecessor held.
+      await admin.sendCommand(["ACL", "SETUSER", "runner", "+xack"]);
+      await runner.shutdown();
+      runner = await startNode(runnerUrl, "runner", runnerEnv);
+      await waitUntil(async () => {
+        const { queues } = await client.result("cluster.status", {});
+        return queues.every((q: { taken: number; waiting: number }) => q.taken + q.waiting === 0);
+      }, "the held entries to leave the queue");
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.equal(Deno.readTextFileSync(flag), "ran\n", "the ended job did not run again");
+    } finally {
+      admin.destroy();
+      await front.shutdown();
+      await runner.shutdown();
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+});

@@ -15,7 +15,9 @@
  *     cluster:job:<id>:meta        hash: the job's routing state, then (job_events.ts) its owner
  *
  * A routed job's `state`: `queued` -> `starting` (a node took it) -> `started` or `failed`
- * (refused there: a hook, the policy, a limit), or `queued` -> `canceled`. The transitions
+ * (refused there: a hook, the policy, a limit), or `queued` -> `canceled`; a `started` job with
+ * retry_on_node_loss becomes `ended` when its run is over (it is never run again then), and a
+ * job whose node died becomes `lost`. The transitions
  * are scripts, so a cancel and a take never both win, and two nodes never both take a job.
  *
  * @module
@@ -113,16 +115,26 @@ return st or ''
 
 // KEYS: meta. ARGV: the node that is down. Returns 'lost' when the job is now marked lost,
 // 'retry' when it is to be run again instead (a queue entry holds it), 'done' when it was marked
-// already, 'other' when another node holds it now.
+// already (or its run ended), 'other' when another node holds it now.
 const MARK_LOST = `
 if redis.call('HGET', KEYS[1], 'node_id') ~= ARGV[1] then return 'other' end
 local st = redis.call('HGET', KEYS[1], 'state')
-if st == 'lost' then return 'done' end
+if st == 'lost' or st == 'ended' then return 'done' end
 if st == 'started' and redis.call('HGET', KEYS[1], 'retry_on_node_loss') == '1' then
   return 'retry'
 end
 redis.call('HSET', KEYS[1], 'state', 'lost')
 return 'lost'
+`;
+
+// KEYS: meta. ARGV: this node. A job this node started has ended here (not if another node
+// took it over meanwhile).
+const ENDED = `
+if redis.call('HGET', KEYS[1], 'node_id') == ARGV[1] and
+  redis.call('HGET', KEYS[1], 'state') == 'started' then
+  redis.call('HSET', KEYS[1], 'state', 'ended')
+end
+return 1
 `;
 
 // KEYS: meta, queue stream. ARGV: the nudge for the front node. Returns 1 when the job was
@@ -256,7 +268,9 @@ export class JobQueue implements AsyncDisposable {
           principal,
           command: meta.command ?? "",
         };
+      // A job whose run ended reads as started: what the front node answers with is the same.
       case "started":
+      case "ended":
         return {
           state: "started",
           node: meta.node_id ?? "",
@@ -318,6 +332,14 @@ export class JobQueue implements AsyncDisposable {
         .publish(entry.job.reply, nudge(entry.job.job_id))
         .exec(),
     );
+  }
+
+  /** Records that this node's run of a routed job it started is over (see ENDED). */
+  async ended(entry: TakenEntry): Promise<void> {
+    await withDeadline(this.#client.eval(ENDED, {
+      keys: [this.#meta(entry.job.job_id)],
+      arguments: [this.#options.nodeId],
+    }));
   }
 
   /** Lets go of a taken entry: it leaves the queue for good. */

@@ -151,6 +151,7 @@ export class Router {
       await queue.release(entry);
       return;
     }
+    let started: Job;
     try {
       const principal = this.#o.principal(job.principal);
       if (principal === null) {
@@ -174,16 +175,13 @@ export class Router {
         const lastSeq = await this.#o.events.nodeLost(job.job_id, from, attempt);
         params.takeOver = { lastSeq, attempt };
       }
-      const { job: started, existing } = await jobs.start(params, job.owner, principal);
+      const start = await jobs.start(params, job.owner, principal);
+      started = start.job;
       const key = parsed.data.concurrency_key;
-      if (key !== undefined && !existing) {
+      if (key !== undefined && !start.existing) {
         this.#o.locks.started(key, started.id, started.done, this.#o.registry.id);
       }
-      await this.#recordStart(entry, started, existing);
-      // A job that may run again elsewhere keeps its entry until it ends: if this node dies
-      // first, the entry is still in its pending list, for another node to take over.
-      if (job.retry_on_node_loss) started.done.then(() => queue.release(entry)).catch(() => {});
-      else await queue.release(entry);
+      await this.#recordStart(entry, started, start.existing);
     } catch (error) {
       const refusal = error instanceof RpcError
         ? error
@@ -196,6 +194,38 @@ export class Router {
       }
       await queue.failed(entry, refusal).catch(() => {});
       await queue.release(entry).catch(() => {});
+      return;
+    }
+    // Started, and its start told: a Redis error from here on is no reason to call it failed.
+    // A job that may run again elsewhere keeps its entry until it ends: if this node dies
+    // first, the entry is still in its pending list, for another node to take over.
+    if (job.retry_on_node_loss) started.done.then(() => this.#letGo(entry, true));
+    else await this.#letGo(entry, false);
+  }
+
+  /**
+   * Lets go of a started job's queue entry (tried again over a short outage), recording first,
+   * when `ended`, that its run here is over, so that the entry, should it stay in this node's
+   * pending list, is never taken for a retry_on_node_loss job to run again.
+   */
+  async #letGo(entry: TakenEntry, ended: boolean): Promise<void> {
+    for (let attempt = 1;; attempt++) {
+      try {
+        if (ended) await this.#o.queue.ended(entry);
+        return await this.#o.queue.release(entry);
+      } catch (error) {
+        if (attempt < RECORD_START_ATTEMPTS) {
+          await new Promise((resolve) => setTimeout(resolve, LOOK_AGAIN_MS));
+          continue;
+        }
+        // It stays in this node's pending list: its next server (or a node taking over) finds
+        // the job started or ended there, and lets go of it then.
+        this.#o.logger.warn("cannot let go of a routed job's queue entry", {
+          job_id: entry.job.job_id,
+          error: String(error),
+        });
+        return;
+      }
     }
   }
 
