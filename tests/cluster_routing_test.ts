@@ -754,3 +754,41 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "cluster routing: a node that stops cleanly while running a retry_on_node_loss job lets go of its entry: the job is not run again elsewhere",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const dir = Deno.makeTempDirSync();
+    const flag = `${dir}/runs`;
+    Deno.writeTextFileSync(flag, "");
+    const front = await startNode(redis.url, "front");
+    const runner = await startNode(redis.url, "runner", { CC_EXECUTOR_NODE_LABELS: "w" });
+    let spare: ExecutorServer | undefined;
+    try {
+      await using client = await RawClient.connect(front.url);
+      const job = await client.result("execute", {
+        command: `echo ran >> '${flag}'; sleep 60`,
+        labels: ["w"],
+        retry_on_node_loss: true,
+        detach: true,
+      });
+      await waitUntil(() => Deno.readTextFileSync(flag) === "ran\n", "the job to run");
+      spare = await startNode(redis.url, "spare", { CC_EXECUTOR_NODE_LABELS: "w" });
+      await runner.shutdown();
+      await client.completion(job.job_id);
+      // Several looks of the spare node for nodes that are gone (every 2/3 s).
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      assert.equal(Deno.readTextFileSync(flag), "ran\n", "not run again after a clean stop");
+      const { queues } = await client.result("cluster.status", {});
+      assert.deepEqual(queues.map((q: { taken: number }) => q.taken), [0]);
+    } finally {
+      await front.shutdown();
+      await runner.shutdown();
+      await spare?.shutdown();
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+});

@@ -493,12 +493,22 @@ export class JobQueue implements AsyncDisposable {
     );
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.#closed = true;
-    this.#wake?.();
-    // Cuts a blocked read short.
-    this.#reader.destroy();
+  /**
+   * Takes no more entries; the connection that records and lets go of taken ones stays open
+   * (until disposed) for the jobs still running.
+   */
+  async stopConsuming(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      this.#wake?.();
+      // Cuts a blocked read short.
+      this.#reader.destroy();
+    }
     await this.#loop;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stopConsuming();
     this.#client.destroy();
   }
 

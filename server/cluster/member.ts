@@ -231,13 +231,16 @@ export class ClusterMember {
   stopTaking(): Promise<void> {
     return this.#stopping ??= (async () => {
       await this.#reaper?.[Symbol.asyncDispose]();
-      await this.queue[Symbol.asyncDispose]();
+      await this.queue.stopConsuming();
     })();
   }
 
   /** After the jobs ended: their last frames reach their streams, then the node leaves. */
   async leave(): Promise<void> {
     await this.stopTaking();
+    // The jobs have ended: their queue entries are let go of before the queue's connection closes.
+    await this.#router?.settled();
+    await this.queue[Symbol.asyncDispose]();
     await this.locks[Symbol.asyncDispose]();
     await this.remote[Symbol.asyncDispose]();
     await this.events[Symbol.asyncDispose]();

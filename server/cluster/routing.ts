@@ -61,6 +61,8 @@ export class Router {
   readonly #o: RouterOptions;
   /** Routed jobs of this node's sessions that end with their session (not detached). */
   readonly #bound = new Map<string, Set<string>>();
+  /** Queue entries of started jobs being let go of (a retry_on_node_loss job's, at its end). */
+  readonly #lettingGo = new Set<Promise<void>>();
 
   constructor(options: RouterOptions) {
     this.#o = options;
@@ -199,8 +201,20 @@ export class Router {
     // Started, and its start told: a Redis error from here on is no reason to call it failed.
     // A job that may run again elsewhere keeps its entry until it ends: if this node dies
     // first, the entry is still in its pending list, for another node to take over.
-    if (job.retry_on_node_loss) started.done.then(() => this.#letGo(entry, true));
-    else await this.#letGo(entry, false);
+    if (job.retry_on_node_loss) {
+      const letGo = started.done.then(() => this.#letGo(entry, true));
+      this.#lettingGo.add(letGo);
+      letGo.finally(() => this.#lettingGo.delete(letGo));
+    } else await this.#letGo(entry, false);
+  }
+
+  /**
+   * Resolves once the entries of the jobs started here are let go of (call it after the jobs
+   * ended, before the queue's connection closes): a retry_on_node_loss job that ended at
+   * shutdown must not be left for another node to run again.
+   */
+  async settled(): Promise<void> {
+    await Promise.all(this.#lettingGo);
   }
 
   /**
