@@ -83,8 +83,10 @@ export async function executeWithKey(
   }
   try {
     const result = await start(withId);
-    // Canceled in a routing queue, or lost before it ran: the next in line goes.
-    if (result.pid === 0) await locks.leave(key, jobId);
+    // Canceled in a routing queue, or lost before it ran: the next in line goes. So does it
+    // when the execute found its id running already (started meanwhile without this key): it
+    // follows that job, started nothing, and nobody would let go of its place otherwise.
+    if (result.pid === 0 || result.existing) await locks.leave(key, jobId);
     return result;
   } catch (error) {
     await locks.leave(key, jobId).catch(() => {});

@@ -360,3 +360,34 @@ Deno.test({
     }
   },
 });
+
+Deno.test("concurrency key: a waiting execute whose job id meanwhile ran without the key follows that job and lets go of the key", async () => {
+  await using server = await startTestServer();
+  await using client = await RawClient.connect(server.url);
+  const holder = await client.result("execute", { command: "sleep 60", concurrency_key: "k" });
+  const keyed = client.call("execute", {
+    command: "echo twin",
+    concurrency_key: "k",
+    job_id: "twin",
+  });
+  await client.waitFor(
+    (f: Frame) => f.method === "job.queued" && f.params.job_id === "twin",
+    "the keyed execute to wait",
+  );
+  // The same id and command, without a key: it runs at once (a retry that dropped the key).
+  assert.equal(
+    (await client.result("execute", { command: "echo twin", job_id: "twin" })).status,
+    "running",
+  );
+  await client.completion("twin");
+  await client.result("control", { type: "CANCEL", job_id: holder.job_id });
+  // The waiting execute follows the job that ran: it started nothing, so it holds no key.
+  assert.equal((await keyed).result?.existing, true);
+  const next = await client.call("execute", {
+    command: "echo next",
+    concurrency_key: "k",
+    job_id: "next",
+  });
+  assert.equal(next.result?.status, "running", JSON.stringify(next));
+  await client.completion("next");
+});
