@@ -11,6 +11,7 @@ import { runCli, startCliServer } from "./cli_util.ts";
 import { startNode } from "./cluster_util.ts";
 import { HAS_REDIS, startRedis } from "./redis_util.ts";
 import { type Frame, RawClient, startTestServer, waitUntil } from "./test_util.ts";
+import { createClient } from "redis";
 
 /**
  * A job that writes when it starts and ends to `log`, with a pause between, so overlapping runs
@@ -390,4 +391,50 @@ Deno.test("concurrency key: a waiting execute whose job id meanwhile ran without
   });
   assert.equal(next.result?.status, "running", JSON.stringify(next));
   await client.completion("next");
+});
+
+Deno.test({
+  name:
+    "concurrency key: a waiting execute that meets a Redis error is answered with it and leaves the line (the line does not stop behind it for good)",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const admin = createClient({ url: redis.url });
+    await admin.connect();
+    // The waiter's node connects as a user of its own, so its commands can fail while others work.
+    await admin.sendCommand(["ACL", "SETUSER", "waiter", "on", ">pw", "~*", "&*", "+@all"]);
+    const a = await startNode(redis.url, "a");
+    const b = await startNode(redis.url.replace("redis://", "redis://waiter:pw@"), "b");
+    try {
+      await using onA = await RawClient.connect(a.url);
+      await using onB = await RawClient.connect(b.url);
+      const held = await onA.result("execute", { command: "sleep 60", concurrency_key: "k" });
+      const waiting = onB.call("execute", {
+        command: "echo blip",
+        concurrency_key: "k",
+        job_id: "blip",
+      });
+      await onB.waitFor((f: Frame) => f.method === "job.queued", "the waiter to wait");
+      // Its look at the line fails (an outage that starts while it waits).
+      await admin.sendCommand(["ACL", "SETUSER", "waiter", "-lpos"]);
+      const failed = await waiting;
+      await admin.sendCommand(["ACL", "SETUSER", "waiter", "+lpos"]);
+      assert.equal(failed.error?.code, -32009, JSON.stringify(failed));
+
+      const next = onA.call("execute", { command: "echo next", concurrency_key: "k", job_id: "n" });
+      await onA.waitFor(
+        (f: Frame) => f.method === "job.queued" && f.params.job_id === "n",
+        "the next job to wait",
+      );
+      await onA.result("control", { type: "CANCEL", job_id: held.job_id });
+      // The failed execute started nothing and never will: it must not hold the key.
+      assert.equal((await next).result?.status, "running");
+      await onA.completion("n");
+      assert.equal(onA.output("n"), "next\n");
+    } finally {
+      admin.destroy();
+      await a.shutdown();
+      await b.shutdown();
+    }
+  },
 });

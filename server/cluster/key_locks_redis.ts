@@ -85,6 +85,9 @@ export class RedisKeyLocks implements KeyLocks, AsyncDisposable {
   readonly #o: RedisKeyLocksOptions;
   readonly #client: ClusterClient;
   readonly #prefix: string;
+  /** Lines being left in the background (tried again through an outage). */
+  readonly #letting = new Set<Promise<void>>();
+  readonly #closing = new AbortController();
 
   private constructor(options: RedisKeyLocksOptions, client: ClusterClient) {
     this.#o = options;
@@ -153,6 +156,9 @@ export class RedisKeyLocks implements KeyLocks, AsyncDisposable {
         await Promise.race([this.#o.remote.notice(`key:${jobId}`, LOOK_AGAIN_MS), giveUp]);
       }
     } catch (error) {
+      // The execute is answered with the error and will never start the job: its place must go,
+      // or the line stops behind it for good (its server is alive, so it never looks stale).
+      this.#letGo(key, jobId);
       throw unavailable("wait for concurrency key " + key, error);
     }
   }
@@ -173,12 +179,21 @@ export class RedisKeyLocks implements KeyLocks, AsyncDisposable {
     );
     done.finally(async () => {
       await holding;
-      // The next in line waits for this: tried again through a short Redis outage.
+      this.#letGo(key, jobId);
+    });
+  }
+
+  /**
+   * Lets job `jobId` leave the line of `key` in the background: the next in line waits for this,
+   * so it is tried again through a short Redis outage (not after this is disposed).
+   */
+  #letGo(key: string, jobId: string): void {
+    const letting = (async () => {
       for (let attempt = 1;; attempt++) {
         try {
           return await this.leave(key, jobId);
         } catch (error) {
-          if (attempt === LEAVE_ATTEMPTS) {
+          if (attempt === LEAVE_ATTEMPTS || this.#closing.signal.aborted) {
             this.#o.logger.error("could not let go of a concurrency key; the next in line waits", {
               key,
               job_id: jobId,
@@ -186,10 +201,21 @@ export class RedisKeyLocks implements KeyLocks, AsyncDisposable {
             });
             return;
           }
-          await new Promise((resolve) => setTimeout(resolve, LOOK_AGAIN_MS * 2));
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(done, LOOK_AGAIN_MS * 2);
+            const signal = this.#closing.signal;
+            signal.addEventListener("abort", done, { once: true });
+            function done() {
+              clearTimeout(timer);
+              signal.removeEventListener("abort", done);
+              resolve();
+            }
+          });
         }
       }
-    });
+    })();
+    this.#letting.add(letting);
+    letting.finally(() => this.#letting.delete(letting));
   }
 
   async leave(key: string, jobId: string): Promise<void> {
@@ -252,8 +278,10 @@ export class RedisKeyLocks implements KeyLocks, AsyncDisposable {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
+    // What is being let go of now gets its last try; no retry waits past this.
+    this.#closing.abort();
+    await Promise.all(this.#letting);
     this.#client.destroy();
-    await Promise.resolve();
   }
 
   /**
