@@ -40,8 +40,20 @@ export interface KeyLocks {
    * `done` settles, then leaves the line.
    */
   started(key: string, jobId: string, done: Promise<unknown>, nodeId?: string): void;
+  /**
+   * Node `nodeId` is about to start the job (routed there): it takes the key, if the job is still
+   * first in line. False when it is not (its front node gave up on it, or was dropped as gone):
+   * it must not start then. The node lets go with `leave` (or `started`).
+   */
+  claim(key: string, jobId: string, nodeId: string): Promise<boolean>;
   /** The job ran and ended, or never will: the next in line goes. */
   leave(key: string, jobId: string): Promise<void>;
+  /**
+   * The execute that waited for the job's turn gives up on it (canceled, refused, an error): it
+   * leaves the line, unless a node started it meanwhile (`claim`, `started`), which then holds
+   * the key until the job ends. Never throws: a line it cannot reach now is left later.
+   */
+  abandon(key: string, jobId: string): Promise<void>;
   /** A job waiting for its turn (not one that holds the key), or null. */
   waiting(jobId: string): Promise<KeyWaiter | null>;
   /** Cancels a job waiting for its turn; false when it is not waiting (it runs, or never was). */
@@ -56,6 +68,8 @@ export class LocalKeyLocks implements KeyLocks {
   readonly #byJob = new Map<string, KeyWaiter>();
   /** Wakes the jobs of a line when it moves. */
   readonly #wakers = new Map<string, Set<() => void>>();
+  /** Jobs that started (they hold their key until they end). */
+  readonly #held = new Set<string>();
 
   join(waiter: KeyWaiter): Promise<number | null> {
     if (this.#byJob.has(waiter.jobId)) return Promise.resolve(null);
@@ -90,7 +104,18 @@ export class LocalKeyLocks implements KeyLocks {
   }
 
   started(key: string, jobId: string, done: Promise<unknown>): void {
+    this.#held.add(jobId);
     done.finally(() => this.leave(key, jobId));
+  }
+
+  claim(key: string, jobId: string): Promise<boolean> {
+    const first = this.#lines.get(key)?.[0]?.jobId === jobId;
+    if (first) this.#held.add(jobId);
+    return Promise.resolve(first);
+  }
+
+  abandon(key: string, jobId: string): Promise<void> {
+    return this.#held.has(jobId) ? Promise.resolve() : this.leave(key, jobId);
   }
 
   leave(key: string, jobId: string): Promise<void> {
@@ -98,6 +123,7 @@ export class LocalKeyLocks implements KeyLocks {
     if (line.length > 0) this.#lines.set(key, line);
     else this.#lines.delete(key);
     this.#byJob.delete(jobId);
+    this.#held.delete(jobId);
     this.#wake(key);
     return Promise.resolve();
   }

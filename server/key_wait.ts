@@ -86,10 +86,12 @@ export async function executeWithKey(
     // Canceled in a routing queue, or lost before it ran: the next in line goes. So does it
     // when the execute found its id running already (started meanwhile without this key): it
     // follows that job, started nothing, and nobody would let go of its place otherwise.
-    if (result.pid === 0 || result.existing) await locks.leave(key, jobId);
+    if (result.pid === 0 || result.existing) await locks.abandon(key, jobId);
     return result;
   } catch (error) {
-    await locks.leave(key, jobId).catch(() => {});
+    // Refused, or (routed) its fate unknown on a Redis error: a node that started it holds the
+    // key (it claimed it), and one that comes to start it later finds it no longer in line.
+    await locks.abandon(key, jobId);
     throw error;
   }
 }

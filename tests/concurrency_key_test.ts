@@ -438,3 +438,67 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "concurrency key: a routed job whose front node meets a Redis error while the job waits in its routing queue never runs beside the next holder of its key",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const admin = createClient({ url: redis.url });
+    await admin.connect();
+    await admin.sendCommand(["ACL", "SETUSER", "front", "on", ">pw", "~*", "&*", "+@all"]);
+    const front = await startNode(redis.url.replace("redis://", "redis://front:pw@"), "front", {
+      // Its heartbeat fails too while it cannot HGETALL: it must not be taken for down meanwhile.
+      CC_EXECUTOR_NODE_DOWN_AFTER: "30",
+    });
+    const runner = await startNode(redis.url, "runner", { CC_EXECUTOR_NODE_CAPACITY: "1" });
+    const dir = await Deno.makeTempDir();
+    const log = join(dir, "log");
+    try {
+      await using onFront = await RawClient.connect(front.url);
+      await using onRunner = await RawClient.connect(runner.url);
+      // The runner is full: the routed job waits in its queue, holding its key.
+      const busy = await onRunner.result("execute", { command: "sleep 60" });
+      const routed = onFront.call("execute", {
+        command: marker(log, "routed"),
+        concurrency_key: "k",
+        node: "runner",
+        job_id: "routed",
+        detach: true,
+      });
+      await onFront.waitFor(
+        (f: Frame) => f.method === "job.queued" && f.params.job_id === "routed",
+        "the routed job to be queued",
+      );
+      // The front cannot read the job's routing state: its execute fails (an outage).
+      await admin.sendCommand(["ACL", "SETUSER", "front", "-hgetall"]);
+      const failed = await routed;
+      await admin.sendCommand(["ACL", "SETUSER", "front", "+hgetall"]);
+      assert.equal(failed.error?.code, -32009, JSON.stringify(failed));
+
+      // Another job with the key (on the front), then the runner gets room for the routed one.
+      const next = await onFront.call("execute", {
+        command: `echo "start next" >> ${log}; sleep 2; echo "end next" >> ${log}`,
+        concurrency_key: "k",
+        job_id: "next",
+      });
+      assert.equal(next.result?.status, "running", JSON.stringify(next));
+      await onRunner.result("control", { type: "CANCEL", job_id: busy.job_id });
+      await onFront.completion("next");
+      // Time for the routed job to run if the runner took it.
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      await assertOneAtATime(log, ["next"]);
+      // The runner found it no longer first in its key's line, and refused it.
+      await waitUntil(async () => {
+        const info = await onFront.result("jobs.get", { job_id: "routed" });
+        return info.status === "error" && /concurrency key k/.test(info.reason);
+      }, "the routed job to be refused");
+    } finally {
+      admin.destroy();
+      await front.shutdown();
+      await runner.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -44,9 +44,11 @@ redis.call('SADD', KEYS[3], ARGV[2])
 return redis.call('LLEN', KEYS[1]) - 1
 `;
 
-// KEYS: line, keywait, keyhold, keys set. ARGV: job id, key, prefix. The job leaves its line;
-// the new head, if it waits, is nudged.
+// KEYS: line, keywait, keyhold, keys set. ARGV: job id, key, prefix, '1' to leave only a job
+// that has not started (one a node started holds its key until that node lets go). The job
+// leaves its line; the new head, if it waits, is nudged. Returns -1 when a started job stayed.
 const LEAVE = `
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 redis.call('LREM', KEYS[1], 0, ARGV[1])
 redis.call('DEL', KEYS[2], KEYS[3])
 local head = redis.call('LINDEX', KEYS[1], 0)
@@ -69,6 +71,16 @@ redis.call('LREM', line, 0, ARGV[1])
 local reply = redis.call('HGET', KEYS[1], 'reply')
 redis.call('DEL', KEYS[1])
 if reply then redis.call('PUBLISH', reply, cjson.encode({id = 'key:' .. ARGV[1]})) end
+return 1
+`;
+
+// KEYS: line, keywait, keyhold. ARGV: job id, key, node id. The node that is about to start the
+// job takes its key: only while the job is at the head of its line (its front node may have
+// given up on it, or been dropped as gone, meanwhile). Returns 1 if it did.
+const CLAIM = `
+if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[3], 'key', ARGV[2], 'node_id', ARGV[3])
 return 1
 `;
 
@@ -142,7 +154,7 @@ export class RedisKeyLocks implements KeyLocks, AsyncDisposable {
         if (at === null) return false;
         if (head === jobId) return true;
         if (gaveUp) {
-          await this.leave(key, jobId);
+          await this.#leave(key, jobId, true);
           return false;
         }
         if (head !== null && await this.#stale(head)) {
@@ -150,7 +162,8 @@ export class RedisKeyLocks implements KeyLocks, AsyncDisposable {
             key,
             job_id: head,
           });
-          await this.leave(key, head);
+          // Not if a node started it meanwhile (it claimed the key since this looked).
+          await this.#leave(key, head, true);
           continue;
         }
         await Promise.race([this.#o.remote.notice(`key:${jobId}`, LOOK_AGAIN_MS), giveUp]);
@@ -158,7 +171,7 @@ export class RedisKeyLocks implements KeyLocks, AsyncDisposable {
     } catch (error) {
       // The execute is answered with the error and will never start the job: its place must go,
       // or the line stops behind it for good (its server is alive, so it never looks stale).
-      this.#letGo(key, jobId);
+      this.#letGo(key, jobId, true);
       throw unavailable("wait for concurrency key " + key, error);
     }
   }
@@ -179,19 +192,39 @@ export class RedisKeyLocks implements KeyLocks, AsyncDisposable {
     );
     done.finally(async () => {
       await holding;
-      this.#letGo(key, jobId);
+      this.#letGo(key, jobId, false);
     });
+  }
+
+  async claim(key: string, jobId: string, nodeId: string): Promise<boolean> {
+    try {
+      const claimed = await withDeadline(this.#client.eval(CLAIM, {
+        keys: [this.#line(key), this.#wait(jobId), this.#hold(jobId)],
+        arguments: [jobId, key, nodeId],
+      }));
+      return claimed === 1;
+    } catch (error) {
+      throw unavailable("take concurrency key " + key, error);
+    }
+  }
+
+  async abandon(key: string, jobId: string): Promise<void> {
+    try {
+      await this.#leave(key, jobId, true);
+    } catch {
+      this.#letGo(key, jobId, true);
+    }
   }
 
   /**
    * Lets job `jobId` leave the line of `key` in the background: the next in line waits for this,
    * so it is tried again through a short Redis outage (not after this is disposed).
    */
-  #letGo(key: string, jobId: string): void {
+  #letGo(key: string, jobId: string, waitingOnly: boolean): void {
     const letting = (async () => {
       for (let attempt = 1;; attempt++) {
         try {
-          return await this.leave(key, jobId);
+          return await this.#leave(key, jobId, waitingOnly);
         } catch (error) {
           if (attempt === LEAVE_ATTEMPTS || this.#closing.signal.aborted) {
             this.#o.logger.error("could not let go of a concurrency key; the next in line waits", {
@@ -219,9 +252,13 @@ export class RedisKeyLocks implements KeyLocks, AsyncDisposable {
   }
 
   async leave(key: string, jobId: string): Promise<void> {
+    await this.#leave(key, jobId, false);
+  }
+
+  async #leave(key: string, jobId: string, waitingOnly: boolean): Promise<void> {
     await withDeadline(this.#client.eval(LEAVE, {
       keys: [this.#line(key), this.#wait(jobId), this.#hold(jobId), `${this.#prefix}cluster:keys`],
-      arguments: [jobId, key, this.#prefix],
+      arguments: [jobId, key, this.#prefix, waitingOnly ? "1" : "0"],
     }));
   }
 

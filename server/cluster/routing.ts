@@ -154,6 +154,8 @@ export class Router {
       return;
     }
     let started: Job;
+    /** The concurrency key this node took for the job (let go of if it does not start it). */
+    let claimed: string | null = null;
     try {
       const principal = this.#o.principal(job.principal);
       if (principal === null) {
@@ -177,14 +179,39 @@ export class Router {
         const lastSeq = await this.#o.events.nodeLost(job.job_id, from, attempt);
         params.takeOver = { lastSeq, attempt };
       }
+      const key = parsed.data.concurrency_key;
+      if (key !== undefined) {
+        // Its front node waited for its turn, but may have given up on it since (an error, or
+        // it is gone and another node dropped it from the line): then it must not run, or it
+        // would run beside the key's next holder.
+        if (!await this.#o.locks.claim(key, job.job_id, this.#o.registry.id)) {
+          throw new RpcError(
+            ErrorCode.JOB_NOT_RUNNING,
+            `Cannot start job "${job.job_id}": it is no longer first in the line of concurrency key ${key} (its execute gave up on it before it was taken)`,
+            { job_id: job.job_id, concurrency_key: key },
+          );
+        }
+        claimed = key;
+      }
       const start = await jobs.start(params, job.owner, principal);
       started = start.job;
-      const key = parsed.data.concurrency_key;
-      if (key !== undefined && !start.existing) {
-        this.#o.locks.started(key, started.id, started.done, this.#o.registry.id);
+      if (claimed !== null) {
+        // A job this node runs already with the id (it came without the key) is followed: it
+        // holds no key, so the key goes at once; a job started here holds it until it ends.
+        this.#o.locks.started(
+          claimed,
+          started.id,
+          start.existing ? Promise.resolve() : started.done,
+          this.#o.registry.id,
+        );
+        claimed = null;
       }
       await this.#recordStart(entry, started, start.existing);
     } catch (error) {
+      // A job that did not start lets go of the key it took now (tried again over an outage).
+      if (claimed !== null) {
+        this.#o.locks.started(claimed, job.job_id, Promise.resolve(), this.#o.registry.id);
+      }
       const refusal = error instanceof RpcError
         ? error
         : new RpcError(ErrorCode.INTERNAL_ERROR, "Internal error", {});
