@@ -792,3 +792,36 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "cluster routing: a routed job whose record vanishes with Redis (a flush, a restart without persistence) gets a clear -32009, not an endless wait",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const front = await startNode(redis.url, "front");
+    const runner = await startNode(redis.url, "runner", { CC_EXECUTOR_NODE_CAPACITY: "1" });
+    try {
+      await using client = await RawClient.connect(front.url);
+      const busy = await client.result("execute", { command: "sleep 60", node: "runner" });
+      const waiting = client.call("execute", { command: "true", node: "runner", job_id: "w" });
+      await client.waitFor((f: Frame) => f.method === "job.queued" && f.params.job_id === "w", "w");
+      const admin = createClient({ url: redis.url });
+      await admin.connect();
+      try {
+        await admin.flushAll();
+      } finally {
+        admin.destroy();
+      }
+      const answer = await waiting;
+      assert.equal(answer.error?.code, -32009, JSON.stringify(answer));
+      assert.match(answer.error.message, /its record is gone from the cluster's Redis/);
+      // Its record went too, so it is stopped where it runs.
+      await using there = await RawClient.connect(runner.url);
+      await there.result("control", { type: "CANCEL", job_id: busy.job_id });
+    } finally {
+      await front.shutdown();
+      await runner.shutdown();
+    }
+  },
+});

@@ -39,6 +39,8 @@ import type { RemoteControl } from "./remote_control.ts";
 
 /** How often a front node looks at a waiting job's record when no nudge came. */
 const LOOK_AGAIN_MS = 1000;
+/** Looks at a waiting job's record that find it gone before its execute says so. */
+const RECORD_GONE_LOOKS = 3;
 /** How often a taking node tries to record a routed job's start before it stops the job. */
 const RECORD_START_ATTEMPTS = 3;
 
@@ -402,8 +404,19 @@ export class Router {
   }
 
   async #waitForStart(jobId: string, session: Session, existing: boolean): Promise<ExecuteResult> {
-    for (;;) {
+    for (let missing = 0;;) {
       const state = await this.#o.queue.state(jobId);
+      // The record is written before the job is queued and kept through its start: one that is
+      // gone went with Redis (a restart without persistence, a flush). Say so, rather than wait
+      // for ever for a start nobody will report.
+      if (state === null && ++missing >= RECORD_GONE_LOOKS) {
+        throw new RpcError(
+          ErrorCode.STORE_UNAVAILABLE,
+          `Cannot follow routed job "${jobId}": its record is gone from the cluster's Redis ` +
+            "(restarted without persistence?); it may or may not run",
+          { job_id: jobId },
+        );
+      }
       switch (state?.state) {
         case "started":
           return { ...state.result, existing };
