@@ -357,7 +357,11 @@ async function follow(
     queuedNote = setTimeout(() => {
       if (running || state.brokenPipe) return;
       output.err(
-        `cc-executor: queued in ${note.queue} (${note.waiting} in it); it starts when a node is free`,
+        `cc-executor: queued in ${note.queue} (${note.waiting} in it); it starts when ${
+          note.queue.startsWith("key:")
+            ? "the jobs before it with its concurrency key have ended"
+            : "a node is free"
+        }`,
       );
     }, QUEUED_NOTE_AFTER_MS);
   });

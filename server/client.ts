@@ -267,14 +267,30 @@ export class ExecutorClient implements AsyncDisposable {
     const jobId = params.job_id ?? crypto.randomUUID();
     // Listen before asking, so not even the first chunk can slip past.
     const watch = this.#watch(jobId, { onStdout, onStderr, onEvent, collect });
-    const onAbort = () => this.cancel(jobId).catch(() => {});
+    // A job that has to wait (routed, or behind its concurrency key) is answered only when it
+    // starts, but the server holds it from its `job.queued` on: an abort cancels it from then,
+    // or from the answer, whichever comes first (before either, the server does not know it).
+    let known = false;
+    let canceled = false;
+    const cancelIfAborted = () => {
+      if (!known || canceled || !signal?.aborted) return;
+      canceled = true;
+      this.cancel(jobId).catch(() => {});
+    };
+    const stopQueued = this.onNotification(({ method, params: p }) => {
+      if (method !== "job.queued" || p?.job_id !== jobId) return;
+      known = true;
+      cancelIfAborted();
+    });
+    signal?.addEventListener("abort", cancelIfAborted, { once: true });
     try {
       await this.request("execute", { ...params, job_id: jobId });
-      signal?.addEventListener("abort", onAbort, { once: true });
-      if (signal?.aborted) onAbort();
+      known = true;
+      cancelIfAborted();
       return await watch.outcome;
     } finally {
-      signal?.removeEventListener("abort", onAbort);
+      signal?.removeEventListener("abort", cancelIfAborted);
+      stopQueued();
       watch.stop();
     }
   }

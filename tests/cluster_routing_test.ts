@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { loadConfig } from "../server/config.ts";
 import { silentLogger } from "../server/log.ts";
 import { type ExecutorServer, startServer } from "../server/server.ts";
-import { runCli } from "./cli_util.ts";
+import { cliCommand, runCli } from "./cli_util.ts";
 import { type CliServer, startNode, startNodeProcess, stopNodeProcess } from "./cluster_util.ts";
 import { HAS_REDIS, startRedis } from "./redis_util.ts";
 import { type Frame, groupAlive, RawClient, waitUntil } from "./test_util.ts";
@@ -819,6 +819,56 @@ Deno.test({
       // Its record went too, so it is stopped where it runs.
       await using there = await RawClient.connect(runner.url);
       await there.result("control", { type: "CANCEL", job_id: busy.job_id });
+    } finally {
+      await front.shutdown();
+      await runner.shutdown();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster routing: Ctrl-C of run while its routed job waits in the queue cancels it there and then (it never runs), exit 130",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const front = await startNode(redis.url, "front");
+    const runner = await startNode(redis.url, "runner", { CC_EXECUTOR_NODE_CAPACITY: "1" });
+    try {
+      const { client, running } = await oneRunningOneQueued(front.url);
+      const child = cliCommand([
+        "run",
+        "--url",
+        front.url,
+        "--node",
+        "runner",
+        "--id",
+        "late",
+        "echo ran",
+      ])
+        .spawn();
+      const stderr = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+      let said = "";
+      while (!said.includes("queued in node:runner")) {
+        const { value, done } = await stderr.read();
+        if (done) break;
+        said += value;
+      }
+      child.kill("SIGINT");
+      // Before the fix, the cancel waited for the execute's answer, which comes only at the start.
+      const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+      const status = await child.status;
+      clearTimeout(timer);
+      while (!(await stderr.read()).done);
+      await child.stdout.cancel();
+      assert.equal(status.code, 130, "exits 130 while the job still waits");
+      assert.equal((await client.result("jobs.get", { job_id: "late" })).status, "canceled");
+      await client.result("control", { type: "CANCEL", job_id: running.job_id });
+      // The job queued before it runs once the slot is free; it would run next.
+      await client.completion("never", 10_000);
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await client.close();
+      assert.equal(runner.jobs.list().some((job) => job.id === "late"), false, "it never ran");
     } finally {
       await front.shutdown();
       await runner.shutdown();

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { loadConfig } from "../server/config.ts";
 import { silentLogger } from "../server/log.ts";
 import { startServer } from "../server/server.ts";
-import { runCli, startCliServer } from "./cli_util.ts";
+import { cliCommand, runCli, startCliServer } from "./cli_util.ts";
 import { startNode } from "./cluster_util.ts";
 import { HAS_REDIS, startRedis } from "./redis_util.ts";
 import { type Frame, RawClient, startTestServer, waitUntil } from "./test_util.ts";
@@ -501,4 +501,47 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("concurrency key: Ctrl-C of run while its job waits for the key cancels it there and then (it never runs), exit 130", async () => {
+  await using server = await startTestServer();
+  await using client = await RawClient.connect(server.url);
+  const dir = await Deno.makeTempDir();
+  const ran = join(dir, "ran");
+  try {
+    const holder = await client.result("execute", { command: "sleep 60", concurrency_key: "k" });
+    const child = cliCommand([
+      "run",
+      "--url",
+      server.url,
+      "--concurrency-key",
+      "k",
+      "--id",
+      "waiter",
+      `touch ${ran}`,
+    ]).spawn();
+    const stderr = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    let said = "";
+    while (!said.includes("queued in key:k")) {
+      const { value, done } = await stderr.read();
+      if (done) break;
+      said += value;
+    }
+    child.kill("SIGINT");
+    // Before the fix, the cancel waited for the execute's answer, which comes only at the start:
+    // run hung while the key was held, and the job ran once it was free.
+    const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+    const status = await child.status;
+    clearTimeout(timer);
+    while (!(await stderr.read()).done);
+    await child.stdout.cancel();
+    assert.equal(status.code, 130, "exits 130 while the key is still held");
+    assert.equal((await client.result("history.get", { job_id: "waiter" })).status, "canceled");
+    await client.result("control", { type: "CANCEL", job_id: holder.job_id });
+    await client.completion(holder.job_id);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await assert.rejects(Deno.stat(ran), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
