@@ -875,3 +875,62 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "cluster routing: a retry_on_node_loss job whose node (the only one with its labels) is killed and restarts runs again there; its stream goes on instead of ending lost",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const nodes: CliServer[] = [];
+    const pgids: number[] = [];
+    try {
+      const front = await startNodeProcess(redis.url, "front");
+      const only = await startNodeProcess(redis.url, "only", { CC_EXECUTOR_NODE_LABELS: "w" });
+      nodes.push(front, only);
+      await using client = await RawClient.connect(front.url);
+      const job = await client.result("execute", {
+        command: "echo run; sleep 3; echo done",
+        labels: ["w"],
+        retry_on_node_loss: true,
+      });
+      pgids.push(job.pgid);
+      await client.waitFor(
+        (f: Frame) => f.method === "process.output" && f.params.job_id === job.job_id,
+        "the first run's line",
+      );
+      only.child.kill("SIGKILL");
+      await only.child.status;
+      await only.log();
+      // No other node has the label: it waits for this one, which comes back with its id.
+      const back = await startNodeProcess(redis.url, "only", { CC_EXECUTOR_NODE_LABELS: "w" });
+      nodes.push(back);
+      const end = await client.completion(job.job_id, 30_000);
+      // Before the fix, the restarted node's sweep ended its stream `lost` (so the client stopped
+      // there), then ran it again all the same, behind the client's back.
+      assert.equal(end.status, "completed", JSON.stringify(end));
+      const methods = client.events(job.job_id).map((f: Frame) => f.method);
+      assert.equal(methods.filter((m: string) => m === "process.completed").length, 1);
+      assert.ok(
+        client.frames.some((f: Frame) =>
+          f.method === "job.node_lost" && f.params.job_id === job.job_id
+        ),
+        "job.node_lost tells of the second run",
+      );
+      assert.equal(client.output(job.job_id), "run\nrun\ndone\n");
+    } finally {
+      for (const node of nodes) {
+        try {
+          node.child.kill("SIGKILL");
+        } catch { /* gone */ }
+        await node.child.status;
+        await node.log();
+      }
+      for (const pgid of pgids) {
+        try {
+          Deno.kill(-pgid, "SIGKILL");
+        } catch { /* gone */ }
+      }
+    }
+  },
+});

@@ -243,6 +243,17 @@ export class JobQueue implements AsyncDisposable {
     }
   }
 
+  /**
+   * Whether node `nodeId`'s run of job `jobId` is one that its queue entry will run again: a
+   * retry_on_node_loss job it started and whose end it never recorded (it died under it).
+   */
+  async runsAgain(jobId: string, nodeId: string): Promise<boolean> {
+    const [state, node, retry] = await withDeadline(
+      this.#client.hmGet(this.#meta(jobId), ["state", "node_id", "retry_on_node_loss"]),
+    );
+    return state === "started" && node === nodeId && retry === "1";
+  }
+
   /** Where routed job `jobId` stands; null when it was never routed (or its record is gone). */
   async state(jobId: string): Promise<RoutedState | null> {
     let meta: Record<string, string>;

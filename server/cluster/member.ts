@@ -170,6 +170,9 @@ export class ClusterMember {
   async endSwept(swept: JobRecord[]): Promise<void> {
     for (const record of swept) {
       try {
+        // A retry_on_node_loss job this node died under is still in its pending list: its
+        // consumer runs it again as the next attempt, and the stream goes on (job.node_lost).
+        if (await this.queue.runsAgain(record.job_id, this.registry.id)) continue;
         await this.events.end(record.job_id, {
           status: "lost",
           reason: "its server died; it was marked interrupted when the server started again",
