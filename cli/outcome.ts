@@ -40,6 +40,8 @@ export function exitCodeFor(outcome: ExecuteOutcome): number {
     case "timed_out":
       return EXIT.TIMEOUT;
     case "error":
+    // Its node of a cluster died under it: cc-executor lost it, as a lost server is 125.
+    case "lost":
       return EXIT.EXECUTOR_ERROR;
     case "failed":
       return outcome.exitCode ?? 1;
@@ -72,6 +74,8 @@ export function summarize(outcome: ExecuteOutcome): string | null {
       return `job ${id} was killed by ${outcome.signal}${cut}`;
     case "error":
       return `job ${id} could not run: ${outcome.error}${cut}`;
+    case "lost":
+      return `job ${id} was lost: ${outcome.error}${cut}`;
     default:
       return `job ${id} ended with status ${outcome.status}${cut}`;
   }
