@@ -3,6 +3,7 @@
  * a node or labels, on real servers sharing one real redis-server.
  */
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { loadConfig } from "../server/config.ts";
 import { silentLogger } from "../server/log.ts";
 import { type ExecutorServer, startServer } from "../server/server.ts";
@@ -931,6 +932,74 @@ Deno.test({
           Deno.kill(-pgid, "SIGKILL");
         } catch { /* gone */ }
       }
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster routing: a routed job runs for the token that sent it; another token neither sees nor cancels it, queued or running",
+  ignore: !HAS_REDIS,
+  fn: async () => {
+    await using redis = await startRedis();
+    const dir = await Deno.makeTempDir();
+    const main = "main-token-0123456789abcdef";
+    const tokens = { alice: "alice-token-0123456789abcdef", bob: "bob-token-0123456789abcdef" };
+    const digest = async (text: string) =>
+      [...new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)))]
+        .map((b) => b.toString(16).padStart(2, "0")).join("");
+    const policy = join(dir, "policy.json");
+    await Deno.writeTextFile(
+      policy,
+      JSON.stringify({
+        tokens: await Promise.all(
+          Object.entries(tokens).map(async ([name, token]) => ({
+            name,
+            token_sha256: await digest(token),
+          })),
+        ),
+      }),
+    );
+    const env = { CC_EXECUTOR_TOKEN: main, CC_EXECUTOR_POLICY: policy };
+    const front = await startNode(redis.url, "front", env);
+    const runner = await startNode(redis.url, "runner", { ...env, CC_EXECUTOR_NODE_CAPACITY: "1" });
+    const as = (url: string, token: string) =>
+      RawClient.connect(url, { headers: { authorization: `Bearer ${token}` } });
+    try {
+      await using alice = await as(front.url, tokens.alice);
+      await using bob = await as(front.url, tokens.bob);
+      const running = await alice.result("execute", { command: "sleep 60", node: "runner" });
+      alice.call("execute", { command: "echo later", node: "runner", job_id: "alice-queued" })
+        .catch(() => {});
+      await alice.waitFor((f: Frame) => f.method === "job.queued", "alice's second job queued");
+
+      for (const jobId of [running.job_id, "alice-queued"]) {
+        const seen = await bob.call("jobs.get", { job_id: jobId });
+        assert.equal(seen.error?.code, -32001, `bob sees ${jobId}: ${JSON.stringify(seen)}`);
+        const cancel = await bob.call("control", { type: "CANCEL", job_id: jobId });
+        assert.equal(cancel.error?.code, -32001, `bob cancels ${jobId}: ${JSON.stringify(cancel)}`);
+        const follow = await bob.call("jobs.subscribe", { job_id: jobId });
+        assert.equal(follow.error?.code, -32001, `bob follows ${jobId}: ${JSON.stringify(follow)}`);
+      }
+      assert.equal((await alice.result("jobs.get", { job_id: "alice-queued" })).status, "queued");
+      assert.equal((await alice.result("jobs.get", { job_id: running.job_id })).status, "running");
+
+      // On the node that runs it, it is alice's job: hers to list, not bob's.
+      await using aliceThere = await as(runner.url, tokens.alice);
+      await using bobThere = await as(runner.url, tokens.bob);
+      const hers = (await aliceThere.result("jobs.list", {})).jobs.map((j: { job_id: string }) =>
+        j.job_id
+      );
+      assert.deepEqual(hers, [running.job_id]);
+      assert.deepEqual((await bobThere.result("jobs.list", {})).jobs, []);
+
+      await alice.result("control", { type: "CANCEL", job_id: "alice-queued" });
+      await alice.result("control", { type: "CANCEL", job_id: running.job_id });
+      assert.equal((await alice.completion(running.job_id)).status, "canceled");
+    } finally {
+      await front.shutdown();
+      await runner.shutdown();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });
