@@ -8,7 +8,14 @@ import { loadConfig } from "../server/config.ts";
 import { silentLogger } from "../server/log.ts";
 import { type ExecutorServer, startServer } from "../server/server.ts";
 import { cliCommand, runCli } from "./cli_util.ts";
-import { type CliServer, startNode, startNodeProcess, stopNodeProcess } from "./cluster_util.ts";
+import {
+  type CliServer,
+  killAll,
+  redisUser,
+  startNode,
+  startNodeProcess,
+  stopNodeProcess,
+} from "./cluster_util.ts";
 import { HAS_REDIS, startRedis } from "./redis_util.ts";
 import { type Frame, groupAlive, RawClient, waitUntil } from "./test_util.ts";
 import { JobQueue } from "../server/cluster/job_queue.ts";
@@ -200,18 +207,7 @@ Deno.test({
       nodes.push(back);
       await waitUntil(() => !groupAlive(pinned.pgid), "the restarted node to stop the lost job");
     } finally {
-      for (const node of nodes) {
-        try {
-          node.child.kill("SIGKILL");
-        } catch { /* gone */ }
-        await node.child.status;
-        await node.log();
-      }
-      for (const pgid of pgids) {
-        try {
-          Deno.kill(-pgid, "SIGKILL");
-        } catch { /* gone */ }
-      }
+      await killAll(nodes, pgids);
     }
   },
 });
@@ -651,9 +647,9 @@ Deno.test({
     const admin = createClient({ url: redis.url });
     await admin.connect();
     // The runner connects as a user of its own, so its commands can fail while the front's work.
-    await admin.sendCommand(["ACL", "SETUSER", "runner", "on", ">pw", "~*", "&*", "+@all"]);
+    const runnerUrl = await redisUser(admin, redis.url, "runner");
     const front = await startNode(redis.url, "front");
-    const runner = await startNode(redis.url.replace("redis://", "redis://runner:pw@"), "runner", {
+    const runner = await startNode(runnerUrl, "runner", {
       CC_EXECUTOR_NODE_LABELS: "w",
       // Its heartbeat fails too while it cannot EVAL: it must not be taken for down meanwhile.
       CC_EXECUTOR_NODE_DOWN_AFTER: "30",
@@ -700,8 +696,7 @@ Deno.test({
     await using redis = await startRedis();
     const admin = createClient({ url: redis.url });
     await admin.connect();
-    await admin.sendCommand(["ACL", "SETUSER", "runner", "on", ">pw", "~*", "&*", "+@all"]);
-    const runnerUrl = redis.url.replace("redis://", "redis://runner:pw@");
+    const runnerUrl = await redisUser(admin, redis.url, "runner");
     const runnerEnv = { CC_EXECUTOR_NODE_LABELS: "w", CC_EXECUTOR_DB: ":memory:" };
     const front = await startNode(redis.url, "front");
     let runner = await startNode(runnerUrl, "runner", runnerEnv);
@@ -920,18 +915,7 @@ Deno.test({
       );
       assert.equal(client.output(job.job_id), "run\nrun\ndone\n");
     } finally {
-      for (const node of nodes) {
-        try {
-          node.child.kill("SIGKILL");
-        } catch { /* gone */ }
-        await node.child.status;
-        await node.log();
-      }
-      for (const pgid of pgids) {
-        try {
-          Deno.kill(-pgid, "SIGKILL");
-        } catch { /* gone */ }
-      }
+      await killAll(nodes, pgids);
     }
   },
 });

@@ -53,3 +53,33 @@ export function startNode(
   });
   return startServer(config, { logger: silentLogger });
 }
+
+/**
+ * A Redis ACL user `name` allowed everything (so a test can take one command away from it with
+ * `ACL SETUSER <name> -<command>`, making a Redis error happen at an exact point); resolves to the
+ * URL that connects as it.
+ */
+export async function redisUser(
+  admin: { sendCommand(args: string[]): Promise<unknown> },
+  redisUrl: string,
+  name: string,
+): Promise<string> {
+  await admin.sendCommand(["ACL", "SETUSER", name, "on", ">pw", "~*", "&*", "+@all"]);
+  return redisUrl.replace("redis://", `redis://${name}:pw@`);
+}
+
+/** Kills node processes (SIGKILL) and the job groups a test left, whatever state they are in. */
+export async function killAll(nodes: CliServer[], pgids: number[] = []): Promise<void> {
+  for (const node of nodes) {
+    try {
+      node.child.kill("SIGKILL");
+    } catch { /* gone */ }
+    await node.child.status;
+    await node.log();
+  }
+  for (const pgid of pgids) {
+    try {
+      Deno.kill(-pgid, "SIGKILL");
+    } catch { /* gone */ }
+  }
+}

@@ -8,7 +8,7 @@ import { loadConfig } from "../server/config.ts";
 import { silentLogger } from "../server/log.ts";
 import { startServer } from "../server/server.ts";
 import { cliCommand, runCli, startCliServer } from "./cli_util.ts";
-import { startNode } from "./cluster_util.ts";
+import { redisUser, startNode } from "./cluster_util.ts";
 import { HAS_REDIS, startRedis } from "./redis_util.ts";
 import { type Frame, RawClient, startTestServer, waitUntil } from "./test_util.ts";
 import { createClient } from "redis";
@@ -402,9 +402,9 @@ Deno.test({
     const admin = createClient({ url: redis.url });
     await admin.connect();
     // The waiter's node connects as a user of its own, so its commands can fail while others work.
-    await admin.sendCommand(["ACL", "SETUSER", "waiter", "on", ">pw", "~*", "&*", "+@all"]);
+    const waiterUrl = await redisUser(admin, redis.url, "waiter");
     const a = await startNode(redis.url, "a");
-    const b = await startNode(redis.url.replace("redis://", "redis://waiter:pw@"), "b");
+    const b = await startNode(waiterUrl, "b");
     try {
       await using onA = await RawClient.connect(a.url);
       await using onB = await RawClient.connect(b.url);
@@ -447,8 +447,8 @@ Deno.test({
     await using redis = await startRedis();
     const admin = createClient({ url: redis.url });
     await admin.connect();
-    await admin.sendCommand(["ACL", "SETUSER", "front", "on", ">pw", "~*", "&*", "+@all"]);
-    const front = await startNode(redis.url.replace("redis://", "redis://front:pw@"), "front", {
+    const frontUrl = await redisUser(admin, redis.url, "front");
+    const front = await startNode(frontUrl, "front", {
       // Its heartbeat fails too while it cannot HGETALL: it must not be taken for down meanwhile.
       CC_EXECUTOR_NODE_DOWN_AFTER: "30",
     });
