@@ -27,23 +27,40 @@ export function neverStartedResult(
   };
 }
 
-/** The `process.completed` of a job that never started, as its only notification (seq 1). */
-export function neverStartedFrame(jobId: string, status: JobStatus, reason: string): string {
+/**
+ * A `process.completed` written by the server rather than by a job: for a job that never started,
+ * or one whose node died under it (then seq follows the last frame its stream holds).
+ */
+export function completedFrame(
+  jobId: string,
+  end: {
+    seq: number;
+    status: JobStatus;
+    reason: string;
+    durationMs?: number;
+    bytes?: { stdout: number; stderr: number };
+  },
+): string {
   return JSON.stringify({
     jsonrpc: "2.0",
     method: "process.completed",
     params: {
       job_id: jobId,
-      seq: 1,
-      status,
+      seq: end.seq,
+      status: end.status,
       exit_code: null,
       signal: null,
-      duration_ms: 0,
-      bytes: { stdout: 0, stderr: 0 },
+      duration_ms: end.durationMs ?? 0,
+      bytes: end.bytes ?? { stdout: 0, stderr: 0 },
       truncated: false,
-      reason,
+      reason: end.reason,
     },
   });
+}
+
+/** The `process.completed` of a job that never started, as its only notification (seq 1). */
+export function neverStartedFrame(jobId: string, status: JobStatus, reason: string): string {
+  return completedFrame(jobId, { seq: 1, status, reason });
 }
 
 /** Records a job that never ran (a failure to record is logged: the outcome stands). */

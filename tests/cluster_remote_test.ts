@@ -2,43 +2,22 @@
  * Review cases for requests forwarded to the node that runs a job (server/cluster/remote_control.ts).
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { createClient } from "redis";
-import { loadConfig } from "../server/config.ts";
-import { silentLogger } from "../server/log.ts";
-import { type ExecutorServer, startServer } from "../server/server.ts";
+import type { ExecutorServer } from "../server/server.ts";
+import { startNode as startClusterNode, writeTokenPolicy } from "./cluster_util.ts";
 import { HAS_REDIS, startRedis } from "./redis_util.ts";
 import { RawClient, waitUntil } from "./test_util.ts";
 
 const MAIN = "main-token-0123456789abcdef";
 const OTHER = "other-token-0123456789abcdef";
 
-async function sha256Hex(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 /** An in-process node on `redisUrl` with the main token and a restricted "other" token. */
 async function startNode(redisUrl: string, id: string, dir: string): Promise<ExecutorServer> {
-  const policy = join(dir, "policy.json");
-  await Deno.writeTextFile(
-    policy,
-    JSON.stringify({ tokens: [{ name: "other", token_sha256: await sha256Hex(OTHER) }] }),
-  );
-  const config = loadConfig({
-    env: {
-      REDIS_URL: redisUrl,
-      CC_EXECUTOR_NODE_ID: id,
-      CC_EXECUTOR_NODE_DOWN_AFTER: "2",
-      CC_EXECUTOR_PORT: "0",
-      CC_EXECUTOR_TOKEN: MAIN,
-      CC_EXECUTOR_POLICY: policy,
-      CC_EXECUTOR_KILL_GRACE_MS: "300",
-      CC_EXECUTOR_DB: ":memory:",
-    },
-    envFile: null,
+  const policy = await writeTokenPolicy(dir, { other: OTHER });
+  return await startClusterNode(redisUrl, id, {
+    CC_EXECUTOR_TOKEN: MAIN,
+    CC_EXECUTOR_POLICY: policy,
   });
-  return await startServer(config, { logger: silentLogger });
 }
 
 function connect(url: string, token: string): Promise<RawClient> {

@@ -3,7 +3,6 @@
  * a node or labels, on real servers sharing one real redis-server.
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { loadConfig } from "../server/config.ts";
 import { silentLogger } from "../server/log.ts";
 import { type ExecutorServer, startServer } from "../server/server.ts";
@@ -15,6 +14,7 @@ import {
   startNode,
   startNodeProcess,
   stopNodeProcess,
+  writeTokenPolicy,
 } from "./cluster_util.ts";
 import { HAS_REDIS, startRedis } from "./redis_util.ts";
 import { type Frame, groupAlive, RawClient, waitUntil } from "./test_util.ts";
@@ -929,21 +929,7 @@ Deno.test({
     const dir = await Deno.makeTempDir();
     const main = "main-token-0123456789abcdef";
     const tokens = { alice: "alice-token-0123456789abcdef", bob: "bob-token-0123456789abcdef" };
-    const digest = async (text: string) =>
-      [...new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)))]
-        .map((b) => b.toString(16).padStart(2, "0")).join("");
-    const policy = join(dir, "policy.json");
-    await Deno.writeTextFile(
-      policy,
-      JSON.stringify({
-        tokens: await Promise.all(
-          Object.entries(tokens).map(async ([name, token]) => ({
-            name,
-            token_sha256: await digest(token),
-          })),
-        ),
-      }),
-    );
+    const policy = await writeTokenPolicy(dir, tokens);
     const env = { CC_EXECUTOR_TOKEN: main, CC_EXECUTOR_POLICY: policy };
     const front = await startNode(redis.url, "front", env);
     const runner = await startNode(redis.url, "runner", { ...env, CC_EXECUTOR_NODE_CAPACITY: "1" });

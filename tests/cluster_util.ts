@@ -2,6 +2,8 @@
  * Nodes of a cluster for the tests: as real `server start` processes (which a test can kill with
  * SIGKILL) or inside the test process (fast, and their job manager is at hand).
  */
+import { createHash } from "node:crypto";
+import { join } from "node:path";
 import { loadConfig } from "../server/config.ts";
 import { silentLogger } from "../server/log.ts";
 import { type ExecutorServer, startServer } from "../server/server.ts";
@@ -82,4 +84,25 @@ export async function killAll(nodes: CliServer[], pgids: number[] = []): Promise
       Deno.kill(-pgid, "SIGKILL");
     } catch { /* gone */ }
   }
+}
+
+/**
+ * Writes a policy file (docs/security.md) in `dir` giving each token of `tokens` (name ->
+ * token) its own principal; resolves to its path, for CC_EXECUTOR_POLICY.
+ */
+export async function writeTokenPolicy(
+  dir: string,
+  tokens: Record<string, string>,
+): Promise<string> {
+  const path = join(dir, "policy.json");
+  await Deno.writeTextFile(
+    path,
+    JSON.stringify({
+      tokens: Object.entries(tokens).map(([name, token]) => ({
+        name,
+        token_sha256: createHash("sha256").update(token).digest("hex"),
+      })),
+    }),
+  );
+  return path;
 }

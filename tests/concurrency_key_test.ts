@@ -8,7 +8,7 @@ import { loadConfig } from "../server/config.ts";
 import { silentLogger } from "../server/log.ts";
 import { startServer } from "../server/server.ts";
 import { cliCommand, runCli, startCliServer } from "./cli_util.ts";
-import { redisUser, startNode } from "./cluster_util.ts";
+import { killAll, redisUser, startNode, writeTokenPolicy } from "./cluster_util.ts";
 import { HAS_REDIS, startRedis } from "./redis_util.ts";
 import { type Frame, RawClient, startTestServer, waitUntil } from "./test_util.ts";
 import { createClient } from "redis";
@@ -239,18 +239,9 @@ Deno.test({
 const MAIN = "main-token-0123456789abcdef";
 const OTHER = "other-token-0123456789abcdef";
 
-async function sha256Hex(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 Deno.test("concurrency key: a job id another token uses (waiting for a key, or in history) is refused, not put in the line; the owner's job is untouched", async () => {
   const dir = await Deno.makeTempDir();
-  const policy = join(dir, "policy.json");
-  await Deno.writeTextFile(
-    policy,
-    JSON.stringify({ tokens: [{ name: "other", token_sha256: await sha256Hex(OTHER) }] }),
-  );
+  const policy = await writeTokenPolicy(dir, { other: OTHER });
   const server = await startServer(
     loadConfig({
       env: {
@@ -351,13 +342,7 @@ Deno.test({
       await onA.completion("n");
       assert.equal(onA.output("n"), "next\n");
     } finally {
-      for (const node of servers) {
-        try {
-          node.child.kill("SIGKILL");
-        } catch { /* gone */ }
-        await node.child.status;
-        await node.log();
-      }
+      await killAll(servers);
     }
   },
 });

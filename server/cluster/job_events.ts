@@ -32,6 +32,7 @@ import type { Principal } from "../principal.ts";
 import { ErrorCode, type JobsSubscribeResult, type JobStatus, RpcError } from "../protocol.ts";
 import type { Job, Subscriber } from "../jobs.ts";
 import { settlesWithin } from "../deadline.ts";
+import { completedFrame } from "../never_ran.ts";
 
 /** How long a finished job's stream stays readable. */
 export const FINISHED_TTL_MS = 3600 * 1000;
@@ -257,20 +258,12 @@ export class JobEventStreams implements AsyncDisposable {
         // Not a frame of ours: it counts for nothing.
       }
     }
-    const frame = JSON.stringify({
-      jsonrpc: "2.0",
-      method: "process.completed",
-      params: {
-        job_id: jobId,
-        seq: lastSeq + 1,
-        status: end.status,
-        exit_code: null,
-        signal: null,
-        duration_ms: Math.max(0, Date.now() - end.startedAt),
-        bytes,
-        truncated: false,
-        reason: end.reason,
-      },
+    const frame = completedFrame(jobId, {
+      seq: lastSeq + 1,
+      status: end.status,
+      reason: end.reason,
+      durationMs: Math.max(0, Date.now() - end.startedAt),
+      bytes,
     });
     await withDeadline(
       this.#writer.multi()
